@@ -1,0 +1,5 @@
+//! The CLIP model core of clip_search: tokenizer, image decoding and preprocessing, ONNX Runtime sessions.
+//! Plain Rust with no PostgreSQL in it, so all of it is tested with `cargo test -p clip_core`.
+
+pub mod preprocess;
+pub mod tokenizer;

@@ -1,0 +1,1 @@
+//! Image decoding and open_clip-exact preprocessing (being written).

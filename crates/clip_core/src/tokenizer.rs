@@ -1,0 +1,1 @@
+//! open_clip-exact CLIP tokenizer (being written).

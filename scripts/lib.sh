@@ -1,0 +1,17 @@
+# Shared settings and helpers for the scripts in this folder. Sourced, never run.
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+DEPS="$ROOT/.deps"
+VENV="$ROOT/.venv"
+PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+PG_BIN=$(dirname "$PG_CONFIG")
+PGRX_VERSION=0.18.1
+PGVECTOR_VERSION=0.8.0
+ORT_VERSION=1.31.1
+ORT_SHA256=fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3
+ORT_LIB="$DEPS/onnxruntime/libonnxruntime.so.$ORT_VERSION"
+
+log() { printf '\033[1m[clip_search]\033[0m %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+pg_sharedir() { "$PG_CONFIG" --sharedir; }
+pg_pkglibdir() { "$PG_CONFIG" --pkglibdir; }
+sha256_ok() { [[ -f "$1" ]] && [[ "$(sha256sum "$1" | cut -d' ' -f1)" == "$2" ]]; }
