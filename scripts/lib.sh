@@ -15,3 +15,15 @@ die() { log "error: $*"; exit 1; }
 pg_sharedir() { "$PG_CONFIG" --sharedir; }
 pg_pkglibdir() { "$PG_CONFIG" --pkglibdir; }
 sha256_ok() { [[ -f "$1" ]] && [[ "$(sha256sum "$1" | cut -d' ' -f1)" == "$2" ]]; }
+
+# Connection settings of the private cluster NAME (see cluster.sh), exported for psql and libpq clients.
+cluster_env() {
+  local name=$1
+  case "$name" in
+    demo) PGPORT=${CLIP_DEMO_PORT:-55432} ;;
+    test) PGPORT=${CLIP_TEST_PORT:-55433} ;;
+    *) die "unknown cluster $name" ;;
+  esac
+  export PGDATA="$DEPS/cluster-$name" PGPORT PGSOCKET="/tmp/clip_search-$PGPORT"
+  export PGHOST="$PGSOCKET" PGUSER=postgres PGDATABASE=postgres
+}

@@ -1,1 +1,34 @@
+//! clip_search: CLIP text and image embeddings inside PostgreSQL, returned as pgvector `vector`s.
+//!
+//! Layout: `functions` is the SQL surface; `errors` maps core errors to SQLSTATEs; `guc` holds the settings;
+//! `model_cache` keeps each backend's loaded model; `vector` is pgvector's type in Rust. The model itself
+//! (tokenizer, image preprocessing, ONNX Runtime) lives in the `clip_core` crate, with no PostgreSQL in it.
+use pgrx::prelude::*;
 
+mod errors;
+mod functions;
+mod guc;
+mod model_cache;
+mod vector;
+
+::pgrx::pg_module_magic!(name, version);
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    guc::register();
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests;
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![concat!("clip.model_dir = '", env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-model'")]
+    }
+}

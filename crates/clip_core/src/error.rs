@@ -1,0 +1,34 @@
+//! Errors of the model core. Each variant is a distinct cause so that the SQL layer can give it its own SQLSTATE.
+use std::path::PathBuf;
+
+use crate::preprocess::ImageError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClipError {
+    /// No model directory was configured.
+    #[error("no model directory is configured")]
+    ModelNotConfigured,
+    /// The model directory or one of its files is missing or unreadable.
+    #[error("model file {path} cannot be read: {reason}")]
+    ModelMissing { path: PathBuf, reason: String },
+    /// The model directory is there but its content is wrong: bad manifest, checksum mismatch, bad graph.
+    #[error("model directory {dir} is invalid: {reason}")]
+    ModelInvalid { dir: PathBuf, reason: String },
+    /// The ONNX Runtime shared library cannot be loaded.
+    #[error("ONNX Runtime library {path} cannot be loaded: {reason}")]
+    RuntimeUnavailable { path: PathBuf, reason: String },
+    /// The input image was rejected.
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    /// ONNX Runtime failed while running a loaded model.
+    #[error("inference failed: {0}")]
+    Inference(String),
+}
+
+impl From<ort::Error> for ClipError {
+    fn from(e: ort::Error) -> Self {
+        ClipError::Inference(e.to_string())
+    }
+}
+
+pub type Result<T, E = ClipError> = std::result::Result<T, E>;

@@ -1,0 +1,169 @@
+//! A CLIP model loaded from a model directory: tokenizer, text tower and image tower, each loaded on first use
+//! so that a backend that only searches by text never loads the image tower.
+use std::path::{Path, PathBuf};
+
+use ort::session::Session;
+use ort::value::Tensor;
+
+use crate::error::{ClipError, Result};
+use crate::manifest::{read_verified, FileEntry, Manifest};
+use crate::preprocess::{preprocess_into, DecodedImage, PreprocessConfig};
+use crate::runtime;
+use crate::tokenizer::ClipTokenizer;
+
+/// Everything that decides which model is loaded and how. A change of any field means a new `ClipModel`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelSettings {
+    pub model_dir: PathBuf,
+    pub onnxruntime_library: PathBuf,
+    pub intra_threads: usize,
+}
+
+pub struct ClipModel {
+    settings: ModelSettings,
+    manifest: Manifest,
+    tokenizer: Option<ClipTokenizer>,
+    text: Option<Session>,
+    image: Option<Session>,
+}
+
+impl ClipModel {
+    /// Reads the manifest. Model files are read, verified and loaded when first needed.
+    pub fn open(settings: ModelSettings) -> Result<ClipModel> {
+        if settings.model_dir.as_os_str().is_empty() {
+            return Err(ClipError::ModelNotConfigured);
+        }
+        let manifest = Manifest::load(&settings.model_dir)?;
+        Ok(ClipModel { settings, manifest, tokenizer: None, text: None, image: None })
+    }
+
+    pub fn settings(&self) -> &ModelSettings {
+        &self.settings
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    pub fn preprocess_config(&self) -> PreprocessConfig {
+        let spec = &self.manifest.image;
+        PreprocessConfig { image_size: spec.size, mean: spec.mean, std: spec.std }
+    }
+
+    /// Which towers this model has loaded so far: (text, image).
+    pub fn loaded_towers(&self) -> (bool, bool) {
+        (self.text.is_some(), self.image.is_some())
+    }
+
+    pub fn tokenizer(&mut self) -> Result<&ClipTokenizer> {
+        if self.tokenizer.is_none() {
+            let dir = &self.settings.model_dir;
+            let bytes = read_verified(dir, &self.manifest.files.tokenizer)?;
+            let tokenizer = ClipTokenizer::from_json_bytes(&bytes, self.manifest.context_length)
+                .map_err(|e| ClipError::ModelInvalid { dir: dir.clone(), reason: format!("tokenizer: {e}") })?;
+            if tokenizer.sot_id() != self.manifest.sot_token_id || tokenizer.eot_id() != self.manifest.eot_token_id {
+                return Err(ClipError::ModelInvalid {
+                    dir: dir.clone(),
+                    reason: "tokenizer special tokens differ from the manifest".into(),
+                });
+            }
+            self.tokenizer = Some(tokenizer);
+        }
+        Ok(self.tokenizer.as_ref().expect("set above"))
+    }
+
+    /// Embeds texts in one batch. Each row is L2-normalised.
+    pub fn embed_texts(&mut self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tokenizer = self.tokenizer()?;
+        let ids: Vec<Vec<i64>> = texts.iter().map(|t| tokenizer.encode(t)).collect();
+        // Pad to the longest sequence in the batch with 0. Pooling happens at the end-of-text token, the highest
+        // id, under a causal mask, so padding after it changes nothing.
+        let width = ids.iter().map(Vec::len).max().unwrap_or(2);
+        let mut flat = vec![0i64; ids.len() * width];
+        for (row, seq) in flat.chunks_mut(width).zip(&ids) {
+            row[..seq.len()].copy_from_slice(seq);
+        }
+        let input = Tensor::from_array(([ids.len(), width], flat))?;
+        let dim = self.manifest.embed_dim;
+        let outputs = self.session(Tower::Text)?.run(ort::inputs![input])?;
+        rows_normalised(&outputs[0], texts.len(), dim)
+    }
+
+    /// Embeds decoded images in one batch. Each row is L2-normalised.
+    pub fn embed_images(&mut self, images: &[DecodedImage]) -> Result<Vec<Vec<f32>>> {
+        if images.is_empty() {
+            return Ok(Vec::new());
+        }
+        let cfg = self.preprocess_config();
+        let plane = 3 * (cfg.image_size as usize).pow(2);
+        let mut pixels = vec![0f32; images.len() * plane];
+        for (out, image) in pixels.chunks_mut(plane).zip(images) {
+            preprocess_into(image, &cfg, out);
+        }
+        let size = cfg.image_size as usize;
+        let input = Tensor::from_array(([images.len(), 3, size, size], pixels))?;
+        let dim = self.manifest.embed_dim;
+        let outputs = self.session(Tower::Image)?.run(ort::inputs![input])?;
+        rows_normalised(&outputs[0], images.len(), dim)
+    }
+
+    fn session(&mut self, tower: Tower) -> Result<&mut Session> {
+        let (slot, entry): (&mut Option<Session>, &FileEntry) = match tower {
+            Tower::Text => (&mut self.text, &self.manifest.files.text),
+            Tower::Image => (&mut self.image, &self.manifest.files.image),
+        };
+        if slot.is_none() {
+            let s = &self.settings;
+            let bytes = read_verified(&s.model_dir, entry)?;
+            let session = runtime::create_session(&s.onnxruntime_library, &bytes, s.intra_threads).map_err(|e| match e {
+                ClipError::Inference(reason) => invalid(&s.model_dir, format!("{}: {reason}", entry.path)),
+                other => other,
+            })?;
+            *slot = Some(session);
+        }
+        Ok(slot.as_mut().expect("set above"))
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Tower {
+    Text,
+    Image,
+}
+
+fn invalid(dir: &Path, reason: String) -> ClipError {
+    ClipError::ModelInvalid { dir: dir.to_path_buf(), reason }
+}
+
+/// Splits a [rows, dim] output into L2-normalised rows, checking its shape against the manifest.
+fn rows_normalised(output: &ort::value::DynValue, rows: usize, dim: usize) -> Result<Vec<Vec<f32>>> {
+    let (shape, data) = output.try_extract_tensor::<f32>()?;
+    if shape.len() != 2 || shape[0] as usize != rows || shape[1] as usize != dim {
+        return Err(ClipError::Inference(format!("output shape {shape:?}, expected [{rows}, {dim}]")));
+    }
+    Ok(data.chunks(dim).map(normalised).collect())
+}
+
+pub fn normalised(v: &[f32]) -> Vec<f32> {
+    let norm = v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let scale = if norm > 0.0 { (1.0 / norm) as f32 } else { 0.0 };
+    v.iter().map(|x| x * scale).collect()
+}
+
+/// Cosine similarity; 0 when either vector is zero.
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let (mut dot, mut na, mut nb) = (0f64, 0f64, 0f64);
+    for (x, y) in a.iter().zip(b) {
+        dot += (*x as f64) * (*y as f64);
+        na += (*x as f64).powi(2);
+        nb += (*y as f64).powi(2);
+    }
+    if na == 0.0 || nb == 0.0 {
+        0.0
+    } else {
+        (dot / (na.sqrt() * nb.sqrt())) as f32
+    }
+}

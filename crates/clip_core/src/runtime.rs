@@ -1,0 +1,121 @@
+//! The process-wide ONNX Runtime environment and session creation.
+//!
+//! ONNX Runtime allows one environment per process and the first library loaded stays loaded, so the
+//! environment is created once, lazily (never in the postmaster before fork), and a later request for another
+//! library path is refused rather than silently ignored.
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use ort::environment::Environment;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::Session;
+
+use crate::error::{ClipError, Result};
+
+struct Runtime {
+    library: PathBuf,
+    environment: Environment,
+    version: String,
+}
+
+static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+
+fn unavailable(path: &Path, reason: impl Into<String>) -> ClipError {
+    ClipError::RuntimeUnavailable { path: path.to_path_buf(), reason: reason.into() }
+}
+
+fn runtime(library: &Path) -> Result<&'static Runtime> {
+    if let Some(rt) = RUNTIME.get() {
+        if rt.library != library {
+            return Err(unavailable(
+                library,
+                format!("this process already loaded ONNX Runtime from {}; reconnect to use another", rt.library.display()),
+            ));
+        }
+        return Ok(rt);
+    }
+    // ort reports only "dlopen failed" for a bad path: check the file first for a useful message.
+    let meta = std::fs::metadata(library).map_err(|e| unavailable(library, e.to_string()))?;
+    if !meta.is_file() {
+        return Err(unavailable(library, "not a regular file"));
+    }
+    let environment = with_signals_blocked(|| {
+        ort::init_from(library)
+            .map_err(|e| unavailable(library, e.to_string()))?
+            .with_name("clip_search")
+            .with_telemetry(false)
+            .build()
+            .map_err(|e| unavailable(library, e.to_string()))
+    })?;
+    let version = build_version(ort::info());
+    Ok(RUNTIME.get_or_init(|| Runtime { library: library.to_path_buf(), environment, version }))
+}
+
+/// "ORT Build Info: git-branch=rel-1.31.1, ..." -> "1.31.1".
+fn build_version(info: &str) -> String {
+    info.split(|c| c == ',' || c == ' ')
+        .find_map(|part| part.strip_prefix("git-branch=rel-"))
+        .unwrap_or(info)
+        .to_string()
+}
+
+/// Loads ONNX Runtime from `library` unless this process already has, and returns its version.
+pub fn load(library: &Path) -> Result<&'static str> {
+    Ok(runtime(library)?.version.as_str())
+}
+
+/// Creates a session for one ONNX graph held in memory.
+///
+/// `intra_threads` bounds the threads of this session; 1 means ONNX Runtime runs on the calling thread only.
+/// Spinning is off so that idle sessions cost no CPU.
+pub fn create_session(library: &Path, model: &[u8], intra_threads: usize) -> Result<Session> {
+    let rt = runtime(library)?;
+    with_signals_blocked(|| {
+        let session = Session::builder(&rt.environment)?
+            .with_optimization_level(GraphOptimizationLevel::Level3)
+            .map_err(ort::Error::from)?
+            .with_intra_threads(intra_threads)
+            .map_err(ort::Error::from)?
+            .with_inter_threads(1)
+            .map_err(ort::Error::from)?
+            .with_intra_op_spinning(false)
+            .map_err(ort::Error::from)?
+            .with_inter_op_spinning(false)
+            .map_err(ort::Error::from)?
+            .commit_from_memory(model)?;
+        Ok(session)
+    })
+}
+
+/// Runs `f` with all signals blocked in the calling thread, so that threads ONNX Runtime starts inside `f`
+/// inherit a full mask: PostgreSQL's signal handlers must only ever run on the backend's main thread.
+fn with_signals_blocked<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    // SAFETY: plain libc calls on properly initialised sigset_t values owned by this frame.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let result = f();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_from_build_info() {
+        assert_eq!(build_version("ORT Build Info: git-branch=rel-1.31.1, git-commit-id=abc"), "1.31.1");
+        assert_eq!(build_version("something else"), "something else");
+    }
+
+    #[test]
+    fn missing_library_is_a_clear_error() {
+        let err = runtime(Path::new("/nonexistent/libonnxruntime.so")).err().expect("must fail");
+        assert!(matches!(err, ClipError::RuntimeUnavailable { .. }), "{err}");
+        assert!(err.to_string().contains("/nonexistent/libonnxruntime.so"), "{err}");
+    }
+}

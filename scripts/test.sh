@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Runs every test suite of clip_search, installing what is missing first (scripts/setup.sh). Safe to run twice.
+#   1. the model core, pure Rust:             cargo test -p clip_core
+#   2. the extension inside PostgreSQL:       cargo pgrx test (#[pg_test]s, a throwaway cluster)
+#   3. SQL regression tests with expected output (tests/pg_regress), on the private 'test' cluster
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+export CARGO_BUILD_JOBS=2
+
+scripts/setup.sh
+passed=0 failed=0
+suite() {
+  local name=$1; shift
+  log "suite: $name"
+  if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); log "suite FAILED: $name"; fi
+}
+
+pgrx_tests() {
+  local data="$DEPS/pgrx-test-data"
+  mkdir -p "$data"
+  local runas=()
+  if [[ $(id -u) -eq 0 ]]; then chown postgres:postgres "$data"; runas=(--runas postgres); fi
+  # Run with the ONNX Runtime library that the install step puts next to the extension.
+  $([[ $(id -u) -ne 0 ]] && echo sudo) install -D -m 0644 "$ORT_LIB" "$(pg_pkglibdir)/clip_search/$(basename "$ORT_LIB")"
+  cargo pgrx test pg15 "${runas[@]}" --pgdata "$data"
+}
+
+sql_regression() {
+  scripts/install.sh --debug
+  cluster_env test
+  scripts/cluster.sh start test
+  scripts/cluster.sh psql test -c "ALTER SYSTEM SET clip.model_dir = '$ROOT/tests/fixtures/tiny-model'" -c "SELECT pg_reload_conf()" >/dev/null
+  local out="$ROOT/target/pg_regress"
+  rm -rf "$out" && mkdir -p "$out"
+  local tests
+  tests=$(cd tests/pg_regress/sql && ls *.sql | sed 's/\.sql$//' | sort)
+  # pg_regress runs psql in the output directory and the server reads fixtures: both must reach them.
+  [[ $(id -u) -eq 0 ]] && chown -R postgres:postgres "$out"
+  local status=0
+  "$(pg_pkglibdir)/pgxs/src/test/regress/pg_regress" --use-existing --host="$PGSOCKET" \
+    --port="$PGPORT" --user=postgres --dbname=clip_regress --inputdir=tests/pg_regress --outputdir="$out" \
+    --bindir="$PG_BIN" $tests || status=$?
+  [[ -f "$out/regression.diffs" ]] && head -200 "$out/regression.diffs"
+  scripts/cluster.sh stop test
+  return $status
+}
+
+suite "model core (cargo test -p clip_core)" cargo test -p clip_core
+suite "extension (cargo pgrx test)" pgrx_tests
+suite "SQL regression (pg_regress)" sql_regression
+
+echo "test suites: $passed passed, $failed failed"
+[[ $failed -eq 0 ]]

@@ -1,0 +1,54 @@
+//! Maps model-core errors to PostgreSQL errors: one SQLSTATE per cause, a message that names the SQL function,
+//! and a hint that says what to do.
+use clip_core::preprocess::ImageError;
+use clip_core::ClipError;
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::{PgLogLevel, PgSqlErrorCode};
+
+const MODEL_HINT: &str = "Export a model with tools/export_model.py (see the README), then as a superuser: \
+     ALTER SYSTEM SET clip.model_dir = '/path/to/model'; SELECT pg_reload_conf();";
+
+/// Raises `err` as an ERROR of `function`. Never returns.
+pub fn raise(function: &'static str, err: ClipError) -> ! {
+    use PgSqlErrorCode::*;
+    let (code, hint) = match &err {
+        ClipError::ModelNotConfigured => (ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, Some(MODEL_HINT)),
+        ClipError::ModelMissing { .. } => (ERRCODE_UNDEFINED_FILE, Some(MODEL_HINT)),
+        ClipError::ModelInvalid { .. } => (
+            ERRCODE_DATA_CORRUPTED,
+            Some("Export the model again with tools/export_model.py, or point clip.model_dir at an intact copy."),
+        ),
+        ClipError::RuntimeUnavailable { .. } => (
+            ERRCODE_UNDEFINED_FILE,
+            Some("scripts/install.sh installs ONNX Runtime next to the extension; a superuser can point \
+                  clip.onnxruntime_library at another copy (version 1.31 or later)."),
+        ),
+        ClipError::Image(ImageError::TooLarge { .. }) => (
+            ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            Some("A superuser can raise clip.max_image_pixels; decoding takes about 4 bytes per pixel."),
+        ),
+        ClipError::Image(ImageError::Unsupported(_)) => (
+            ERRCODE_FEATURE_NOT_SUPPORTED,
+            Some("Supported formats: JPEG, PNG, WebP, GIF, BMP, TIFF."),
+        ),
+        ClipError::Image(_) => (ERRCODE_INVALID_BINARY_REPRESENTATION, None),
+        ClipError::Inference(_) => (ERRCODE_INTERNAL_ERROR, None),
+    };
+    let mut report = ErrorReport::new(code, format!("{function}: {err}"), function);
+    if let Some(hint) = hint {
+        report = report.set_hint(hint);
+    }
+    report.report(PgLogLevel::ERROR);
+    unreachable!("ERROR does not return")
+}
+
+/// Unwraps a core result inside SQL function `function`, raising its error.
+pub trait OrRaise<T> {
+    fn or_raise(self, function: &'static str) -> T;
+}
+
+impl<T, E: Into<ClipError>> OrRaise<T> for Result<T, E> {
+    fn or_raise(self, function: &'static str) -> T {
+        self.unwrap_or_else(|e| raise(function, e.into()))
+    }
+}
