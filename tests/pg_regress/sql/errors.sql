@@ -1,0 +1,47 @@
+-- Bad input gives a clear error with its own SQLSTATE, and the session stays usable.
+CREATE EXTENSION IF NOT EXISTS clip_search CASCADE;
+\getenv abs_srcdir PG_ABS_SRCDIR
+\set images :abs_srcdir '/../fixtures/images/'
+
+CREATE FUNCTION pg_temp.error_of(query text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+  EXECUTE query;
+  RETURN 'no error';
+EXCEPTION WHEN OTHERS THEN
+  RETURN SQLSTATE || ' ' || SQLERRM;
+END $$;
+
+SELECT pg_temp.error_of($$SELECT clip_embed_image(''::bytea)$$);
+SELECT pg_temp.error_of($$SELECT clip_embed_image('not an image at all'::bytea)$$);
+SELECT pg_temp.error_of($$SELECT clip_embed_image('\x89504e470d0a1a0a0000'::bytea)$$);
+SELECT pg_temp.error_of($$SELECT clip_embed_image('\xffd8ffe000104a464946'::bytea)$$);
+SELECT pg_temp.error_of($$SELECT clip_embed_image(convert_to('<svg xmlns="http://www.w3.org/2000/svg"></svg>', 'UTF8'))$$);
+SELECT pg_temp.error_of($$SELECT clip_embed_image(convert_to('%PDF-1.4 ...', 'UTF8'))$$);
+-- A PNG header that declares 100000 x 100000 pixels: refused before any pixel is allocated.
+SELECT pg_temp.error_of($$SELECT clip_embed_image('\x89504e470d0a1a0a0000000d49484452000186a0000186a00806000000'::bytea)$$);
+-- The same for a real image once the limit is below its size; a superuser can change the limit.
+SET clip.max_image_pixels = 1000;
+SELECT pg_temp.error_of(format('SELECT clip_embed_image(pg_read_binary_file(%L))', :'images' || 'astronaut_rgb_posterized_300x250.png'));
+RESET clip.max_image_pixels;
+SELECT vector_dims(clip_embed_image(pg_read_binary_file(:'images' || 'astronaut_rgb_posterized_300x250.png'))) AS dims_after_errors;
+
+-- Dimension mismatch.
+SELECT pg_temp.error_of($$SELECT clip_similarity('[1,2]'::vector, '[1,2,3]'::vector)$$);
+
+-- Settings that pick files, libraries or memory limits are for superusers only.
+CREATE ROLE clip_regress_user;
+SET ROLE clip_regress_user;
+SELECT pg_temp.error_of($$SET clip.model_dir = '/etc'$$);
+SELECT pg_temp.error_of($$SET clip.onnxruntime_library = '/tmp/evil.so'$$);
+SELECT pg_temp.error_of($$SET clip.max_image_pixels = 2000000000$$);
+SET clip.intra_op_threads = 2;
+SELECT pg_temp.error_of($$SET clip.intra_op_threads = 0$$);
+RESET ROLE;
+DROP ROLE clip_regress_user;
+
+-- A missing model directory names the setting and how to install a model.
+SET clip.model_dir = '/nonexistent/model';
+\set VERBOSITY default
+SELECT clip_embed_text('x');
+RESET clip.model_dir;
+SELECT vector_dims(clip_embed_text('x')) AS dims_after_reset;

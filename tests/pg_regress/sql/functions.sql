@@ -1,0 +1,39 @@
+-- The SQL surface: signatures, volatility, strictness, dimensions, and the tokenizer.
+CREATE EXTENSION IF NOT EXISTS clip_search CASCADE;
+
+-- Every function is STRICT, the embedding functions IMMUTABLE and PARALLEL SAFE (HNSW and generated columns).
+SELECT p.oid::regprocedure AS function, p.prorettype::regtype AS returns,
+       p.provolatile AS volatility, p.proparallel AS parallel, p.proisstrict AS strict
+FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.deptype = 'e'
+JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'clip_search'
+ORDER BY 1::text;
+
+-- NULL in, NULL out.
+SELECT clip_embed_text(NULL) IS NULL AS text_null, clip_embed_image(NULL) IS NULL AS image_null,
+       clip_similarity(NULL::text, NULL::bytea) IS NULL AS similarity_null;
+
+-- Unit vectors of the model's dimension, for any text the reference accepts.
+SELECT t AS text, vector_dims(clip_embed_text(t)) AS dims, round(vector_norm(clip_embed_text(t))::numeric, 4) AS norm
+FROM unnest(ARRAY['a photo of a cat', '', '   ', E'tab\there', '🚀🌕', 'صورة قطة', repeat('long ', 500)]) AS t;
+
+-- A text's embedding does not depend on anything else in the statement.
+SELECT clip_embed_text('a dog') = clip_embed_text('a dog') AS deterministic,
+       clip_embed_text('a dog') = clip_embed_text('A DOG') AS case_insensitive,
+       clip_embed_text('a dog') <> clip_embed_text('a cat') AS distinct_texts;
+
+-- Token ids, as open_clip's tokenizer gives them (start 49406, end 49407).
+SELECT clip_tokenize('a photo of a cat') AS ids;
+SELECT clip_tokenize('') AS empty, clip_tokenize('Tom &amp; Jerry') AS entity;
+SELECT array_length(clip_tokenize(repeat('word ', 200)), 1) AS truncated_length,
+       (clip_tokenize(repeat('word ', 200)))[77] AS last_id;
+
+-- clip_similarity of two vectors is 1 - cosine distance.
+SELECT round(clip_similarity('[1,0,0]'::vector, '[1,1,0]'::vector)::numeric, 4) AS similarity,
+       round((1 - ('[1,0,0]'::vector <=> '[1,1,0]'::vector))::numeric, 4) AS one_minus_distance;
+SELECT clip_similarity('[1,0]'::vector, '[1,0,0]'::vector);
+
+-- What produced the vectors.
+SELECT key FROM jsonb_object_keys(clip_info()) AS key ORDER BY key;
+SELECT clip_info()->>'model' AS model, clip_info()->>'embed_dim' AS dim, clip_info()->>'context_length' AS ctx,
+       clip_info()->>'image_size' AS image_size, clip_info()->>'onnxruntime_version' AS ort,
+       clip_info()->>'intra_op_threads' AS threads;
