@@ -9,6 +9,10 @@ source scripts/lib.sh
 export CARGO_BUILD_JOBS=2
 
 scripts/setup.sh
+# The server reads the fixture model and images from this checkout as the 'postgres' user.
+if [[ $(id -u) -eq 0 ]] && ! runuser -u postgres -- test -r "$ROOT/tests/fixtures/tiny-model/manifest.json"; then
+  die "the 'postgres' user cannot read $ROOT/tests/fixtures: clone into a folder that others can read"
+fi
 passed=0 failed=0
 suite() {
   local name=$1; shift

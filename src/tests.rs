@@ -1,105 +1,109 @@
 //! Tests that run inside PostgreSQL (`cargo pgrx test`), against the tiny CLIP-shaped model in
 //! tests/fixtures/tiny-model and the reference embeddings open_clip wrote for it (tools/export_model.py).
-use clip_core::cosine;
-use pgrx::prelude::*;
-use serde_json::Value;
+#[pgrx::pg_schema]
+mod tests {
+    use clip_core::cosine;
+    use pgrx::prelude::*;
+    use serde_json::Value;
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 
-fn fixture_json(name: &str) -> Value {
-    let path = format!("{FIXTURES}/{name}");
-    serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))).expect("json")
-}
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array().expect("array").iter().map(|x| x.as_f64().expect("number") as f32).collect()
-}
-
-fn embed_text(text: &str) -> Vec<f32> {
-    Spi::get_one_with_args::<Vec<f32>>("SELECT clip_embed_text($1)::real[]", &[text.into()])
-        .expect("query")
-        .expect("not null")
-}
-
-#[pg_test]
-fn text_embeddings_match_open_clip() {
-    let reference = fixture_json("tiny-model/reference.json");
-    let cases = reference["texts"].as_array().expect("texts");
-    assert!(cases.len() >= 50, "the fixture must cover at least 50 texts");
-    for case in cases {
-        let text = case["text"].as_str().expect("text");
-        let similarity = cosine(&embed_text(text), &floats(&case["embedding"]));
-        assert!(similarity >= 0.9999, "text {text:?}: cosine {similarity} with open_clip");
+    fn fixture_json(name: &str) -> Value {
+        let path = format!("{FIXTURES}/{name}");
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))).expect("json")
     }
-}
 
-#[pg_test]
-fn image_embeddings_match_open_clip() {
-    let reference = fixture_json("tiny-model/reference.json");
-    let cases = reference["images"].as_array().expect("images");
-    assert!(cases.len() >= 10, "the fixture must cover at least 10 images");
-    for case in cases {
-        let file = case["file"].as_str().expect("file");
-        let bytes = std::fs::read(format!("{FIXTURES}/images/{file}")).expect("image file");
-        let got = Spi::get_one_with_args::<Vec<f32>>("SELECT clip_embed_image($1)::real[]", &[bytes.into()])
+    fn floats(v: &Value) -> Vec<f32> {
+        v.as_array().expect("array").iter().map(|x| x.as_f64().expect("number") as f32).collect()
+    }
+
+    fn embed_text(text: &str) -> Vec<f32> {
+        Spi::get_one_with_args::<Vec<f32>>("SELECT clip_embed_text($1)::real[]", &[text.into()])
             .expect("query")
-            .expect("not null");
-        let similarity = cosine(&got, &floats(&case["embedding"]));
-        assert!(similarity >= 0.9999, "image {file}: cosine {similarity} with open_clip");
+            .expect("not null")
     }
-}
 
-#[pg_test]
-fn embeddings_are_unit_vectors_of_the_model_dimension() {
-    let dim = Spi::get_one::<i32>("SELECT (clip_info()->>'embed_dim')::int").unwrap().unwrap();
-    let v = embed_text("a photo of a cat");
-    assert_eq!(v.len(), dim as usize);
-    let norm: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    assert!((norm - 1.0).abs() < 1e-5, "norm {norm}");
-}
-
-#[pg_test]
-fn null_in_gives_null_out() {
-    for query in [
-        "SELECT clip_embed_text(NULL) IS NULL",
-        "SELECT clip_embed_image(NULL) IS NULL",
-        "SELECT clip_similarity(NULL::text, NULL::bytea) IS NULL",
-        "SELECT clip_similarity(NULL::vector, clip_embed_text('x')) IS NULL",
-    ] {
-        assert_eq!(Spi::get_one::<bool>(query).unwrap(), Some(true), "{query}");
+    #[pg_test]
+    fn text_embeddings_match_open_clip() {
+        let reference = fixture_json("tiny-model/reference.json");
+        let cases = reference["texts"].as_array().expect("texts");
+        assert!(cases.len() >= 50, "the fixture must cover at least 50 texts");
+        for case in cases {
+            let text = case["text"].as_str().expect("text");
+            let similarity = cosine(&embed_text(text), &floats(&case["embedding"]));
+            assert!(similarity >= 0.9999, "text {text:?}: cosine {similarity} with open_clip");
+        }
     }
-}
 
-#[pg_test]
-fn hnsw_index_serves_text_search() {
-    let dim = Spi::get_one::<i32>("SELECT (clip_info()->>'embed_dim')::int").unwrap().unwrap();
-    Spi::run(&format!(
-        "CREATE TABLE captions (id int PRIMARY KEY, caption text, embedding vector({dim}));
-         INSERT INTO captions SELECT i, 'caption number ' || i, clip_embed_text('caption number ' || i)
-           FROM generate_series(1, 300) i;
-         CREATE INDEX captions_hnsw ON captions USING hnsw (embedding vector_cosine_ops);
-         ANALYZE captions;"
-    ))
-    .unwrap();
-    let query = "SELECT id FROM captions ORDER BY embedding <=> clip_embed_text('caption number 42') LIMIT 3";
-    let plan = Spi::explain(query).unwrap().0.to_string();
-    assert!(plan.contains("captions_hnsw"), "the HNSW index must serve the query: {plan}");
-    let best = Spi::get_one::<i32>(query).unwrap();
-    assert_eq!(best, Some(42), "the exact caption must rank first");
-}
+    #[pg_test]
+    fn image_embeddings_match_open_clip() {
+        let reference = fixture_json("tiny-model/reference.json");
+        let cases = reference["images"].as_array().expect("images");
+        assert!(cases.len() >= 10, "the fixture must cover at least 10 images");
+        for case in cases {
+            let file = case["file"].as_str().expect("file");
+            let bytes = std::fs::read(format!("{FIXTURES}/images/{file}")).expect("image file");
+            let got = Spi::get_one_with_args::<Vec<f32>>("SELECT clip_embed_image($1)::real[]", &[bytes.into()])
+                .expect("query")
+                .expect("not null");
+            let similarity = cosine(&got, &floats(&case["embedding"]));
+            assert!(similarity >= 0.9999, "image {file}: cosine {similarity} with open_clip");
+        }
+    }
 
-#[pg_test]
-fn similarity_of_a_text_and_an_image_is_the_cosine_of_their_embeddings() {
-    let bytes = std::fs::read(format!("{FIXTURES}/images/{}", first_image())).unwrap();
-    let (direct, via_vectors) = Spi::get_two_with_args::<f32, f32>(
-        "SELECT clip_similarity('a photo', $1), clip_similarity(clip_embed_text('a photo'), clip_embed_image($1))",
-        &[bytes.into()],
-    )
-    .unwrap();
-    let (direct, via_vectors) = (direct.unwrap(), via_vectors.unwrap());
-    assert!((direct - via_vectors).abs() < 1e-6, "{direct} vs {via_vectors}");
-}
+    #[pg_test]
+    fn embeddings_are_unit_vectors_of_the_model_dimension() {
+        let dim = Spi::get_one::<i32>("SELECT (clip_info()->>'embed_dim')::int").unwrap().unwrap();
+        let v = embed_text("a photo of a cat");
+        assert_eq!(v.len(), dim as usize);
+        let norm: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-5, "norm {norm}");
+    }
 
-fn first_image() -> String {
-    fixture_json("tiny-model/reference.json")["images"][0]["file"].as_str().unwrap().to_string()
+    #[pg_test]
+    fn null_in_gives_null_out() {
+        for query in [
+            "SELECT clip_embed_text(NULL) IS NULL",
+            "SELECT clip_embed_image(NULL) IS NULL",
+            "SELECT clip_similarity(NULL::text, NULL::bytea) IS NULL",
+            "SELECT clip_similarity(NULL::vector, clip_embed_text('x')) IS NULL",
+        ] {
+            assert_eq!(Spi::get_one::<bool>(query).unwrap(), Some(true), "{query}");
+        }
+    }
+
+    #[pg_test]
+    fn hnsw_index_serves_text_search() {
+        let dim = Spi::get_one::<i32>("SELECT (clip_info()->>'embed_dim')::int").unwrap().unwrap();
+        Spi::run(&format!(
+            "CREATE TABLE captions (id int PRIMARY KEY, caption text, embedding vector({dim}));
+             INSERT INTO captions SELECT i, 'caption number ' || i, clip_embed_text('caption number ' || i)
+               FROM generate_series(1, 300) i;
+             CREATE INDEX captions_hnsw ON captions USING hnsw (embedding vector_cosine_ops);
+             ANALYZE captions;
+             SET LOCAL enable_seqscan = off; -- 300 rows are cheaper to scan than to search"
+        ))
+        .unwrap();
+        let query = "SELECT id FROM captions ORDER BY embedding <=> clip_embed_text('caption number 42') LIMIT 3";
+        let plan = Spi::explain(query).unwrap().0.to_string();
+        assert!(plan.contains("captions_hnsw"), "the HNSW index must serve the query: {plan}");
+        let best = Spi::get_one::<i32>(query).unwrap();
+        assert_eq!(best, Some(42), "the exact caption must rank first");
+    }
+
+    #[pg_test]
+    fn similarity_of_a_text_and_an_image_is_the_cosine_of_their_embeddings() {
+        let bytes = std::fs::read(format!("{FIXTURES}/images/{}", first_image())).unwrap();
+        let (direct, via_vectors) = Spi::get_two_with_args::<f32, f32>(
+            "SELECT clip_similarity('a photo', $1), clip_similarity(clip_embed_text('a photo'), clip_embed_image($1))",
+            &[bytes.into()],
+        )
+        .unwrap();
+        let (direct, via_vectors) = (direct.unwrap(), via_vectors.unwrap());
+        assert!((direct - via_vectors).abs() < 1e-6, "{direct} vs {via_vectors}");
+    }
+
+    fn first_image() -> String {
+        fixture_json("tiny-model/reference.json")["images"][0]["file"].as_str().unwrap().to_string()
+    }
 }

@@ -163,7 +163,7 @@ def export(args):
             "mean": [float(v) for v in cfg["mean"]],
             "std": [float(v) for v in cfg["std"]],
         },
-        "logit_scale": float(model.logit_scale.exp()),
+        "logit_scale": model.logit_scale.exp().item(),
         "files": files,
     }
     if manifest["image"]["resize_mode"] != "shortest" or manifest["image"]["interpolation"] != "bicubic":
@@ -176,14 +176,13 @@ def export(args):
 
 
 def reference_image(path):
-    """Opens an image as the extension sees it: open_clip ignores EXIF orientation and clips 16-bit values;
-    clip_search applies the orientation and scales 16-bit values, on purpose. Everything else is untouched."""
+    """Opens an image as the extension sees it: open_clip ignores EXIF orientation and clips 16-bit grey values;
+    clip_search applies the orientation and keeps the high byte of 16-bit samples (as Pillow itself does for
+    16-bit colour), on purpose. Everything else is untouched."""
     from PIL import Image, ImageOps
-    img = Image.open(path)
-    img = ImageOps.exif_transpose(img)
+    img = ImageOps.exif_transpose(Image.open(path))
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.uint32)
-        img = Image.fromarray(((arr * 255 + 32767) // 65535).astype(np.uint8), "L")
+        img = Image.fromarray((np.asarray(img, dtype=np.uint32) >> 8).astype(np.uint8), "L")
     return img
 
 

@@ -86,9 +86,11 @@ impl ClipModel {
         for (row, seq) in flat.chunks_mut(width).zip(&ids) {
             row[..seq.len()].copy_from_slice(seq);
         }
-        let input = Tensor::from_array(([ids.len(), width], flat))?;
         let dim = self.manifest.embed_dim;
-        let outputs = self.session(Tower::Text)?.run(ort::inputs![input])?;
+        // The session first: it loads ONNX Runtime, which creating a tensor needs.
+        let session = self.session(Tower::Text)?;
+        let input = Tensor::from_array(([ids.len(), width], flat))?;
+        let outputs = session.run(ort::inputs![input])?;
         rows_normalised(&outputs[0], texts.len(), dim)
     }
 
@@ -104,9 +106,10 @@ impl ClipModel {
             preprocess_into(image, &cfg, out);
         }
         let size = cfg.image_size as usize;
-        let input = Tensor::from_array(([images.len(), 3, size, size], pixels))?;
         let dim = self.manifest.embed_dim;
-        let outputs = self.session(Tower::Image)?.run(ort::inputs![input])?;
+        let session = self.session(Tower::Image)?;
+        let input = Tensor::from_array(([images.len(), 3, size, size], pixels))?;
+        let outputs = session.run(ort::inputs![input])?;
         rows_normalised(&outputs[0], images.len(), dim)
     }
 

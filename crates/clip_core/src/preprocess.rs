@@ -1,1 +1,0 @@
-//! Image decoding and open_clip-exact preprocessing (being written).

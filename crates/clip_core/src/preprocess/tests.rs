@@ -1,0 +1,504 @@
+//! Tests of decoding and preprocessing against open_clip's reference crops, written by
+//! `tools/make_fixture_images.py` into `tests/fixtures/images/`.
+
+use std::path::PathBuf;
+
+use super::*;
+
+fn fixtures_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/images")
+}
+
+fn read_fixture(name: &str) -> Vec<u8> {
+    let path = fixtures_dir().join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn read_reference_png(rel: &str) -> Vec<u8> {
+    let img = image::load_from_memory_with_format(&read_fixture(rel), image::ImageFormat::Png)
+        .unwrap_or_else(|e| panic!("{rel}: {e}"));
+    assert_eq!((img.width(), img.height()), (224, 224), "{rel}");
+    img.into_rgb8().into_raw()
+}
+
+fn summary() -> serde_json::Value {
+    serde_json::from_slice(&read_fixture("reference/summary.json")).expect("summary.json")
+}
+
+fn diff_stats(a: &[u8], b: &[u8]) -> (u8, f64) {
+    assert_eq!(a.len(), b.len());
+    let mut max = 0u8;
+    let mut sum = 0u64;
+    for (&x, &y) in a.iter().zip(b) {
+        let d = x.abs_diff(y);
+        max = max.max(d);
+        sum += u64::from(d);
+    }
+    (max, sum as f64 / a.len() as f64)
+}
+
+fn mode_name(m: PilMode) -> &'static str {
+    m.as_str()
+}
+
+/// Every fixture against open_clip: lossless formats byte for byte, JPEG and lossy WebP within a
+/// few levels.
+#[test]
+fn preprocess_fixtures_match_open_clip() {
+    let summary = summary();
+    let fixtures = summary["fixtures"].as_array().expect("fixtures");
+    assert!(fixtures.len() >= 15);
+    let cfg = PreprocessConfig::openai(224);
+    let mut failures = Vec::new();
+    println!(
+        "{:46} {:5} {:5} {:>7} {:>4} {:>8} {:>11}",
+        "fixture", "fmt", "mode", "compare", "max", "mean", "tensor mean"
+    );
+    for f in fixtures {
+        let name = f["file"].as_str().unwrap();
+        let img = decode(&read_fixture(name), &DecodeLimits::default())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let pil_mode = f["pil_mode"].as_str().unwrap();
+        if mode_name(img.mode()) != pil_mode {
+            failures.push(format!(
+                "{name}: mode {:?}, Pillow says {pil_mode}",
+                img.mode()
+            ));
+        }
+        let (ref_key, mean_key) = if f.get("expected").is_some() {
+            ("expected", "expected_tensor_mean")
+        } else {
+            ("reference", "tensor_mean")
+        };
+        if let (Some(w), Some(h)) = (f.get("expected_width"), f.get("expected_height")) {
+            assert_eq!(
+                (u64::from(img.width()), u64::from(img.height())),
+                (w.as_u64().unwrap(), h.as_u64().unwrap()),
+                "{name}: size after orientation"
+            );
+        }
+        let reference = read_reference_png(f[ref_key].as_str().unwrap());
+        let crop = resized_crop_rgb(&img, 224);
+        let (max, mean) = diff_stats(&crop, &reference);
+        let tensor = preprocess(&img, &cfg);
+        let tmean = tensor.iter().map(|&v| f64::from(v)).sum::<f64>() / tensor.len() as f64;
+        let ref_tmean = f[mean_key].as_f64().unwrap();
+        let compare = f["compare"].as_str().unwrap();
+        if f.get("expected").is_some() {
+            // What open_clip itself gives (it decodes differently on purpose here).
+            let actual = read_reference_png(f["reference"].as_str().unwrap());
+            let (amax, amean) = diff_stats(&crop, &actual);
+            println!("  ({name}: vs open_clip's own crop: max {amax}, mean {amean:.4})");
+        }
+        println!(
+            "{name:46} {:5} {:5} {compare:>7} {max:>4} {mean:>8.4} {:>+11.6}",
+            img.format(),
+            mode_name(img.mode()),
+            tmean - ref_tmean
+        );
+        match compare {
+            "exact" => {
+                if max != 0 {
+                    failures.push(format!("{name}: not exact (max {max}, mean {mean:.4})"));
+                }
+                if (tmean - ref_tmean).abs() > 1e-5 {
+                    failures.push(format!("{name}: tensor mean {tmean} vs {ref_tmean}"));
+                }
+            }
+            _ => {
+                if max > 4 || mean >= 1.0 {
+                    failures.push(format!("{name}: max {max}, mean {mean:.4} (approx)"));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[test]
+fn preprocess_tensor_is_normalised_crop() {
+    let img = decode(
+        &read_fixture("chelsea_rgb_200x133.png"),
+        &DecodeLimits::default(),
+    )
+    .unwrap();
+    let cfg = PreprocessConfig::openai(224);
+    let crop = resized_crop_rgb(&img, 224);
+    let t = preprocess(&img, &cfg);
+    assert_eq!(t.len(), 3 * 224 * 224);
+    for c in 0..3 {
+        for i in [0usize, 1, 777, 224 * 224 - 1] {
+            let v = crop[i * 3 + c];
+            let expected = (f32::from(v) / 255.0 - cfg.mean[c]) / cfg.std[c];
+            assert_eq!(t[c * 224 * 224 + i], expected);
+        }
+    }
+    let mut out = vec![f32::NAN; cfg.tensor_len()];
+    preprocess_into(&img, &cfg, &mut out);
+    assert_eq!(out, t);
+}
+
+#[test]
+fn preprocess_other_sizes_and_tiny_images() {
+    let img = decode(&read_fixture("tiny_rgb_1x1.png"), &DecodeLimits::default()).unwrap();
+    assert_eq!((img.width(), img.height()), (1, 1));
+    let crop = resized_crop_rgb(&img, 224);
+    assert!(crop.chunks_exact(3).all(|p| p == [200, 30, 90]));
+    assert_eq!(resized_crop_rgb(&img, 336).len(), 336 * 336 * 3);
+    assert!(resized_crop_rgb(&img, 0).is_empty());
+
+    // A 10000x10 strip (within the pixel limit) is upscaled to 224 rows; only the centre window of
+    // the 224000-pixel-wide resize is computed.
+    let (w, h) = (10000u32, 10u32);
+    let data: Vec<u8> = (0..w * h)
+        .flat_map(|i| {
+            let (x, y) = (i % w, i / w);
+            [(x % 256) as u8, (y * 25) as u8, ((x / 40) % 256) as u8]
+        })
+        .collect();
+    let strip = DecodedImage::from_rgb8(w, h, data).unwrap();
+    let crop = resized_crop_rgb(&strip, 224);
+    assert_eq!(crop.len(), 224 * 224 * 3);
+    let t = preprocess(&strip, &PreprocessConfig::openai(384));
+    assert_eq!(t.len(), 3 * 384 * 384);
+    assert!(t.iter().all(|v| v.is_finite()));
+
+    assert!(DecodedImage::from_rgb8(2, 2, vec![0; 11]).is_none());
+    assert!(DecodedImage::from_rgb8(0, 2, vec![]).is_none());
+}
+
+#[test]
+fn preprocess_applies_exif_orientation() {
+    let img = decode(
+        &read_fixture("coffee_exif_orientation6_300x200.jpg"),
+        &DecodeLimits::default(),
+    )
+    .unwrap();
+    assert_eq!((img.width(), img.height()), (200, 300));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+fn png_chunk(tag: &[u8], payload: &[u8]) -> Vec<u8> {
+    let mut out = (payload.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(tag);
+    out.extend_from_slice(payload);
+    let mut crc_input = tag.to_vec();
+    crc_input.extend_from_slice(payload);
+    out.extend_from_slice(&crc32(&crc_input).to_be_bytes());
+    out
+}
+
+/// A PNG whose header declares `width`x`height` RGBA pixels, with a tiny (invalid) IDAT.
+fn png_declaring(width: u32, height: u32) -> Vec<u8> {
+    let mut ihdr = width.to_be_bytes().to_vec();
+    ihdr.extend_from_slice(&height.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 6, 0, 0, 0]);
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    out.extend(png_chunk(b"IHDR", &ihdr));
+    out.extend(png_chunk(
+        b"IDAT",
+        &[0x78, 0x9C, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
+    ));
+    out.extend(png_chunk(b"IEND", b""));
+    out
+}
+
+/// A JPEG whose frame header declares `width`x`height`, followed by nothing.
+fn jpeg_declaring(width: u16, height: u16) -> Vec<u8> {
+    let mut out = vec![0xFF, 0xD8, 0xFF, 0xC0, 0x00, 0x11, 0x08];
+    out.extend_from_slice(&height.to_be_bytes());
+    out.extend_from_slice(&width.to_be_bytes());
+    out.extend_from_slice(&[3, 1, 0x22, 0, 2, 0x11, 1, 3, 0x11, 1]);
+    out
+}
+
+#[test]
+fn preprocess_rejects_empty_and_unknown_data() {
+    let limits = DecodeLimits::default();
+    assert!(matches!(decode(&[], &limits), Err(ImageError::Empty)));
+    // Deterministic pseudo-random bytes.
+    let mut x = 0x1234_5678u32;
+    let random: Vec<u8> = (0..4096)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x >> 24) as u8
+        })
+        .collect();
+    assert!(matches!(
+        decode(&random, &limits),
+        Err(ImageError::NotAnImage)
+    ));
+    assert!(matches!(
+        decode(b"hello world", &limits),
+        Err(ImageError::NotAnImage)
+    ));
+    assert!(matches!(decode(&[0], &limits), Err(ImageError::NotAnImage)));
+}
+
+#[test]
+fn preprocess_reports_unsupported_formats() {
+    let limits = DecodeLimits::default();
+    let cases: &[(&[u8], &str)] = &[
+        (b"<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"10\" height=\"10\"/>", "SVG"),
+        (
+            b"\xEF\xBB\xBF<?xml version=\"1.0\"?>\n<!DOCTYPE svg PUBLIC \"-//W3C//DTD SVG 1.1//EN\" \"x\">\n<svg/>",
+            "SVG",
+        ),
+        (b"%PDF-1.7\n%\xE2\xE3\xCF\xD3\n1 0 obj\n", "PDF"),
+        (b"\0\0\0\x18ftypheic\0\0\0\0mif1heic", "HEIC"),
+        (b"\0\0\0\x1cftypavif\0\0\0\0avifmif1miaf", "AVIF"),
+        (b"\0\0\x01\0\x01\0\x10\x10\0\0\x01\0 \0", "ICO"),
+    ];
+    for (bytes, name) in cases {
+        match decode(bytes, &limits) {
+            Err(ImageError::Unsupported(msg)) => {
+                assert!(msg.contains(name), "{name}: {msg}")
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn preprocess_rejects_huge_declared_sizes_before_decoding() {
+    let limits = DecodeLimits::default();
+    match decode(&png_declaring(100_000, 100_000), &limits) {
+        Err(ImageError::TooLarge {
+            width: 100_000,
+            height: 100_000,
+            max_pixels,
+        }) => assert_eq!(max_pixels, limits.max_pixels),
+        other => panic!("{other:?}"),
+    }
+    match decode(&jpeg_declaring(65_000, 60_000), &limits) {
+        Err(ImageError::TooLarge {
+            width: 65_000,
+            height: 60_000,
+            ..
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    // A GIF logical screen of 65535x65535.
+    let mut gif = b"GIF89a".to_vec();
+    gif.extend_from_slice(&[0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0x3B]);
+    assert!(matches!(
+        decode(&gif, &limits),
+        Err(ImageError::TooLarge { .. })
+    ));
+    // A BMP header of 50000x50000.
+    let mut bmp = b"BM".to_vec();
+    bmp.extend_from_slice(&[0; 12]);
+    bmp.extend_from_slice(&40u32.to_le_bytes());
+    bmp.extend_from_slice(&50_000i32.to_le_bytes());
+    bmp.extend_from_slice(&50_000i32.to_le_bytes());
+    bmp.extend_from_slice(&[1, 0, 24, 0]);
+    bmp.extend_from_slice(&[0; 24]);
+    assert!(matches!(
+        decode(&bmp, &limits),
+        Err(ImageError::TooLarge { .. })
+    ));
+
+    // A WebP (VP8X) canvas of 20000x20000.
+    let mut webp = b"RIFF\x16\0\0\0WEBPVP8X\x0a\0\0\0\0\0\0\0".to_vec();
+    webp.extend_from_slice(&(20_000u32 - 1).to_le_bytes()[..3]);
+    webp.extend_from_slice(&(20_000u32 - 1).to_le_bytes()[..3]);
+    assert!(matches!(
+        decode(&webp, &limits),
+        Err(ImageError::TooLarge {
+            width: 20_000,
+            height: 20_000,
+            ..
+        })
+    ));
+    // A TIFF of 100000x100000 (one IFD, no pixel data).
+    let mut tiff = b"II*\0\x08\0\0\0".to_vec();
+    let entries: [(u16, u16, u32); 9] = [
+        (256, 4, 100_000), // ImageWidth, LONG
+        (257, 4, 100_000), // ImageLength
+        (258, 3, 8),       // BitsPerSample, SHORT
+        (259, 3, 1),       // Compression: none
+        (262, 3, 1),       // PhotometricInterpretation: BlackIsZero
+        (273, 4, 8),       // StripOffsets
+        (277, 3, 1),       // SamplesPerPixel
+        (278, 4, 100_000), // RowsPerStrip
+        (279, 4, 1),       // StripByteCounts
+    ];
+    tiff.extend_from_slice(&(entries.len() as u16).to_le_bytes());
+    for (tag, typ, value) in entries {
+        tiff.extend_from_slice(&tag.to_le_bytes());
+        tiff.extend_from_slice(&typ.to_le_bytes());
+        tiff.extend_from_slice(&1u32.to_le_bytes());
+        tiff.extend_from_slice(&value.to_le_bytes());
+    }
+    tiff.extend_from_slice(&0u32.to_le_bytes());
+    match decode(&tiff, &limits) {
+        Err(ImageError::TooLarge {
+            width: 100_000,
+            height: 100_000,
+            ..
+        }) => {}
+        other => panic!("tiff: {other:?}"),
+    }
+
+    // Real files against a small limit.
+    let small = DecodeLimits { max_pixels: 10_000 };
+    for name in [
+        "chelsea_rgb_451x300.jpg",
+        "moon_l_512x512.png",
+        "coffee_lossy_300x200.webp",
+        "chelsea_p_transparent_240x160.gif",
+        "chelsea_rgb_150x100.bmp",
+        "astronaut_rgb_lzw_128x128.tiff",
+    ] {
+        match decode(&read_fixture(name), &small) {
+            Err(ImageError::TooLarge { .. }) => {}
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+    // Exactly at the limit is accepted.
+    let img = decode(
+        &read_fixture("chelsea_rgb_150x100.bmp"),
+        &DecodeLimits { max_pixels: 15_000 },
+    )
+    .unwrap();
+    assert_eq!((img.width(), img.height()), (150, 100));
+}
+
+#[test]
+fn preprocess_rejects_truncated_and_damaged_files_without_panicking() {
+    let limits = DecodeLimits::default();
+    for name in [
+        "chelsea_rgb_200x133.png",
+        "chelsea_p_trns_451x300.png",
+        "chelsea_rgb_451x300.jpg",
+        "rocket_rgb_progressive_640x427.jpg",
+        "chelsea_p_transparent_240x160.gif",
+        "chelsea_rgb_150x100.bmp",
+        "astronaut_rgb_lzw_128x128.tiff",
+        "coffee_lossy_300x200.webp",
+        "astronaut_lossless_posterized_300x250.webp",
+    ] {
+        let bytes = read_fixture(name);
+        for cut in [bytes.len() / 2, bytes.len() * 9 / 10, 40, 20, 8] {
+            match decode(&bytes[..cut], &limits) {
+                Err(ImageError::Corrupt(_) | ImageError::NotAnImage) => {}
+                other => panic!("{name} cut at {cut}: {other:?}"),
+            }
+        }
+    }
+    // Corrupted (not truncated) data must not panic either; any outcome but a panic is fine.
+    for name in [
+        "chelsea_rgb_200x133.png",
+        "chelsea_rgb_451x300.jpg",
+        "chelsea_p_transparent_240x160.gif",
+        "coffee_lossy_300x200.webp",
+        "astronaut_rgb_lzw_128x128.tiff",
+        "coins_p_200x158.bmp",
+    ] {
+        let mut bytes = read_fixture(name);
+        let n = bytes.len();
+        for i in (n / 10..n).step_by(n / 7) {
+            bytes[i] ^= 0x5A;
+        }
+        let _ = decode(&bytes, &limits).map(|img| resized_crop_rgb(&img, 224));
+    }
+}
+
+#[test]
+fn preprocess_large_jpeg_is_fast() {
+    use image::ImageEncoder;
+    let (w, h) = (4000u32, 3000u32);
+    let mut rgb = vec![0u8; (w * h * 3) as usize];
+    for (i, p) in rgb.chunks_exact_mut(3).enumerate() {
+        let (x, y) = (i as u32 % w, i as u32 / w);
+        p.copy_from_slice(&[(x / 16) as u8, (y / 12) as u8, ((x ^ y) & 0xFF) as u8]);
+    }
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 85)
+        .write_image(&rgb, w, h, image::ExtendedColorType::Rgb8)
+        .unwrap();
+    let start = std::time::Instant::now();
+    let img = decode(&jpeg, &DecodeLimits::default()).unwrap();
+    let decoded = start.elapsed();
+    let t = preprocess(&img, &PreprocessConfig::openai(224));
+    let total = start.elapsed();
+    println!("4000x3000 JPEG: decode {decoded:?}, decode + preprocess {total:?}");
+    assert_eq!(t.len(), 3 * 224 * 224);
+    if !cfg!(debug_assertions) {
+        assert!(total.as_secs_f64() < 2.0, "{total:?}");
+    }
+}
+
+/// Mutation fuzzing of every fixture (random byte changes and truncations): decoding and
+/// preprocessing must return, never panic. `cargo test -p clip_core preprocess_fuzz -- --ignored`
+#[test]
+#[ignore = "slow; run on demand"]
+fn preprocess_fuzz_fixtures() {
+    let summary = summary();
+    let limits = DecodeLimits {
+        max_pixels: 4_000_000,
+    };
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let iterations: usize = std::env::var("FUZZ_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    for f in summary["fixtures"].as_array().unwrap() {
+        let name = f["file"].as_str().unwrap();
+        let original = read_fixture(name);
+        let (mut ok, mut err) = (0, 0);
+        for _ in 0..iterations {
+            let mut bytes = original.clone();
+            let n = bytes.len();
+            match next() % 3 {
+                0 => {
+                    for _ in 0..1 + next() % 8 {
+                        let i = (next() % n as u64) as usize;
+                        bytes[i] = next() as u8;
+                    }
+                }
+                1 => {
+                    // Mostly in the header.
+                    for _ in 0..1 + next() % 4 {
+                        let i = (next() % (n.min(200) as u64)) as usize;
+                        bytes[i] = next() as u8;
+                    }
+                }
+                _ => bytes.truncate((next() % n as u64) as usize),
+            }
+            match decode(&bytes, &limits) {
+                Ok(img) => {
+                    ok += 1;
+                    let _ = resized_crop_rgb(&img, 224);
+                }
+                Err(_) => err += 1,
+            }
+        }
+        println!("{name:46} ok {ok:4} err {err:4}");
+    }
+}

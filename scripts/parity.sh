@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Full-size parity: exports ViT-B-32 with random weights (seed 0) together with open_clip's own embeddings of
+# tests/fixtures/texts.json and of real photos (the test fixtures in many formats plus scikit-image's full-size
+# photos), then embeds the same inputs through SQL and prints min/mean cosine against open_clip.
+# Needs torch (installed by scripts/setup.sh --python); takes a few minutes. Not part of the test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+export CARGO_BUILD_JOBS=2
+
+scripts/setup.sh --python
+scripts/install.sh
+photos="$DEPS/parity-photos"
+rm -rf "$photos" && mkdir -p "$photos"
+cp tests/fixtures/images/*.* "$photos/"
+skimage_data=$("$VENV/bin/python" -c "import os, skimage; print(os.path.dirname(skimage.__file__) + '/data')")
+for f in astronaut.png chelsea.png coffee.png rocket.jpg hubble_deep_field.jpg motorcycle_left.png retina.jpg; do
+  cp "$skimage_data/$f" "$photos/"
+done
+model_dir="$DEPS/models/ViT-B-32-parity"
+log "exporting ViT-B-32 (random weights, seed 0) with open_clip reference embeddings"
+"$VENV/bin/python" tools/export_model.py --model ViT-B-32 --random-seed 0 --out "$model_dir" \
+  --reference-texts tests/fixtures/texts.json --reference-images "$photos" 2>&1 | grep -v -i warn >&2
+
+scripts/cluster.sh start demo
+cluster_env demo
+scripts/cluster.sh psql demo -v ref="$model_dir/reference.json" -v photos="$photos" -v model="$model_dir" <<'SQL'
+\pset footer off
+SET clip.model_dir = :'model';
+CREATE EXTENSION IF NOT EXISTS clip_search CASCADE;
+CREATE TEMP TABLE ref AS SELECT pg_read_file(:'ref')::jsonb AS j;
+CREATE TEMP TABLE scores AS
+SELECT 'text' AS kind, t->>'text' AS input,
+       1 - (clip_embed_text(t->>'text') <=> (t->'embedding')::text::vector) AS cosine
+FROM ref, jsonb_array_elements(j->'texts') AS t
+UNION ALL
+SELECT 'image', i->>'file',
+       1 - (clip_embed_image(pg_read_binary_file(:'photos' || '/' || (i->>'file'))) <=> (i->'embedding')::text::vector)
+FROM ref, jsonb_array_elements(j->'images') AS i;
+SELECT kind, count(*) AS inputs, round(min(cosine)::numeric, 6) AS min_cosine, round(avg(cosine)::numeric, 6) AS mean_cosine
+FROM scores GROUP BY kind ORDER BY kind;
+\echo The five lowest:
+SELECT kind, input, round(cosine::numeric, 6) AS cosine FROM scores ORDER BY cosine LIMIT 5;
+SQL
