@@ -424,7 +424,7 @@ fn preprocess_rejects_truncated_and_damaged_files_without_panicking() {
 }
 
 #[test]
-fn preprocess_large_jpeg_is_fast() {
+fn preprocess_large_jpeg() {
     use image::ImageEncoder;
     let (w, h) = (4000u32, 3000u32);
     let mut rgb = vec![0u8; (w * h * 3) as usize];
@@ -436,16 +436,10 @@ fn preprocess_large_jpeg_is_fast() {
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 85)
         .write_image(&rgb, w, h, image::ExtendedColorType::Rgb8)
         .unwrap();
-    let start = std::time::Instant::now();
     let img = decode(&jpeg, &DecodeLimits::default()).unwrap();
-    let decoded = start.elapsed();
+    assert_eq!((img.width(), img.height()), (w, h));
     let t = preprocess(&img, &PreprocessConfig::openai(224));
-    let total = start.elapsed();
-    println!("4000x3000 JPEG: decode {decoded:?}, decode + preprocess {total:?}");
     assert_eq!(t.len(), 3 * 224 * 224);
-    if !cfg!(debug_assertions) {
-        assert!(total.as_secs_f64() < 2.0, "{total:?}");
-    }
 }
 
 /// Mutation fuzzing of every fixture (random byte changes and truncations): decoding and
