@@ -30,6 +30,6 @@ fi
 
 scripts/cluster.sh start demo
 cluster_env demo
-scripts/cluster.sh psql demo -c "ALTER SYSTEM SET clip.model_dir = '$model_dir'" -c "SELECT pg_reload_conf()" >/dev/null
+scripts/cluster.sh psql demo -c "LOAD 'clip_search'" -c "ALTER SYSTEM SET clip.model_dir = '$model_dir'" -c "SELECT pg_reload_conf()" >/dev/null
 log "cluster 'demo' on port $PGPORT (psql: scripts/cluster.sh psql demo)"
 scripts/cluster.sh psql demo -v dir="$photos" -v files="$(cd "$photos" && ls | paste -sd,)" -f scripts/demo.sql

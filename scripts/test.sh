@@ -34,7 +34,7 @@ sql_regression() {
   scripts/install.sh --debug
   cluster_env test
   scripts/cluster.sh start test
-  scripts/cluster.sh psql test -c "ALTER SYSTEM SET clip.model_dir = '$ROOT/tests/fixtures/tiny-model'" -c "SELECT pg_reload_conf()" >/dev/null
+  scripts/cluster.sh psql test -c "LOAD 'clip_search'" -c "ALTER SYSTEM SET clip.model_dir = '$ROOT/tests/fixtures/tiny-model'" -c "SELECT pg_reload_conf()" >/dev/null
   local out="$ROOT/target/pg_regress"
   rm -rf "$out" && mkdir -p "$out"
   local tests
@@ -42,7 +42,7 @@ sql_regression() {
   # pg_regress runs psql in the output directory and the server reads fixtures: both must reach them.
   [[ $(id -u) -eq 0 ]] && chown -R postgres:postgres "$out"
   local status=0
-  "$(pg_pkglibdir)/pgxs/src/test/regress/pg_regress" --use-existing --host="$PGSOCKET" \
+  "$(pg_pkglibdir)/pgxs/src/test/regress/pg_regress" --host="$PGSOCKET" \
     --port="$PGPORT" --user=postgres --dbname=clip_regress --inputdir=tests/pg_regress --outputdir="$out" \
     --bindir="$PG_BIN" $tests || status=$?
   [[ -f "$out/regression.diffs" ]] && head -200 "$out/regression.diffs"

@@ -22,7 +22,6 @@ fix_encoding=False; the Rust tests check the latter.
 import json
 import os
 import random
-import sys
 
 import ftfy
 import open_clip

@@ -3,6 +3,7 @@
 //! ONNX Runtime allows one environment per process and the first library loaded stays loaded, so the
 //! environment is created once, lazily (never in the postmaster before fork), and a later request for another
 //! library path is refused rather than silently ignored.
+use std::ffi::{CStr, CString};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -47,16 +48,38 @@ fn runtime(library: &Path) -> Result<&'static Runtime> {
             .build()
             .map_err(|e| unavailable(library, e.to_string()))
     })?;
-    let version = build_version(ort::info());
+    let version = library_version(library);
     Ok(RUNTIME.get_or_init(|| Runtime { library: library.to_path_buf(), environment, version }))
 }
 
-/// "ORT Build Info: git-branch=rel-1.31.1, ..." -> "1.31.1".
-fn build_version(info: &str) -> String {
-    info.split(|c| c == ',' || c == ' ')
-        .find_map(|part| part.strip_prefix("git-branch=rel-"))
-        .unwrap_or(info)
-        .to_string()
+/// The library's own version (`OrtGetApiBase()->GetVersionString()`); ort's build info does not carry it.
+/// `library` is already loaded by ort, so RTLD_NOLOAD only takes another reference to it.
+fn library_version(library: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let unknown = || "unknown".to_string();
+    let Ok(path) = CString::new(library.as_os_str().as_bytes()) else { return unknown() };
+    // SAFETY: dlopen/dlsym/dlclose on a library ort has loaded; OrtGetApiBase has this signature in every
+    // ONNX Runtime release, and the version string it returns is static and NUL-terminated.
+    unsafe {
+        let handle = libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD);
+        if handle.is_null() {
+            return unknown();
+        }
+        let symbol = libc::dlsym(handle, c"OrtGetApiBase".as_ptr());
+        let version = if symbol.is_null() {
+            unknown()
+        } else {
+            let get_base: unsafe extern "C" fn() -> *const ort::sys::OrtApiBase = std::mem::transmute(symbol);
+            let base = get_base();
+            if base.is_null() {
+                unknown()
+            } else {
+                CStr::from_ptr(((*base).GetVersionString)()).to_string_lossy().into_owned()
+            }
+        };
+        libc::dlclose(handle);
+        version
+    }
 }
 
 /// Loads ONNX Runtime from `library` unless this process already has, and returns its version.
@@ -105,12 +128,6 @@ fn with_signals_blocked<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn version_from_build_info() {
-        assert_eq!(build_version("ORT Build Info: git-branch=rel-1.31.1, git-commit-id=abc"), "1.31.1");
-        assert_eq!(build_version("something else"), "something else");
-    }
 
     #[test]
     fn missing_library_is_a_clear_error() {
