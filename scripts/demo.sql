@@ -36,8 +36,16 @@ WHERE p.id <> q.id ORDER BY p.embedding <=> q.embedding LIMIT 3;
 \echo The plan: the HNSW index serves ORDER BY embedding <=> clip_embed_text(...)
 \echo (enable_seqscan is off only because a 16-row table is cheaper to scan than to search)
 SET enable_seqscan = off;
-EXPLAIN (COSTS OFF) SELECT name FROM photos ORDER BY embedding <=> clip_embed_text('a sunset over the ocean') LIMIT 5;
+-- The query vector is folded into the plan as a constant of 512 numbers; show it shortened.
+CREATE FUNCTION pg_temp.plan(query text) RETURNS SETOF text LANGUAGE plpgsql AS $$
+DECLARE line text;
+BEGIN
+  FOR line IN EXECUTE 'EXPLAIN (COSTS OFF) ' || query LOOP
+    RETURN NEXT regexp_replace(line, '\[([-0-9.e]+,[-0-9.e]+),[-0-9.e,]+\]', '[\1,...]');
+  END LOOP;
+END $$;
+SELECT pg_temp.plan($$SELECT name FROM photos ORDER BY embedding <=> clip_embed_text('a sunset over the ocean') LIMIT 5$$) AS "QUERY PLAN";
 RESET enable_seqscan;
 
-\echo These weights are random (seed 0): the rankings show the machinery, not CLIP's quality.
+\echo These weights are random (seed 0): the rankings show the machinery, not the quality of CLIP.
 \echo Real weights: see "Real pretrained weights" in the README, then set CLIP_MODEL_DIR and run again.

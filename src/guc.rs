@@ -3,6 +3,7 @@
 use std::ffi::{CStr, CString};
 use std::path::PathBuf;
 
+use clip_core::preprocess::DecodeLimits;
 use clip_core::ModelSettings;
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::pg_sys;
@@ -10,7 +11,7 @@ use pgrx::pg_sys;
 pub static MODEL_DIR: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static ONNXRUNTIME_LIBRARY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static INTRA_OP_THREADS: GucSetting<i32> = GucSetting::<i32>::new(1);
-pub static MAX_IMAGE_PIXELS: GucSetting<i32> = GucSetting::<i32>::new(40_000_000);
+pub static MAX_IMAGE_PIXELS: GucSetting<i32> = GucSetting::<i32>::new(DecodeLimits::DEFAULT_MAX_PIXELS as i32);
 
 /// Where `scripts/install.sh` puts the ONNX Runtime library, used when clip.onnxruntime_library is unset.
 const DEFAULT_ORT_RELATIVE: &str = "clip_search/libonnxruntime.so.1.31.1";

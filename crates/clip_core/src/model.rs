@@ -100,7 +100,7 @@ impl ClipModel {
             return Ok(Vec::new());
         }
         let cfg = self.preprocess_config();
-        let plane = 3 * (cfg.image_size as usize).pow(2);
+        let plane = cfg.tensor_len();
         let mut pixels = vec![0f32; images.len() * plane];
         for (out, image) in pixels.chunks_mut(plane).zip(images) {
             preprocess_into(image, &cfg, out);
