@@ -10,6 +10,12 @@ const MODEL_HINT: &str = "Export a model with tools/export_model.py (see the REA
 
 /// Raises `err` as an ERROR of `function`. Never returns.
 pub fn raise(function: &'static str, err: ClipError) -> ! {
+    raise_in(function, function, err)
+}
+
+/// Raises `err` as an ERROR of `function`, its message prefixed with `context` (the function, or the function
+/// and the array element at fault). Never returns.
+pub fn raise_in(function: &'static str, context: &str, err: ClipError) -> ! {
     use PgSqlErrorCode::*;
     let (code, hint) = match &err {
         ClipError::ModelNotConfigured => (ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, Some(MODEL_HINT)),
@@ -34,7 +40,7 @@ pub fn raise(function: &'static str, err: ClipError) -> ! {
         ClipError::Image(_) => (ERRCODE_INVALID_BINARY_REPRESENTATION, None),
         ClipError::Inference(_) => (ERRCODE_INTERNAL_ERROR, None),
     };
-    let mut report = ErrorReport::new(code, format!("{function}: {err}"), function);
+    let mut report = ErrorReport::new(code, format!("{context}: {err}"), function);
     if let Some(hint) = hint {
         report = report.set_hint(hint);
     }

@@ -11,6 +11,7 @@ use pgrx::pg_sys;
 pub static MODEL_DIR: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static ONNXRUNTIME_LIBRARY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static INTRA_OP_THREADS: GucSetting<i32> = GucSetting::<i32>::new(1);
+pub static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(16);
 pub static MAX_IMAGE_PIXELS: GucSetting<i32> = GucSetting::<i32>::new(DecodeLimits::DEFAULT_MAX_PIXELS as i32);
 
 /// Where `scripts/install.sh` puts the ONNX Runtime library, used when clip.onnxruntime_library is unset.
@@ -46,6 +47,17 @@ pub fn register() {
         GucFlags::default(),
     );
     GucRegistry::define_int_guc(
+        c"clip.batch_size",
+        c"Inputs per inference in the array functions.",
+        c"Larger batches run faster per input and take more memory (an image takes about 0.6 MB of input \
+          tensor plus the model's activations). Cancellation is checked between batches.",
+        &BATCH_SIZE,
+        1,
+        1024,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
         c"clip.max_image_pixels",
         c"Largest image (width x height) clip_search decodes.",
         c"Checked from the image header before decoding, so an image that declares a larger size allocates \
@@ -76,6 +88,10 @@ pub fn model_settings() -> ModelSettings {
         onnxruntime_library: onnxruntime_library(),
         intra_threads: INTRA_OP_THREADS.get().max(1) as usize,
     }
+}
+
+pub fn batch_size() -> usize {
+    BATCH_SIZE.get().max(1) as usize
 }
 
 pub fn max_image_pixels() -> u64 {

@@ -1,14 +1,17 @@
 //! clip_search: CLIP text and image embeddings inside PostgreSQL, returned as pgvector `vector`s.
 //!
-//! Layout: `functions` is the SQL surface; `errors` maps core errors to SQLSTATEs; `guc` holds the settings;
+//! Layout: `embed`, `similarity` and `info` are the SQL functions; `errors` maps core errors to SQLSTATEs; `guc` holds the settings;
 //! `model_cache` keeps each backend's loaded model; `vector` is pgvector's type in Rust. The model itself
 //! (tokenizer, image preprocessing, ONNX Runtime) lives in the `clip_core` crate, with no PostgreSQL in it.
 use pgrx::prelude::*;
 
+mod auto_embed;
+mod embed;
 mod errors;
-mod functions;
 mod guc;
+mod info;
 mod model_cache;
+mod similarity;
 mod vector;
 
 ::pgrx::pg_module_magic!(name, version);

@@ -4,6 +4,7 @@
 //! pgvector's on-disk layout (src/vector.h): a 4-byte varlena header, int16 dim, int16 unused, then dim float4s.
 use pgrx::callconv::{Arg, ArgAbi, BoxRet, FcInfo};
 use pgrx::pg_sys;
+use pgrx::datum::UnboxDatum;
 use pgrx::{FromDatum, IntoDatum};
 
 /// pgvector's limit on dimensions (VECTOR_MAX_DIM).
@@ -60,6 +61,17 @@ unsafe impl BoxRet for Vector {
             Some(datum) => unsafe { fcinfo.return_raw_datum(datum) },
             None => fcinfo.return_null(),
         }
+    }
+}
+
+// SAFETY: the datum is a non-null `vector`; `from_datum` copies it out, so `As` borrows nothing.
+unsafe impl UnboxDatum for Vector {
+    type As<'src> = Vector;
+    unsafe fn unbox<'src>(datum: pgrx::datum::Datum<'src>) -> Self::As<'src>
+    where
+        Self: 'src,
+    {
+        unsafe { Vector::from_datum(datum.sans_lifetime(), false).expect("non-null vector") }
     }
 }
 

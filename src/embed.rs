@@ -1,0 +1,93 @@
+//! Embedding functions: one text or image, or an array of them in batched inferences.
+//!
+//! They are IMMUTABLE so that `ORDER BY embedding <=> clip_embed_text('...')` is evaluated once and served by an
+//! HNSW index, and so that generated columns can use them. They are immutable for a given model: changing
+//! clip.model_dir means re-embedding stored vectors (clip_info() tells which model made them).
+use clip_core::preprocess::{decode, DecodeLimits, DecodedImage};
+use pgrx::prelude::*;
+
+use crate::errors::{raise_in, OrRaise};
+use crate::guc;
+use crate::model_cache::with_model;
+use crate::vector::Vector;
+
+pub fn decode_image(function: &'static str, bytes: &[u8]) -> DecodedImage {
+    decode(bytes, &DecodeLimits { max_pixels: guc::max_image_pixels() }).or_raise(function)
+}
+
+pub fn embed_one_text(function: &'static str, text: &str) -> Vector {
+    check_for_interrupts!();
+    let mut rows = with_model(|m| m.embed_texts(&[text])).or_raise(function);
+    Vector(rows.pop().expect("one text gives one row"))
+}
+
+pub fn embed_one_image(function: &'static str, image: &[u8]) -> Vector {
+    let decoded = decode_image(function, image);
+    check_for_interrupts!();
+    let mut rows = with_model(|m| m.embed_images(std::slice::from_ref(&decoded))).or_raise(function);
+    Vector(rows.pop().expect("one image gives one row"))
+}
+
+/// The L2-normalised CLIP embedding of a text. Texts longer than the model's context (77 tokens for CLIP) are
+/// truncated as open_clip truncates them.
+#[pg_extern(immutable, parallel_safe)]
+pub fn clip_embed_text(input: &str) -> Vector {
+    embed_one_text("clip_embed_text", input)
+}
+
+/// The L2-normalised CLIP embedding of an image (JPEG, PNG, WebP, GIF, BMP or TIFF).
+#[pg_extern(immutable, parallel_safe)]
+pub fn clip_embed_image(image: &[u8]) -> Vector {
+    embed_one_image("clip_embed_image", image)
+}
+
+/// Embeds an array of texts in batches of clip.batch_size, in input order; NULL elements give NULL.
+#[pg_extern(immutable, parallel_safe)]
+pub fn clip_embed_texts(inputs: Array<'_, &str>) -> Vec<Option<Vector>> {
+    let inputs: Vec<Option<&str>> = inputs.iter().collect();
+    let present: Vec<&str> = inputs.iter().flatten().copied().collect();
+    let mut embedded = Vec::with_capacity(present.len());
+    for chunk in present.chunks(guc::batch_size()) {
+        check_for_interrupts!();
+        embedded.extend(with_model(|m| m.embed_texts(chunk)).or_raise("clip_embed_texts"));
+    }
+    place(&inputs, embedded)
+}
+
+/// Embeds an array of images in batches of clip.batch_size, in input order; NULL elements give NULL. A bad
+/// element fails the call with an error that names its (1-based) index.
+#[pg_extern(immutable, parallel_safe)]
+pub fn clip_embed_images(inputs: Array<'_, &[u8]>) -> Vec<Option<Vector>> {
+    const F: &str = "clip_embed_images";
+    let inputs: Vec<Option<&[u8]>> = inputs.iter().collect();
+    let present: Vec<(usize, &[u8])> =
+        inputs.iter().enumerate().filter_map(|(i, bytes)| bytes.map(|b| (i + 1, b))).collect();
+    let limits = DecodeLimits { max_pixels: guc::max_image_pixels() };
+    let mut embedded = Vec::with_capacity(present.len());
+    // Decode one chunk at a time, so that memory holds one chunk of decoded images, not the whole array.
+    for chunk in present.chunks(guc::batch_size()) {
+        check_for_interrupts!();
+        let images: Vec<DecodedImage> = chunk
+            .iter()
+            .map(|(index, bytes)| {
+                decode(bytes, &limits).unwrap_or_else(|e| raise_in(F, &format!("{F}: element {index}"), e.into()))
+            })
+            .collect();
+        check_for_interrupts!();
+        embedded.extend(with_model(|m| m.embed_images(&images)).or_raise(F));
+    }
+    place(&inputs, embedded)
+}
+
+/// Puts the embeddings of the non-NULL inputs back at their positions.
+fn place<T>(inputs: &[Option<T>], embedded: Vec<Vec<f32>>) -> Vec<Option<Vector>> {
+    let mut embedded = embedded.into_iter();
+    inputs.iter().map(|input| input.as_ref().map(|_| Vector(embedded.next().expect("one row per input")))).collect()
+}
+
+/// The token ids the model sees for a text, start and end tokens included.
+#[pg_extern(immutable, parallel_safe)]
+fn clip_tokenize(input: &str) -> Vec<i32> {
+    let ids = with_model(|m| Ok(m.tokenizer()?.encode(input))).or_raise("clip_tokenize");
+    ids.into_iter().map(|id| id as i32).collect()
+}

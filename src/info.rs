@@ -1,0 +1,43 @@
+//! clip_info(): what produced this backend's vectors.
+use clip_core::ClipError;
+use pgrx::prelude::*;
+use pgrx::JsonB;
+use serde_json::json;
+
+use crate::errors::raise;
+use crate::guc;
+use crate::model_cache::with_model;
+
+/// The model (name, weights, dimensions, preprocessing, file checksums), the ONNX Runtime version and library,
+/// and the settings in force, so users can see what produced their vectors.
+#[pg_extern(stable, parallel_safe)]
+fn clip_info() -> JsonB {
+    let info = with_model(|m| {
+        let version = clip_core::runtime::load(&m.settings().onnxruntime_library)?;
+        let man = m.manifest();
+        let (text_loaded, image_loaded) = m.loaded_towers();
+        let s = m.settings();
+        let file = |f: &clip_core::manifest::FileEntry| json!({"path": f.path, "sha256": f.sha256});
+        Ok::<_, ClipError>(json!({
+            "model": man.name,
+            "weights": man.weights,
+            "model_dir": s.model_dir,
+            "embed_dim": man.embed_dim,
+            "context_length": man.context_length,
+            "image_size": man.image.size,
+            "image_mean": man.image.mean,
+            "image_std": man.image.std,
+            "logit_scale": man.logit_scale,
+            "files": {"text": file(&man.files.text), "image": file(&man.files.image), "tokenizer": file(&man.files.tokenizer)},
+            "loaded": {"text": text_loaded, "image": image_loaded},
+            "onnxruntime_version": version,
+            "onnxruntime_library": s.onnxruntime_library,
+            "intra_op_threads": s.intra_threads,
+            "batch_size": guc::batch_size(),
+            "max_image_pixels": guc::max_image_pixels(),
+            "extension_version": env!("CARGO_PKG_VERSION"),
+        }))
+    })
+    .unwrap_or_else(|e| raise("clip_info", e));
+    JsonB(info)
+}

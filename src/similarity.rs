@@ -1,0 +1,120 @@
+//! Comparing embeddings: similarity, zero-shot classification, and blending query vectors.
+use clip_core::model::normalised;
+use clip_core::{cosine, ClipError};
+use pgrx::prelude::*;
+
+use crate::embed::decode_image;
+use crate::errors::OrRaise;
+use crate::model_cache::with_model;
+use crate::vector::Vector;
+
+fn data_error(message: String) -> ! {
+    ereport!(ERROR, PgSqlErrorCode::ERRCODE_DATA_EXCEPTION, message);
+}
+
+fn invalid_parameter(message: String) -> ! {
+    ereport!(ERROR, PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, message);
+}
+
+/// Cosine similarity of a text and an image under the loaded model.
+#[pg_extern(immutable, parallel_safe, name = "clip_similarity")]
+fn clip_similarity_text_image(text: &str, image: &[u8]) -> f32 {
+    const F: &str = "clip_similarity";
+    let decoded = decode_image(F, image);
+    check_for_interrupts!();
+    let (t, i) = with_model(|m| {
+        let t = m.embed_texts(&[text])?;
+        Ok::<_, ClipError>((t, m.embed_images(std::slice::from_ref(&decoded))?))
+    })
+    .or_raise(F);
+    cosine(&t[0], &i[0])
+}
+
+/// Cosine similarity of two vectors (1 - the `<=>` distance).
+#[pg_extern(immutable, parallel_safe, name = "clip_similarity")]
+fn clip_similarity_vectors(a: Vector, b: Vector) -> f32 {
+    if a.0.len() != b.0.len() {
+        data_error(format!("clip_similarity: different vector dimensions {} and {}", a.0.len(), b.0.len()));
+    }
+    cosine(&a.0, &b.0)
+}
+
+/// Zero-shot classification as CLIP does it: each label is put into `template` ("{}" marks where), and the
+/// probabilities are the softmax of the model's logit scale times the cosine of image and label texts.
+/// Rows come out most probable first.
+#[pg_extern(immutable, parallel_safe)]
+fn clip_classify(
+    image: &[u8],
+    labels: Vec<Option<String>>,
+    template: default!(&str, "'a photo of a {}'"),
+) -> TableIterator<'static, (name!(label, String), name!(probability, f32))> {
+    const F: &str = "clip_classify";
+    let labels: Vec<String> = labels
+        .into_iter()
+        .map(|l| l.unwrap_or_else(|| invalid_parameter(format!("{F}: labels must not contain NULL"))))
+        .collect();
+    if labels.is_empty() {
+        invalid_parameter(format!("{F}: labels must not be empty"));
+    }
+    if !template.contains("{}") {
+        invalid_parameter(format!("{F}: template {template:?} has no {{}} to put the label in"));
+    }
+    let prompts: Vec<String> = labels.iter().map(|l| template.replace("{}", l)).collect();
+    let prompts: Vec<&str> = prompts.iter().map(String::as_str).collect();
+    let decoded = decode_image(F, image);
+    check_for_interrupts!();
+    let (image_embedding, label_embeddings, logit_scale) = with_model(|m| {
+        let image = m.embed_images(std::slice::from_ref(&decoded))?.pop().expect("one image");
+        Ok::<_, ClipError>((image, m.embed_texts(&prompts)?, m.manifest().logit_scale))
+    })
+    .or_raise(F);
+    let logits: Vec<f32> = label_embeddings.iter().map(|t| logit_scale * cosine(&image_embedding, t)).collect();
+    let mut rows: Vec<(String, f32)> = labels.into_iter().zip(softmax(&logits)).collect();
+    rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+    TableIterator::new(rows)
+}
+
+fn softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exps: Vec<f64> = logits.iter().map(|l| ((l - max) as f64).exp()).collect();
+    let sum: f64 = exps.iter().sum();
+    exps.iter().map(|e| (e / sum) as f32).collect()
+}
+
+/// One query vector from several: the normalised weighted sum of the normalised inputs. "Photos like this one,
+/// but at night" is `clip_blend(ARRAY[photo.embedding, clip_embed_text('at night')], ARRAY[0.7, 0.3])`.
+/// A negative weight steers away from a vector.
+#[pg_extern(immutable, parallel_safe, name = "clip_blend")]
+fn clip_blend_many(vectors: Vec<Option<Vector>>, weights: Vec<Option<f32>>) -> Vector {
+    const F: &str = "clip_blend";
+    if vectors.is_empty() || vectors.len() != weights.len() {
+        invalid_parameter(format!("{F}: {} vectors and {} weights; give one weight per vector", vectors.len(), weights.len()));
+    }
+    let dim = vectors[0].as_ref().map_or(0, |v| v.0.len());
+    let mut sum = vec![0f32; dim];
+    for (index, (vector, weight)) in vectors.iter().zip(&weights).enumerate() {
+        let (Some(vector), Some(weight)) = (vector, weight) else {
+            invalid_parameter(format!("{F}: element {} is NULL", index + 1));
+        };
+        if vector.0.len() != dim {
+            data_error(format!("{F}: different vector dimensions {dim} and {}", vector.0.len()));
+        }
+        if !weight.is_finite() {
+            invalid_parameter(format!("{F}: weight {} is not finite", index + 1));
+        }
+        for (s, x) in sum.iter_mut().zip(normalised(&vector.0)) {
+            *s += weight * x;
+        }
+    }
+    let blended = normalised(&sum);
+    if blended.iter().all(|x| *x == 0.0) {
+        data_error(format!("{F}: the weighted sum is the zero vector"));
+    }
+    Vector(blended)
+}
+
+/// Two query vectors: `(1 - weight)` of `a` and `weight` of `b`.
+#[pg_extern(immutable, parallel_safe, name = "clip_blend")]
+fn clip_blend_two(a: Vector, b: Vector, weight: default!(f32, 0.5)) -> Vector {
+    clip_blend_many(vec![Some(a), Some(b)], vec![Some(1.0 - weight), Some(weight)])
+}
