@@ -31,7 +31,8 @@ shared_buffers = 128MB
 CONF
     fi
     if ! as_owner "$PG_BIN/pg_ctl" -D "$PGDATA" status >/dev/null 2>&1; then
-      as_owner "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$PGDATA/server.log" -w -t 60 start >/dev/null \
+      # Without RUST_BACKTRACE from a developer's shell: pgrx would append Rust backtraces to SQL errors.
+      as_owner env -u RUST_BACKTRACE -u RUST_LIB_BACKTRACE "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$PGDATA/server.log" -w -t 60 start >/dev/null \
         || { tail -20 "$PGDATA/server.log" >&2; die "cluster $name did not start"; }
     fi
     ;;

@@ -13,5 +13,4 @@ SUDO=""
 log "building and installing the extension (${profile[*]:-debug})"
 CARGO_BUILD_JOBS=2 cargo pgrx install "${profile[@]}" --pg-config "$PG_CONFIG" ${SUDO:+--sudo} >/dev/null 2>"$DEPS/install.log" \
   || { cat "$DEPS/install.log" >&2; die "cargo pgrx install failed"; }
-# The library lives next to the extension, where clip.onnxruntime_library's default points.
-$SUDO install -D -m 0644 "$ORT_LIB" "$(pg_pkglibdir)/clip_search/$(basename "$ORT_LIB")"
+install_onnxruntime

@@ -14,6 +14,10 @@ log() { printf '\033[1m[clip_search]\033[0m %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 pg_sharedir() { "$PG_CONFIG" --sharedir; }
 pg_pkglibdir() { "$PG_CONFIG" --pkglibdir; }
+# Puts the ONNX Runtime library next to the extension, where clip.onnxruntime_library's default points.
+install_onnxruntime() {
+  $([[ $(id -u) -ne 0 ]] && echo sudo) install -D -m 0644 "$ORT_LIB" "$(pg_pkglibdir)/clip_search/$(basename "$ORT_LIB")"
+}
 sha256_ok() { [[ -f "$1" ]] && [[ "$(sha256sum "$1" | cut -d' ' -f1)" == "$2" ]]; }
 
 # Connection settings of the private cluster NAME (see cluster.sh), exported for psql and libpq clients.
@@ -22,6 +26,7 @@ cluster_env() {
   case "$name" in
     demo) PGPORT=${CLIP_DEMO_PORT:-55432} ;;
     test) PGPORT=${CLIP_TEST_PORT:-55433} ;;
+    gallery) PGPORT=${CLIP_GALLERY_PORT:-55434} ;;
     *) die "unknown cluster $name" ;;
   esac
   export PGDATA="$DEPS/cluster-$name" PGPORT PGSOCKET="/tmp/clip_search-$PGPORT"

@@ -3,6 +3,8 @@
 #   1. the model core, pure Rust:             cargo test -p clip_core
 #   2. the extension inside PostgreSQL:       cargo pgrx test (#[pg_test]s, a throwaway cluster)
 #   3. SQL regression tests with expected output (tests/pg_regress), on the private 'test' cluster
+#   4. the SQLAlchemy example's tests (examples/sqlalchemy), against the same cluster
+#   5. crash recovery: an immediate shutdown during inserts (tests/crash_recovery.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -25,16 +27,22 @@ pgrx_tests() {
   mkdir -p "$data"
   local runas=()
   if [[ $(id -u) -eq 0 ]]; then chown postgres:postgres "$data"; runas=(--runas postgres); fi
-  # Run with the ONNX Runtime library that the install step puts next to the extension.
-  $([[ $(id -u) -ne 0 ]] && echo sudo) install -D -m 0644 "$ORT_LIB" "$(pg_pkglibdir)/clip_search/$(basename "$ORT_LIB")"
+  install_onnxruntime
   cargo pgrx test pg15 "${runas[@]}" --pgdata "$data"
 }
 
-sql_regression() {
+# The private 'test' cluster with the tiny fixture model, shared by the SQL-level suites.
+test_cluster() {
   scripts/install.sh --debug
+  # The previous release's install script, for the upgrade test.
+  $([[ $(id -u) -ne 0 ]] && echo sudo) install -m 0644 tests/upgrade/clip_search--0.1.0.sql "$(pg_sharedir)/extension/"
   cluster_env test
   scripts/cluster.sh start test
-  scripts/cluster.sh psql test -c "LOAD 'clip_search'" -c "ALTER SYSTEM SET clip.model_dir = '$ROOT/tests/fixtures/tiny-model'" -c "SELECT pg_reload_conf()" >/dev/null
+  scripts/cluster.sh psql test -c "LOAD 'clip_search'" \
+    -c "ALTER SYSTEM SET clip.model_dir = '$ROOT/tests/fixtures/tiny-model'" -c "SELECT pg_reload_conf()" >/dev/null
+}
+
+sql_regression() {
   local out="$ROOT/target/pg_regress"
   rm -rf "$out" && mkdir -p "$out"
   local tests
@@ -46,13 +54,25 @@ sql_regression() {
     --port="$PGPORT" --user=postgres --dbname=clip_regress --inputdir=tests/pg_regress --outputdir="$out" \
     --bindir="$PG_BIN" $tests || status=$?
   [[ -f "$out/regression.diffs" ]] && head -200 "$out/regression.diffs"
-  scripts/cluster.sh stop test
   return $status
+}
+
+orm_example() {
+  local venv="$DEPS/venv-examples"
+  if ! "$venv/bin/python" -c "import sqlalchemy, pgvector, psycopg, pytest" 2>/dev/null; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q -r examples/sqlalchemy/requirements.txt
+  fi
+  (cd examples/sqlalchemy && "$venv/bin/python" -m pytest -q -p no:cacheprovider)
 }
 
 suite "model core (cargo test -p clip_core)" cargo test -p clip_core
 suite "extension (cargo pgrx test)" pgrx_tests
+trap 'scripts/cluster.sh stop test' EXIT
+test_cluster
 suite "SQL regression (pg_regress)" sql_regression
+suite "SQLAlchemy example (pytest)" orm_example
+suite "crash recovery (immediate shutdown during inserts)" tests/crash_recovery.sh
 
 echo "test suites: $passed passed, $failed failed"
 [[ $failed -eq 0 ]]

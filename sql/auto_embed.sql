@@ -106,8 +106,8 @@ BEGIN
         COMMIT;
         done := done + batch_rows;
         seconds := extract(epoch FROM clock_timestamp() - started);
-        RAISE NOTICE 'clip_backfill: % of % rows embedded (% rows/s)', done, total,
-            round((done / greatest(seconds, 1e-6))::numeric, 1);
+        RAISE NOTICE 'clip_backfill: % of % rows embedded', done, total
+            USING DETAIL = format('%s rows/s since the start of this call', round((done / greatest(seconds, 1e-6))::numeric, 1));
     END LOOP;
 END
 $procedure$;

@@ -3,7 +3,8 @@ SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS clip_search CASCADE;
 RESET client_min_messages;
 
--- Every function is STRICT, the embedding functions IMMUTABLE and PARALLEL SAFE (HNSW and generated columns).
+-- The C functions are STRICT and PARALLEL SAFE, the embedding ones IMMUTABLE (HNSW, generated columns); the
+-- trigger function, the backfill procedure and their helpers are PL/pgSQL.
 SELECT p.oid::regprocedure AS function, p.prorettype::regtype AS returns,
        p.provolatile AS volatility, p.proparallel AS parallel, p.proisstrict AS strict
 FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.deptype = 'e'
