@@ -32,3 +32,32 @@ cluster_env() {
   export PGDATA="$DEPS/cluster-$name" PGPORT PGSOCKET="/tmp/clip_search-$PGPORT"
   export PGHOST="$PGSOCKET" PGUSER=postgres PGDATABASE=postgres
 }
+
+# The demo's set-up, shared by demo.sh, gallery.sh and loadtest.sh: installs everything (with the Python
+# exporter), builds and installs a release build, exports ViT-B-32 with random weights unless CLIP_MODEL_DIR
+# names a model, copies 16 photos from scikit-image's wheel, starts the 'demo' cluster with that model.
+# Sets DEMO_MODEL_DIR and DEMO_PHOTOS, and the demo cluster's connection variables.
+prepare_demo() {
+  scripts/setup.sh --python
+  scripts/install.sh
+  DEMO_MODEL_DIR=${CLIP_MODEL_DIR:-$DEPS/models/ViT-B-32-random}
+  if [[ ! -f "$DEMO_MODEL_DIR/manifest.json" ]]; then
+    log "exporting ViT-B-32 with random weights (seed 0) to $DEMO_MODEL_DIR"
+    "$VENV/bin/python" tools/export_model.py --model ViT-B-32 --random-seed 0 --out "$DEMO_MODEL_DIR" 2>&1 \
+      | grep -v -i warn >&2
+  fi
+  DEMO_PHOTOS="$DEPS/photos"
+  if [[ ! -d "$DEMO_PHOTOS" ]]; then
+    local skimage_data f
+    skimage_data=$("$VENV/bin/python" -c "import os, skimage; print(os.path.dirname(skimage.__file__) + '/data')")
+    mkdir -p "$DEMO_PHOTOS"
+    for f in astronaut.png chelsea.png coffee.png rocket.jpg horse.png motorcycle_left.png hubble_deep_field.jpg \
+             camera.png coins.png moon.png page.png retina.jpg brick.png grass.png gravel.png clock_motion.png; do
+      cp "$skimage_data/$f" "$DEMO_PHOTOS/"
+    done
+  fi
+  scripts/cluster.sh start demo
+  cluster_env demo
+  scripts/cluster.sh psql demo -c "LOAD 'clip_search'" -c "ALTER SYSTEM SET clip.model_dir = '$DEMO_MODEL_DIR'" \
+    -c "SELECT pg_reload_conf()" >/dev/null
+}

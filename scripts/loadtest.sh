@@ -2,19 +2,18 @@
 # Load test: 8 concurrent sessions (pgbench) mix inserts through the embedding trigger, text searches and image
 # searches on the demo cluster's model for a bounded time, then checks: zero errors, no crashed backend, every
 # inserted row stored with its embedding and found by a search for its own image; and reports each backend's
-# peak RSS. Run scripts/demo.sh once first (it builds, installs and sets up the demo cluster and model).
+# peak RSS. Sets up like the demo (prepare_demo in scripts/lib.sh).
 #   scripts/loadtest.sh [SECONDS]     default 60
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 seconds=${1:-60}
 clients=8
-cluster_env demo
-[[ -d "$DEPS/photos" ]] || die "run scripts/demo.sh first"
-scripts/cluster.sh start demo
+export CARGO_BUILD_JOBS=2
+prepare_demo
 psql_demo() { scripts/cluster.sh psql demo "$@"; }
 
-psql_demo -v dir="$DEPS/photos" -v files="$(cd "$DEPS/photos" && ls | paste -sd,)" <<'SQL'
+psql_demo -v dir="$DEMO_PHOTOS" -v files="$(cd "$DEMO_PHOTOS" && ls | paste -sd,)" <<'SQL'
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS clip_search CASCADE;
 DROP TABLE IF EXISTS load_photos, load_sources;

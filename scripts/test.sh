@@ -5,6 +5,7 @@
 #   3. SQL regression tests with expected output (tests/pg_regress), on the private 'test' cluster
 #   4. the SQLAlchemy example's tests (examples/sqlalchemy), against the same cluster
 #   5. crash recovery: an immediate shutdown during inserts (tests/crash_recovery.sh)
+#   6. the gallery: its HTTP API and a headless-Chromium test of its page (scripts/test_gallery.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -73,6 +74,7 @@ test_cluster
 suite "SQL regression (pg_regress)" sql_regression
 suite "SQLAlchemy example (pytest)" orm_example
 suite "crash recovery (immediate shutdown during inserts)" tests/crash_recovery.sh
+suite "gallery (API and headless browser)" scripts/test_gallery.sh
 
 echo "test suites: $passed passed, $failed failed"
 [[ $failed -eq 0 ]]

@@ -1,12 +1,11 @@
 -- Cancellation: statement_timeout and pg_cancel_backend stop a long batch embedding promptly (interrupts are
 -- checked between inference batches), and the session stays usable. Embedding all 3000 images takes far
 -- longer than the bounds below.
+\ir ../include/setup.psql
 SET client_min_messages = warning;
-CREATE EXTENSION IF NOT EXISTS clip_search CASCADE;
 CREATE EXTENSION IF NOT EXISTS dblink;
 RESET client_min_messages;
-\getenv abs_srcdir PG_ABS_SRCDIR
-\set moon :abs_srcdir '/../fixtures/images/moon_l_512x512.png'
+\set moon :images 'moon_l_512x512.png'
 \set long_batch 'SELECT array_length(clip_embed_images(array_fill(pg_read_binary_file(' :'moon' '), ARRAY[3000])), 1)'
 
 -- statement_timeout

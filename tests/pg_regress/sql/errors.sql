@@ -1,17 +1,5 @@
 -- Bad input gives a clear error with its own SQLSTATE, and the session stays usable.
-SET client_min_messages = warning;
-CREATE EXTENSION IF NOT EXISTS clip_search CASCADE;
-RESET client_min_messages;
-\getenv abs_srcdir PG_ABS_SRCDIR
-\set images :abs_srcdir '/../fixtures/images/'
-
-CREATE FUNCTION pg_temp.error_of(query text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN
-  EXECUTE query;
-  RETURN 'no error';
-EXCEPTION WHEN OTHERS THEN
-  RETURN SQLSTATE || ' ' || SQLERRM;
-END $$;
+\ir ../include/setup.psql
 
 SELECT pg_temp.error_of($$SELECT clip_embed_image(''::bytea)$$);
 SELECT pg_temp.error_of($$SELECT clip_embed_image('not an image at all'::bytea)$$);

@@ -1,7 +1,5 @@
 -- The SQL surface: signatures, volatility, strictness, dimensions, and the tokenizer.
-SET client_min_messages = warning;
-CREATE EXTENSION IF NOT EXISTS clip_search CASCADE;
-RESET client_min_messages;
+\ir ../include/setup.psql
 
 -- The C functions are STRICT and PARALLEL SAFE, the embedding ones IMMUTABLE (HNSW, generated columns); the
 -- trigger function, the backfill procedure and their helpers are PL/pgSQL.

@@ -1,10 +1,6 @@
 -- Search in SQL: a table of real photos embedded by a generated column, an HNSW index, and queries in every
 -- direction. Scores come from the tiny random-weight test model: they check the machinery, not CLIP's quality.
-SET client_min_messages = warning;
-CREATE EXTENSION IF NOT EXISTS clip_search CASCADE;
-RESET client_min_messages;
-\getenv abs_srcdir PG_ABS_SRCDIR
-\set images :abs_srcdir '/../fixtures/images/'
+\ir ../include/setup.psql
 \set moon :images 'moon_l_512x512.png'
 
 CREATE TABLE photos (

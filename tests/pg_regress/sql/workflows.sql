@@ -1,21 +1,9 @@
 -- Workflows: batch functions, auto-embedding by trigger and generated column, resumable backfill,
 -- zero-shot classification, blended queries. Scores come from the tiny random-weight test model.
-SET client_min_messages = warning;
-CREATE EXTENSION IF NOT EXISTS clip_search CASCADE;
-RESET client_min_messages;
-\getenv abs_srcdir PG_ABS_SRCDIR
-\set images :abs_srcdir '/../fixtures/images/'
+\ir ../include/setup.psql
 \set moon :images 'moon_l_512x512.png'
 \set cat :images 'chelsea_rgb_451x300.jpg'
 \set pixel :images 'tiny_rgb_1x1.png'
-
-CREATE FUNCTION pg_temp.error_of(query text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN
-  EXECUTE query;
-  RETURN 'no error';
-EXCEPTION WHEN OTHERS THEN
-  RETURN SQLSTATE || ' ' || SQLERRM;
-END $$;
 
 -- Batch functions: input order, NULL elements, the same vectors as single calls.
 SELECT array_length(e, 1) AS n, e[2] IS NULL AS null_stays_null,

@@ -1,0 +1,233 @@
+//! The gallery's tables, created at start-up with the loaded model's dimension, and the statements that write them.
+//!
+//! Everything lives in the schema `gallery`:
+//!   gallery.images (id, name, content_type, image bytea, added_at, embedding vector(dim))   HNSW cosine index
+//!   gallery.texts  (id, text, added_at, embedding vector(dim))                              HNSW cosine index
+//!   gallery.meta   (key, value): which model made the stored vectors; whether the first-run import happened
+//! Embeddings are computed by the extension in the INSERT itself (clip_embed_images / clip_embed_texts on the
+//! whole batch), so a batch is stored whole or not at all.
+use std::path::Path;
+
+use deadpool_postgres::Pool;
+use serde::Serialize;
+use tokio_postgres::GenericClient;
+
+use crate::error::{ApiError, ApiResult};
+use crate::sniff;
+
+/// What produced the stored vectors, from clip_info().
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelInfo {
+    pub model: String,
+    pub weights: String,
+    pub embed_dim: i32,
+    /// Name, weights and the checksums of both towers: the stored vectors are valid while this stays the same.
+    pub identity: String,
+}
+
+/// Creates the extension (if missing) and the tables; re-embeds stored rows when the model changed since they were
+/// embedded. Serialised with an advisory lock so that two servers starting at once do not race.
+pub async fn prepare_schema(pool: &Pool) -> Result<ModelInfo, String> {
+    let mut client = pool.get().await.map_err(|e| format!("cannot connect to the database: {e}"))?;
+    let tx = client.transaction().await.map_err(db_err)?;
+    tx.batch_execute(
+        "SELECT pg_advisory_xact_lock(hashtext('clip-gallery schema'));
+         CREATE EXTENSION IF NOT EXISTS clip_search CASCADE;
+         CREATE SCHEMA IF NOT EXISTS gallery;
+         CREATE TABLE IF NOT EXISTS gallery.meta (key text PRIMARY KEY, value text NOT NULL);",
+    )
+    .await
+    .map_err(|e| format!("cannot create the gallery schema: {}", describe(&e)))?;
+    // A newer clip_search installed since this database made its extension: follow its update path.
+    let versions = tx
+        .query_one(
+            "SELECT e.extversion, a.default_version FROM pg_extension e
+             JOIN pg_available_extensions a ON a.name = e.extname WHERE e.extname = 'clip_search'",
+            &[],
+        )
+        .await
+        .map_err(db_err)?;
+    let (installed, available): (String, String) = (versions.get(0), versions.get(1));
+    if installed != available {
+        // In a savepoint: a failed update leaves the installed version in place, with a warning.
+        tx.batch_execute("SAVEPOINT clip_update").await.map_err(db_err)?;
+        match tx.batch_execute("ALTER EXTENSION clip_search UPDATE").await {
+            Ok(()) => {
+                tx.batch_execute("RELEASE SAVEPOINT clip_update").await.map_err(db_err)?;
+                eprintln!("clip-gallery: updated the extension clip_search from {installed} to {available}");
+            }
+            Err(e) => {
+                tx.batch_execute("ROLLBACK TO SAVEPOINT clip_update").await.map_err(db_err)?;
+                eprintln!(
+                    "clip-gallery: warning: cannot update clip_search from {installed} to {available} ({}); \
+                     going on with {installed}",
+                    describe(&e)
+                );
+            }
+        }
+    }
+    let row = tx
+        .query_one(
+            "SELECT i->>'model', i->>'weights', (i->>'embed_dim')::int,
+                    concat_ws(' ', i->>'model', i->>'weights', i->'files'->'text'->>'sha256', i->'files'->'image'->>'sha256')
+             FROM (SELECT clip_info() AS i) s",
+            &[],
+        )
+        .await
+        .map_err(|e| format!("the model is not usable: {}", describe(&e)))?;
+    let info = ModelInfo { model: row.get(0), weights: row.get(1), embed_dim: row.get(2), identity: row.get(3) };
+    let dim = info.embed_dim;
+    if !(1..=16000).contains(&dim) {
+        return Err(format!("clip_info() reports an embedding dimension of {dim}"));
+    }
+    tx.batch_execute(&format!(
+        "CREATE TABLE IF NOT EXISTS gallery.images (
+             id           bigserial PRIMARY KEY,
+             name         text NOT NULL,
+             content_type text NOT NULL,
+             image        bytea NOT NULL,
+             added_at     timestamptz NOT NULL DEFAULT now(),
+             embedding    vector({dim}) NOT NULL
+         );
+         CREATE INDEX IF NOT EXISTS images_embedding_hnsw ON gallery.images USING hnsw (embedding vector_cosine_ops);
+         CREATE TABLE IF NOT EXISTS gallery.texts (
+             id        bigserial PRIMARY KEY,
+             text      text NOT NULL,
+             added_at  timestamptz NOT NULL DEFAULT now(),
+             embedding vector({dim}) NOT NULL
+         );
+         CREATE INDEX IF NOT EXISTS texts_embedding_hnsw ON gallery.texts USING hnsw (embedding vector_cosine_ops);"
+    ))
+    .await
+    .map_err(|e| format!("cannot create the gallery tables: {}", describe(&e)))?;
+    let stored: Option<String> = tx
+        .query_opt("SELECT value FROM gallery.meta WHERE key = 'model'", &[])
+        .await
+        .map_err(db_err)?
+        .map(|r| r.get(0));
+    if stored.as_deref() != Some(info.identity.as_str()) {
+        if let Some(old) = &stored {
+            // Vectors of another model are meaningless under this one: re-embed everything (the column type
+            // changes too when the dimension does; the indexes are rebuilt by the rewrite).
+            eprintln!("clip-gallery: the model changed (was: {old}); re-embedding the stored images and texts");
+            tx.batch_execute(&format!(
+                "ALTER TABLE gallery.images ALTER COLUMN embedding TYPE vector({dim}) USING clip_embed_image(image);
+                 ALTER TABLE gallery.texts ALTER COLUMN embedding TYPE vector({dim}) USING clip_embed_text(text);"
+            ))
+            .await
+            .map_err(|e| format!("cannot re-embed the stored rows: {}", describe(&e)))?;
+        }
+        tx.execute(
+            "INSERT INTO gallery.meta VALUES ('model', $1) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            &[&info.identity],
+        )
+        .await
+        .map_err(db_err)?;
+    }
+    tx.commit().await.map_err(db_err)?;
+    Ok(info)
+}
+
+/// One uploaded image.
+pub struct NewImage {
+    pub name: String,
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StoredImage {
+    pub id: i64,
+    pub name: String,
+    pub content_type: String,
+    pub bytes: i64,
+    pub url: String,
+}
+
+impl StoredImage {
+    pub fn from_row(row: &tokio_postgres::Row) -> Self {
+        let id: i64 = row.get("id");
+        StoredImage {
+            id,
+            name: row.get("name"),
+            content_type: row.get("content_type"),
+            bytes: row.get("bytes"),
+            url: format!("/api/images/{id}"),
+        }
+    }
+}
+
+/// Inserts the images in one statement, which embeds them all with clip_embed_images: either every image is
+/// stored or, when one is bad, none is and the error names the file at fault.
+pub async fn insert_images(client: &impl GenericClient, images: &[NewImage]) -> ApiResult<Vec<StoredImage>> {
+    let names: Vec<&str> = images.iter().map(|i| i.name.as_str()).collect();
+    let types: Vec<&str> = images.iter().map(|i| sniff::content_type(&i.bytes)).collect();
+    let blobs: Vec<&[u8]> = images.iter().map(|i| i.bytes.as_slice()).collect();
+    let rows = client
+        .query(
+            "INSERT INTO gallery.images (name, content_type, image, embedding)
+             SELECT n, c, i, e FROM unnest($1::text[], $2::text[], $3::bytea[], clip_embed_images($3::bytea[])) AS u(n, c, i, e)
+             RETURNING id, name, content_type, octet_length(image)::int8 AS bytes",
+            &[&names, &types, &blobs],
+        )
+        .await
+        .map_err(|e| {
+            let err = ApiError::from_db(&e);
+            let file = err.element_index().and_then(|i| names.get(i.wrapping_sub(1))).map(|n| n.to_string());
+            err.with_file(file)
+        })?;
+    let mut stored: Vec<StoredImage> = rows.iter().map(StoredImage::from_row).collect();
+    stored.sort_by_key(|s| s.id);
+    Ok(stored)
+}
+
+/// On the first run (no 'imported' mark), stores the images of `dir` (JPEG, PNG, WebP, GIF, BMP, TIFF by file
+/// name) in one transaction and marks the import done, so that deleting them later does not bring them back.
+pub async fn import_dir(pool: &Pool, dir: &Path) -> Result<usize, String> {
+    let mut client = pool.get().await.map_err(|e| format!("cannot connect to the database: {e}"))?;
+    let tx = client.transaction().await.map_err(db_err)?;
+    tx.execute("SELECT pg_advisory_xact_lock(hashtext('clip-gallery import'))", &[]).await.map_err(db_err)?;
+    if tx.query_opt("SELECT 1 FROM gallery.meta WHERE key = 'imported'", &[]).await.map_err(db_err)?.is_some() {
+        return Ok(0);
+    }
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && sniff::has_image_extension(p))
+        .collect();
+    paths.sort();
+    let mut images = Vec::with_capacity(paths.len());
+    for path in &paths {
+        let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        images.push(NewImage { name, bytes });
+    }
+    if !images.is_empty() {
+        insert_images(&*tx, &images).await.map_err(|e| {
+            format!(
+                "cannot import {}: {}{}",
+                dir.display(),
+                e.message,
+                e.file.map(|f| format!(" ({f})")).unwrap_or_default()
+            )
+        })?;
+    }
+    tx.execute("INSERT INTO gallery.meta VALUES ('imported', $1)", &[&dir.display().to_string()])
+        .await
+        .map_err(db_err)?;
+    tx.commit().await.map_err(db_err)?;
+    Ok(images.len())
+}
+
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => match db.hint() {
+            Some(hint) => format!("{} ({})", db.message(), hint),
+            None => db.message().to_string(),
+        },
+        None => e.to_string(),
+    }
+}
+
+fn db_err(e: tokio_postgres::Error) -> String {
+    format!("database: {}", describe(&e))
+}

@@ -1,0 +1,106 @@
+//! Errors as JSON responses: `{"error": "<message>", "code": "<machine-readable code>"}`, plus `"file"` when an
+//! uploaded file is at fault. SQL errors of the extension map to HTTP statuses by their SQLSTATE.
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use tokio_postgres::error::SqlState;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub file: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into(), file: None }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// Names the uploaded file at fault, when the error is about an image.
+    pub fn with_file(mut self, file: Option<String>) -> Self {
+        if matches!(self.code, "not_an_image" | "unsupported_image_format" | "image_too_large") {
+            self.file = file;
+        }
+        self
+    }
+
+    /// An error of a statement. Bad images are the client's fault (4xx); a missing or broken model is the
+    /// service's (503); anything else is a 500.
+    pub fn from_db(e: &tokio_postgres::Error) -> Self {
+        let Some(db) = e.as_db_error() else {
+            return Self::new(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable", format!("database: {e}"));
+        };
+        let code = db.code();
+        let (status, name) = if *code == SqlState::INVALID_BINARY_REPRESENTATION {
+            (StatusCode::UNPROCESSABLE_ENTITY, "not_an_image")
+        } else if *code == SqlState::FEATURE_NOT_SUPPORTED {
+            (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_image_format")
+        } else if *code == SqlState::PROGRAM_LIMIT_EXCEEDED {
+            (StatusCode::PAYLOAD_TOO_LARGE, "image_too_large")
+        } else if *code == SqlState::INVALID_PARAMETER_VALUE
+            || *code == SqlState::DATA_EXCEPTION
+            || *code == SqlState::CHARACTER_NOT_IN_REPERTOIRE
+            || *code == SqlState::UNTRANSLATABLE_CHARACTER
+        {
+            (StatusCode::BAD_REQUEST, "invalid_parameter")
+        } else if *code == SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE
+            || *code == SqlState::UNDEFINED_FILE
+            || *code == SqlState::DATA_CORRUPTED
+        {
+            (StatusCode::SERVICE_UNAVAILABLE, "model_unavailable")
+        } else {
+            (StatusCode::INTERNAL_SERVER_ERROR, "database_error")
+        };
+        let mut message = db.message().to_string();
+        if let Some(hint) = db.hint() {
+            message = format!("{message} ({hint})");
+        }
+        Self::new(status, name, message)
+    }
+
+    /// The 1-based array element that clip_embed_images names in its error message ("... element 3: ..."), if any.
+    pub fn element_index(&self) -> Option<usize> {
+        let rest = &self.message[self.message.find("element ")? + "element ".len()..];
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().ok()
+    }
+}
+
+impl From<tokio_postgres::Error> for ApiError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Self::from_db(&e)
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for ApiError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        match e {
+            deadpool_postgres::PoolError::Backend(e) => Self::from_db(&e),
+            e => Self::new(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable", format!("database pool: {e}")),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({"error": self.message, "code": self.code});
+        if let Some(file) = self.file {
+            body["file"] = json!(file);
+        }
+        let mut response = (self.status, body.to_string()).into_response();
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        response
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,672 @@
+//! The gallery's endpoints against a real PostgreSQL with the extension and the tiny fixture model: each test
+//! starts the clip-gallery binary on a fresh database of the private 'gallery' cluster.
+//!
+//! scripts/test_gallery.sh starts that cluster (port 55434, or $CLIP_GALLERY_PORT) with clip.model_dir set to
+//! tests/fixtures/tiny-model, then runs these. CLIP_GALLERY_TEST_ADMIN overrides the connection string of the
+//! database the tests create their databases from.
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use reqwest::multipart::{Form, Part};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+// ---------------------------------------------------------------------------------------------------------------
+// Harness
+
+fn admin_conninfo(dbname: &str) -> String {
+    if let Ok(c) = std::env::var("CLIP_GALLERY_TEST_ADMIN") {
+        return format!("{c} dbname={dbname}");
+    }
+    let port = std::env::var("CLIP_GALLERY_PORT").unwrap_or_else(|_| "55434".into());
+    format!("host=/tmp/clip_search-{port} port={port} user=postgres dbname={dbname}")
+}
+
+async fn connect(dbname: &str) -> tokio_postgres::Client {
+    let conninfo = admin_conninfo(dbname);
+    let (client, connection) = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls).await.unwrap_or_else(|e| {
+        panic!(
+            "cannot connect to the 'gallery' cluster ({conninfo}): {e}; run scripts/test_gallery.sh, which starts it"
+        )
+    });
+    tokio::spawn(connection);
+    client
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = fixtures_dir().join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn fixtures_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/images")
+}
+
+const CAT: &str = "chelsea_rgb_451x300.jpg";
+const ROCKET: &str = "rocket_rgb_progressive_640x427.jpg";
+const CAMERA: &str = "camera_l_128x128.gif";
+const COFFEE: &str = "coffee_rgba_alpha_ramp_150x100.png";
+
+struct Server {
+    child: Child,
+    base: String,
+    dbname: String,
+    http: reqwest::Client,
+}
+
+impl Server {
+    /// A fresh database named after the test, and the server on a free port.
+    async fn start(test: &str, args: &[&str]) -> Server {
+        let dbname = format!("gallery_test_{test}");
+        let admin = connect("postgres").await;
+        admin.batch_execute(&format!("DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")).await.unwrap();
+        admin.batch_execute(&format!("CREATE DATABASE {dbname}")).await.unwrap();
+        Self::spawn(dbname, args).await
+    }
+
+    /// The server on an existing database.
+    async fn spawn(dbname: String, args: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_clip-gallery"))
+            .args(["--listen", "127.0.0.1:0", "--database", &admin_conninfo(&dbname), "--quiet", "--pool-size", "2"])
+            .args(["--max-body-mb", "1"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the clip-gallery binary starts");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        let listening = tokio::time::timeout(Duration::from_secs(120), async {
+            while let Some(line) = stdout.next_line().await.unwrap() {
+                if let Some(address) = line.strip_prefix("clip-gallery: listening on ") {
+                    return Some(address.to_string());
+                }
+            }
+            None
+        })
+        .await
+        .unwrap_or(None);
+        let Some(base) = listening else {
+            let mut err = String::new();
+            let _ = child.stderr.take().unwrap().read_to_string(&mut err).await;
+            panic!("clip-gallery did not start: {err}");
+        };
+        Server { child, base, dbname, http: reqwest::Client::new() }
+    }
+
+    async fn stop(mut self) -> String {
+        self.child.kill().await.unwrap();
+        std::mem::take(&mut self.dbname)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn db(&self) -> tokio_postgres::Client {
+        connect(&self.dbname).await
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        json_of(self.http.get(self.url(path)).send().await.unwrap()).await
+    }
+
+    async fn post_form(&self, path: &str, form: Form) -> (StatusCode, Value) {
+        json_of(self.http.post(self.url(path)).multipart(form).send().await.unwrap()).await
+    }
+
+    async fn post_json(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        json_of(self.http.post(self.url(path)).json(&body).send().await.unwrap()).await
+    }
+
+    async fn add_images(&self, names: &[&str]) -> Vec<Value> {
+        let (status, body) = self.post_form("/api/images", images_form("images", names)).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["added"].as_array().unwrap().clone()
+    }
+
+    async fn image_count(&self) -> i64 {
+        self.db().await.query_one("SELECT count(*) FROM gallery.images", &[]).await.unwrap().get(0)
+    }
+}
+
+/// The status and the JSON body; every response of the API, errors included, must be JSON.
+async fn json_of(response: reqwest::Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let content_type = response.headers().get("content-type").map(|v| v.to_str().unwrap().to_string());
+    let text = response.text().await.unwrap();
+    assert_eq!(content_type.as_deref(), Some("application/json"), "status {status}, body {text}");
+    let body: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+    (status, body)
+}
+
+fn file_part(name: &str, bytes: Vec<u8>) -> Part {
+    Part::bytes(bytes).file_name(name.to_string())
+}
+
+fn images_form(field: &str, names: &[&str]) -> Form {
+    names.iter().fold(Form::new(), |form, name| form.part(field.to_string(), file_part(name, fixture(name))))
+}
+
+/// A JSON error: a 4xx status, a message and a code.
+fn assert_error(status: StatusCode, body: &Value, expected: StatusCode, code: &str) {
+    assert_eq!(status, expected, "{body}");
+    assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "no error message: {body}");
+    assert_eq!(body["code"], code, "{body}");
+}
+
+fn scores(results: &Value) -> Vec<f64> {
+    results.as_array().unwrap().iter().map(|r| r["score"].as_f64().expect("every result has a score")).collect()
+}
+
+fn assert_descending(scores: &[f64]) {
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "not in descending order: {scores:?}");
+    assert!(scores.iter().all(|s| (-1.0001..=1.0001).contains(s)), "a cosine outside [-1, 1]: {scores:?}");
+}
+
+/// A PNG whose header declares `width` x `height` pixels (and no pixel data).
+fn png_header_only(width: u32, height: u32) -> Vec<u8> {
+    fn crc32(data: &[u8]) -> u32 {
+        let mut crc = 0xFFFF_FFFFu32;
+        for &b in data {
+            crc ^= b as u32;
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            }
+        }
+        !crc
+    }
+    fn chunk(out: &mut Vec<u8>, kind: &[u8], data: &[u8]) {
+        out.extend((data.len() as u32).to_be_bytes());
+        let start = out.len();
+        out.extend(kind);
+        out.extend(data);
+        let crc = crc32(&out[start..]);
+        out.extend(crc.to_be_bytes());
+    }
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = Vec::new();
+    ihdr.extend(width.to_be_bytes());
+    ihdr.extend(height.to_be_bytes());
+    ihdr.extend([8, 2, 0, 0, 0]); // 8-bit RGB
+    chunk(&mut png, b"IHDR", &ihdr);
+    chunk(&mut png, b"IEND", &[]);
+    png
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Tests
+
+#[tokio::test]
+async fn page_and_stats_of_an_empty_gallery() {
+    let server = Server::start("page", &[]).await;
+    let response = server.http.get(server.url("/")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    let page = response.text().await.unwrap();
+    for id in [
+        "id=\"q\"",
+        "id=\"search-results\"",
+        "id=\"similar-file\"",
+        "id=\"add-files\"",
+        "id=\"add-progress\"",
+        "id=\"stats-table\"",
+    ] {
+        assert!(page.contains(id), "the page has no {id}");
+    }
+    // Self-contained: no scripts, styles or images from elsewhere.
+    for external in ["src=\"http", "href=\"http", "@import", "url(http"] {
+        assert!(!page.contains(external), "the page loads something from outside: {external}");
+    }
+
+    let (status, stats) = server.get("/api/stats").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(stats["model"], "clip-tiny");
+    assert_eq!(stats["embed_dim"], 32);
+    assert_eq!(stats["images"], 0);
+    assert_eq!(stats["texts"], 0);
+    assert_eq!(stats["image_bytes"], 0);
+    assert_eq!(stats["max_upload_bytes"], 1 << 20);
+    // The tables were made with the model's dimension.
+    let types: Vec<String> = server
+        .db()
+        .await
+        .query(
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute
+             WHERE attrelid IN ('gallery.images'::regclass, 'gallery.texts'::regclass) AND attname = 'embedding'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(types, ["vector(32)", "vector(32)"]);
+
+    // Searching an empty gallery is not an error.
+    let (status, body) = server.get("/api/search?q=a%20cat").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["results"], json!([]));
+}
+
+#[tokio::test]
+async fn add_list_serve_and_delete_images() {
+    let server = Server::start("images", &[]).await;
+    let added = server.add_images(&[CAT, COFFEE, CAMERA]).await;
+    assert_eq!(added.len(), 3);
+    let names: Vec<&str> = added.iter().map(|a| a["name"].as_str().unwrap()).collect();
+    assert_eq!(names, [CAT, COFFEE, CAMERA], "results come in upload order");
+    let types: Vec<&str> = added.iter().map(|a| a["content_type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["image/jpeg", "image/png", "image/gif"]);
+
+    // The thumbnail endpoint serves the stored bytes from PostgreSQL with their content type.
+    for (image, name) in added.iter().zip([CAT, COFFEE, CAMERA]) {
+        assert_eq!(image["bytes"], fixture(name).len());
+        let response = server.http.get(server.url(image["url"].as_str().unwrap())).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["content-type"], image["content_type"].as_str().unwrap());
+        assert_eq!(response.bytes().await.unwrap().as_ref(), fixture(name).as_slice());
+    }
+
+    // The stored embeddings are the extension's.
+    let same: bool = server
+        .db()
+        .await
+        .query_one("SELECT bool_and(embedding = clip_embed_image(image)) FROM gallery.images", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(same);
+
+    let (status, list) = server.get("/api/images?limit=2").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["total"], 3);
+    let listed: Vec<i64> = list["images"].as_array().unwrap().iter().map(|i| i["id"].as_i64().unwrap()).collect();
+    assert_eq!(listed, [added[2]["id"].as_i64().unwrap(), added[1]["id"].as_i64().unwrap()], "newest first");
+
+    let (_, stats) = server.get("/api/stats").await;
+    assert_eq!(stats["images"], 3);
+    let total: usize = [CAT, COFFEE, CAMERA].iter().map(|n| fixture(n).len()).sum();
+    assert_eq!(stats["image_bytes"], total);
+
+    let id = added[1]["id"].as_i64().unwrap();
+    let response = server.http.delete(server.url(&format!("/api/images/{id}"))).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let (status, body) = server.get(&format!("/api/images/{id}")).await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+    let (status, body) =
+        json_of(server.http.delete(server.url(&format!("/api/images/{id}"))).send().await.unwrap()).await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+    assert_eq!(server.image_count().await, 2);
+}
+
+#[tokio::test]
+async fn text_search_ranks_by_cosine_with_scores() {
+    let server = Server::start("search", &[]).await;
+    server.add_images(&[CAT, ROCKET, CAMERA, COFFEE]).await;
+
+    let (status, body) = server.get("/api/search?q=a%20photo%20of%20a%20cat&k=3").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["query"], "a photo of a cat");
+    let results = &body["results"];
+    assert_eq!(results.as_array().unwrap().len(), 3);
+    let got = scores(results);
+    assert_descending(&got);
+
+    // Every score is the cosine of the text's and the image's embeddings, as SQL computes it.
+    let db = server.db().await;
+    for result in results.as_array().unwrap() {
+        let expected: f64 = db
+            .query_one(
+                "SELECT 1 - (embedding <=> clip_embed_text('a photo of a cat')) FROM gallery.images WHERE id = $1",
+                &[&result["id"].as_i64().unwrap()],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!((result["score"].as_f64().unwrap() - expected).abs() < 1e-6, "{result} vs {expected}");
+        assert!(result["url"].as_str().unwrap().starts_with("/api/images/"));
+    }
+    // The whole ranking is SQL's.
+    let order: Vec<i64> = db
+        .query("SELECT id FROM gallery.images ORDER BY embedding <=> clip_embed_text('a photo of a cat')", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let (_, all) = server.get("/api/search?q=a%20photo%20of%20a%20cat&k=100").await;
+    let ids: Vec<i64> = all["results"].as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, order);
+
+    // The same search through the similarity endpoint gives the same score.
+    let top = &results[0];
+    let form = Form::new()
+        .text("text", "a photo of a cat")
+        .part("image", file_part(top["name"].as_str().unwrap(), fixture(top["name"].as_str().unwrap())));
+    let (status, sim) = server.post_form("/api/similarity", form).await;
+    assert_eq!(status, StatusCode::OK, "{sim}");
+    assert!((sim["score"].as_f64().unwrap() - top["score"].as_f64().unwrap()).abs() < 1e-5, "{sim} vs {top}");
+
+    // A few at once: the pool serves them all.
+    let searches = ["a cat", "a rocket", "a camera", "a cup of coffee", "the moon", "a horse", "grass", "coins"]
+        .map(|q| server.get_owned(format!("/api/search?q={}&k=2", q.replace(' ', "%20"))));
+    for (status, body) in futures_join(searches).await {
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["results"].as_array().unwrap().len(), 2);
+    }
+}
+
+#[tokio::test]
+async fn image_search_and_similar_images() {
+    let server = Server::start("similar", &[]).await;
+    let added = server.add_images(&[CAT, ROCKET, CAMERA, COFFEE]).await;
+    let rocket_id = added[1]["id"].as_i64().unwrap();
+
+    let (status, body) = server.post_form("/api/search/image?k=4", images_form("image", &[ROCKET])).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let results = &body["results"];
+    assert_eq!(results.as_array().unwrap().len(), 4);
+    assert_descending(&scores(results));
+    assert_eq!(results[0]["id"], rocket_id, "the uploaded image itself is nearest");
+    assert!(results[0]["score"].as_f64().unwrap() > 0.9999);
+
+    let (status, body) = server.get(&format!("/api/images/{rocket_id}/similar?k=10")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let ids: Vec<i64> = body["results"].as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids.len(), 3);
+    assert!(!ids.contains(&rocket_id), "the image itself is left out");
+    assert_descending(&scores(&body["results"]));
+    let upload_order: Vec<i64> = results.as_array().unwrap()[1..].iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, upload_order, "the stored image ranks the others as its upload does");
+
+    let (status, body) = server.get("/api/images/999999/similar").await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+}
+
+#[tokio::test]
+async fn texts_ranking_classification_and_similarity() {
+    let server = Server::start("texts", &[]).await;
+    // Ranking with no texts stored still checks the image.
+    let (status, body) = server.post_form("/api/rank-texts", images_form("image", &[CAT])).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["results"], json!([]));
+
+    let texts = ["a photo of a cat", "a rocket on the launch pad", "a cup of coffee", "a cameraman"];
+    let (status, body) = server.post_json("/api/texts", json!({ "texts": texts })).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let added: Vec<&str> = body["added"].as_array().unwrap().iter().map(|t| t["text"].as_str().unwrap()).collect();
+    assert_eq!(added, texts);
+    let (status, body) = server.post_json("/api/texts", json!({ "text": "one more" })).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let one_more = body["added"][0]["id"].as_i64().unwrap();
+
+    let (status, list) = server.get("/api/texts").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["total"], 5);
+    assert_eq!(list["texts"][0]["text"], "one more");
+    let response = server.http.delete(server.url(&format!("/api/texts/{one_more}"))).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let (status, body) =
+        json_of(server.http.delete(server.url(&format!("/api/texts/{one_more}"))).send().await.unwrap()).await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+
+    // Stored texts ranked by cosine, as SQL ranks them.
+    let (status, body) = server.post_form("/api/rank-texts?k=3", images_form("image", &[COFFEE])).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["score"], "cosine");
+    assert_eq!(body["results"].as_array().unwrap().len(), 3);
+    assert_descending(&scores(&body["results"]));
+    let db = server.db().await;
+    let expected: Vec<String> = db
+        .query(
+            "SELECT text FROM gallery.texts ORDER BY embedding <=> clip_embed_image($1::bytea) LIMIT 3",
+            &[&fixture(COFFEE)],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let got: Vec<&str> = body["results"].as_array().unwrap().iter().map(|r| r["text"].as_str().unwrap()).collect();
+    assert_eq!(got, expected);
+
+    // Labels: zero-shot classification, probabilities that sum to 1.
+    let form = images_form("image", &[CAT]).text("labels", "cat\ndog").text("labels", "rocket");
+    let (status, body) = server.post_form("/api/rank-texts", form).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["score"], "probability");
+    let probabilities = scores(&body["results"]);
+    assert_eq!(probabilities.len(), 3);
+    assert_descending(&probabilities);
+    assert!((probabilities.iter().sum::<f64>() - 1.0).abs() < 1e-4, "{probabilities:?}");
+    let form = images_form("image", &[CAT]).text("labels", "cat").text("template", "no placeholder");
+    let (status, body) = server.post_form("/api/rank-texts", form).await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_parameter");
+    assert!(body.get("file").is_none(), "the image is not at fault: {body}");
+
+    // Similarity of a text and an image: the extension's clip_similarity.
+    let form = Form::new().text("text", "a cup of coffee").part("image", file_part(COFFEE, fixture(COFFEE)));
+    let (status, body) = server.post_form("/api/similarity", form).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let expected: f32 = db
+        .query_one("SELECT clip_similarity('a cup of coffee'::text, $1::bytea)", &[&fixture(COFFEE)])
+        .await
+        .unwrap()
+        .get(0);
+    assert!((body["score"].as_f64().unwrap() - expected as f64).abs() < 1e-6, "{body} vs {expected}");
+    assert_eq!(body["text"], "a cup of coffee");
+    assert_eq!(body["image"], COFFEE);
+}
+
+#[tokio::test]
+async fn rejected_uploads_store_nothing() {
+    let server = Server::start("rejected", &[]).await;
+    let (_, before) = server.get("/api/stats").await;
+
+    // One bad file in a batch rejects the batch, and the error names it.
+    let form = images_form("images", &[CAT, COFFEE]).part("images", file_part("notes.txt", b"just some text".to_vec()));
+    let (status, body) = server.post_form("/api/images", form).await;
+    assert_error(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "not_an_image");
+    assert_eq!(body["file"], "notes.txt");
+    assert_eq!(server.image_count().await, 0, "nothing of a rejected batch is stored");
+
+    let cases: Vec<(&str, Vec<u8>, StatusCode, &str)> = vec![
+        ("empty.png", Vec::new(), StatusCode::UNPROCESSABLE_ENTITY, "not_an_image"),
+        ("truncated.jpg", fixture(CAT)[..2000].to_vec(), StatusCode::UNPROCESSABLE_ENTITY, "not_an_image"),
+        (
+            "drawing.svg",
+            br#"<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10"/></svg>"#
+                .to_vec(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_image_format",
+        ),
+        // Over clip.max_image_pixels (50 MP by default): refused from the header, before any decoding.
+        ("bomb.png", png_header_only(100_000, 100_000), StatusCode::PAYLOAD_TOO_LARGE, "image_too_large"),
+    ];
+    for (name, bytes, expected, code) in &cases {
+        for path in ["/api/images", "/api/search/image", "/api/rank-texts"] {
+            let form = Form::new().part("image", file_part(name, bytes.clone()));
+            let (status, body) = server.post_form(path, form).await;
+            assert_error(status, &body, *expected, code);
+            assert_eq!(body["file"], *name, "{path}: {body}");
+        }
+        let form = Form::new().text("text", "a cat").part("image", file_part(name, bytes.clone()));
+        let (status, body) = server.post_form("/api/similarity", form).await;
+        assert_error(status, &body, *expected, code);
+    }
+
+    // A body over the server's limit (1 MiB here).
+    let big: Vec<u8> = fixture(CAT).into_iter().cycle().take(1_500_000).collect();
+    let form = images_form("images", &[CAT]).part("images", file_part("big.jpg", big));
+    let (status, body) = server.post_form("/api/images", form).await;
+    assert_error(status, &body, StatusCode::PAYLOAD_TOO_LARGE, "request_too_large");
+    let (status, body) = server.post_json("/api/texts", json!({ "texts": vec!["a long text"; 200_000] })).await;
+    assert_error(status, &body, StatusCode::PAYLOAD_TOO_LARGE, "request_too_large");
+
+    assert_eq!(server.image_count().await, 0);
+    let (_, after) = server.get("/api/stats").await;
+    assert_eq!(after["images"], before["images"]);
+    assert_eq!(after["texts"], before["texts"]);
+    assert_eq!(after["image_bytes"], 0);
+
+    // And the server is still fine.
+    server.add_images(&[CAT]).await;
+    assert_eq!(server.image_count().await, 1);
+}
+
+#[tokio::test]
+async fn bad_requests_get_json_errors() {
+    let server = Server::start("bad", &[]).await;
+    server.add_images(&[CAT]).await;
+    let long = "a".repeat(2001);
+    let gets: Vec<(String, StatusCode, &str)> = vec![
+        ("/api/search".into(), StatusCode::BAD_REQUEST, "empty_query"),
+        ("/api/search?q=".into(), StatusCode::BAD_REQUEST, "empty_query"),
+        ("/api/search?q=%20%20%0A".into(), StatusCode::BAD_REQUEST, "empty_query"),
+        (format!("/api/search?q={long}"), StatusCode::BAD_REQUEST, "query_too_long"),
+        ("/api/search?q=cat&k=0".into(), StatusCode::BAD_REQUEST, "invalid_k"),
+        ("/api/search?q=cat&k=101".into(), StatusCode::BAD_REQUEST, "invalid_k"),
+        ("/api/search?q=cat&k=many".into(), StatusCode::BAD_REQUEST, "bad_request"),
+        ("/api/images?limit=0".into(), StatusCode::BAD_REQUEST, "invalid_page"),
+        ("/api/images/abc".into(), StatusCode::BAD_REQUEST, "bad_request"),
+        ("/api/images/424242".into(), StatusCode::NOT_FOUND, "not_found"),
+        ("/api/nope".into(), StatusCode::NOT_FOUND, "not_found"),
+        ("/favicon.ico".into(), StatusCode::NOT_FOUND, "not_found"),
+        ("/api/similarity".into(), StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+    ];
+    for (path, expected, code) in &gets {
+        let (status, body) = server.get(path).await;
+        assert_error(status, &body, *expected, code);
+    }
+    let (status, body) = json_of(server.http.put(server.url("/api/search?q=cat")).send().await.unwrap()).await;
+    assert_error(status, &body, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+
+    // JSON bodies
+    let bad_json =
+        server.http.post(server.url("/api/texts")).header("content-type", "application/json").body("{\"texts\": [");
+    let (status, body) = json_of(bad_json.send().await.unwrap()).await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "bad_request");
+    let (status, body) = json_of(server.http.post(server.url("/api/texts")).body("texts").send().await.unwrap()).await;
+    assert_error(status, &body, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+    let (status, body) = server.post_json("/api/texts", json!({ "texts": [] })).await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "no_texts");
+    let (status, body) = server.post_json("/api/texts", json!({ "texts": ["fine", "  "] })).await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "empty_query");
+    let (status, body) = server.post_json("/api/texts", json!({ "texts": "not a list" })).await;
+    assert_error(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "bad_request");
+
+    // Forms
+    let not_multipart = server.http.post(server.url("/api/images")).header("content-type", "text/plain").body("hello");
+    let (status, body) = json_of(not_multipart.send().await.unwrap()).await;
+    assert!(status.is_client_error(), "{status} {body}");
+    let (status, body) = server.post_form("/api/images", Form::new().text("note", "no files")).await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "no_images");
+    let (status, body) = server.post_form("/api/search/image", Form::new()).await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "bad_multipart");
+    let (status, body) = server.post_form("/api/search/image", Form::new().text("note", "no image")).await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "no_image");
+    let (status, body) = server.post_form("/api/search/image", images_form("image", &[CAT, COFFEE])).await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "too_many_images");
+    let (status, body) = server.post_form("/api/search/image?k=0", images_form("image", &[CAT])).await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_k");
+    let (status, body) = server.post_form("/api/similarity", images_form("image", &[CAT])).await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "empty_query");
+    let (status, body) = server.post_form("/api/similarity", Form::new().text("text", "a cat")).await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "no_image");
+
+    assert_eq!(server.image_count().await, 1, "no bad request stored anything");
+}
+
+#[tokio::test]
+async fn first_run_import_restart_and_model_change() {
+    let dir = std::env::temp_dir().join(format!("clip-gallery-import-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in [CAT, ROCKET] {
+        std::fs::write(dir.join(name), fixture(name)).unwrap();
+    }
+    std::fs::write(dir.join("README.txt"), "not an image: skipped by its name").unwrap();
+    let import = dir.to_str().unwrap().to_string();
+
+    let server = Server::start("restart", &["--import-dir", &import]).await;
+    let (_, stats) = server.get("/api/stats").await;
+    assert_eq!(stats["images"], 2, "the first run imports the folder");
+    let (_, list) = server.get("/api/images").await;
+    let mut names: Vec<&str> = list["images"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, [CAT, ROCKET]);
+    server.post_json("/api/texts", json!({ "texts": ["a cat", "a rocket"] })).await;
+    let dbname = server.stop().await;
+
+    // A restart keeps everything and does not import again.
+    let server = Server::spawn(dbname, &["--import-dir", &import]).await;
+    let (_, stats) = server.get("/api/stats").await;
+    assert_eq!((stats["images"].as_i64(), stats["texts"].as_i64()), (Some(2), Some(2)));
+    // Not even after the imported images were deleted.
+    for image in server.get("/api/images").await.1["images"].as_array().unwrap() {
+        server.http.delete(server.url(image["url"].as_str().unwrap())).send().await.unwrap();
+    }
+    server.add_images(&[CAMERA]).await;
+
+    // Vectors of another model are re-embedded at start-up.
+    let db = server.db().await;
+    db.batch_execute(
+        "UPDATE gallery.meta SET value = 'another model' WHERE key = 'model';
+         UPDATE gallery.images SET embedding = array_fill(0.5, ARRAY[32])::real[]::vector;
+         UPDATE gallery.texts SET embedding = array_fill(0.5, ARRAY[32])::real[]::vector;",
+    )
+    .await
+    .unwrap();
+    let dbname = server.stop().await;
+    let server = Server::spawn(dbname, &["--import-dir", &import]).await;
+    let (_, stats) = server.get("/api/stats").await;
+    assert_eq!((stats["images"].as_i64(), stats["texts"].as_i64()), (Some(1), Some(2)));
+    let db = server.db().await;
+    let row = db
+        .query_one(
+            "SELECT (SELECT bool_and(embedding = clip_embed_image(image)) FROM gallery.images),
+                    (SELECT bool_and(embedding = clip_embed_text(text)) FROM gallery.texts),
+                    (SELECT value FROM gallery.meta WHERE key = 'model')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(row.get::<_, bool>(0) && row.get::<_, bool>(1), "re-embedded with the current model");
+    assert!(row.get::<_, String>(2).starts_with("clip-tiny "));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
+impl Server {
+    async fn get_owned(&self, path: String) -> (StatusCode, Value) {
+        self.get(&path).await
+    }
+}
+
+/// Runs futures concurrently on this task and returns their outputs in order.
+async fn futures_join<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let mut futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = (0..futures.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *output = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().map(|o| o.expect("ready")).collect()
+}

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: clip_search through SQL against open_clip on PyTorch (the reference) and Python
+# onnxruntime on the same ONNX files, in one run: same photos, same texts, same ViT-B-32 weights (random, seed 0),
+# same thread count. Measures image throughput (one image per call over a table, and the batch function), text
+# query latency (short queries and 77-token texts), first-call load time and resident memory per backend, the
+# int8 variant's speed and its cosine against fp32, and pgvector HNSW recall and latency on 100k vectors.
+# Prints one table with ratios against open_clip. A few minutes (the first run also builds, exports and converts).
+#
+#   scripts/bench.sh                 1 thread per inference everywhere
+#   scripts/bench.sh --threads 2     2 threads (clip.intra_op_threads, torch.set_num_threads, intra_op_num_threads;
+#                                    the HNSW build gets one parallel worker)
+#   --wait-idle        before measuring, wait (up to 20 minutes) for a 1-minute load average below 0.7
+#   --report FILE      append the run, with the machine described, to FILE (e.g. BENCHMARKS.md)
+#   --quick            fewer repetitions and a 20k-vector HNSW part: a smoke run, not for quoting
+#   --skip peers|int8|hnsw ...   leave parts out
+# Uses the private 'demo' cluster (started if needed) and a database of its own there, clip_bench.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+export CARGO_BUILD_JOBS=2
+
+threads=1 wait_idle=0 report="" extra=()
+command_line="scripts/bench.sh${*:+ $*}"
+while (($#)); do
+  case "$1" in
+    --threads) threads=${2:?}; shift 2 ;;
+    --wait-idle) wait_idle=1; shift ;;
+    --report) report=${2:?}; shift 2 ;;
+    --quick) extra+=(--rounds 1 --copies 1 --hnsw-rows 20000 --hnsw-queries 30); shift ;;
+    --skip) shift; skip=(); while (($#)) && [[ $1 != --* ]]; do skip+=("$1"); shift; done; extra+=(--skip "${skip[@]}") ;;
+    *) die "unknown option $1 (see the comment at the top of $0)" ;;
+  esac
+done
+
+scripts/setup.sh --python
+scripts/install.sh
+
+model_dir=$DEPS/models/ViT-B-32-random
+int8_dir=$DEPS/models/ViT-B-32-random-int8
+if [[ ! -f "$model_dir/manifest.json" ]]; then
+  log "exporting ViT-B-32 with random weights (seed 0) to $model_dir"
+  "$VENV/bin/python" tools/export_model.py --model ViT-B-32 --random-seed 0 --out "$model_dir" 2>&1 | grep -v -i warn >&2
+fi
+if [[ ! -f "$int8_dir/manifest.json" || "$int8_dir/manifest.json" -ot "$model_dir/manifest.json" ]]; then
+  log "converting it to int8 in $int8_dir"
+  "$VENV/bin/python" tools/export_model.py --from-dir "$model_dir" --precision int8 --out "$int8_dir" 2>&1 | grep -v -i warn >&2
+fi
+photos=$DEPS/photos
+if [[ ! -d "$photos" ]]; then
+  skimage_data=$("$VENV/bin/python" -c "import os, skimage; print(os.path.dirname(skimage.__file__) + '/data')")
+  mkdir -p "$photos"
+  for f in astronaut.png chelsea.png coffee.png rocket.jpg horse.png motorcycle_left.png hubble_deep_field.jpg \
+           camera.png coins.png moon.png page.png retina.jpg brick.png grass.png gravel.png clock_motion.png; do
+    cp "$skimage_data/$f" "$photos/"
+  done
+fi
+
+mkdir -p "$DEPS/bench"
+scripts/cluster.sh start demo
+cluster_env demo
+export PATH="$PG_BIN:$PATH"
+
+if ((wait_idle)); then
+  for ((i = 0; i < 40; i++)); do
+    load=$(cut -d' ' -f1 /proc/loadavg)
+    awk -v l="$load" 'BEGIN { exit !(l < 0.7) }' && break
+    log "1-minute load average $load: waiting for it to fall below 0.7 ($((i / 2)) of 20 minutes)"
+    sleep 30
+  done
+fi
+
+log "benchmark: $threads thread(s), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+"$VENV/bin/python" bench/bench.py --model-dir "$model_dir" --int8-dir "$int8_dir" --photos "$photos" \
+  --checkpoint "$DEPS/bench/ViT-B-32-seed0.pt" --threads "$threads" --json "$DEPS/bench/last-run.json" \
+  ${report:+--report "$report"} --command "$command_line" "${extra[@]}"
