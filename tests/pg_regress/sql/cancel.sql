@@ -1,7 +1,9 @@
 -- Cancellation: statement_timeout and pg_cancel_backend stop a long batch embedding promptly (interrupts are
 -- checked between inference batches), and the session stays usable. Embedding all 3000 images takes far
 -- longer than the bounds below.
-\ir ../include/setup.psql
+\getenv abs_srcdir PG_ABS_SRCDIR
+\set setup :abs_srcdir '/include/setup.psql'
+\i :setup
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS dblink;
 RESET client_min_messages;

@@ -1,5 +1,7 @@
 -- Bad input gives a clear error with its own SQLSTATE, and the session stays usable.
-\ir ../include/setup.psql
+\getenv abs_srcdir PG_ABS_SRCDIR
+\set setup :abs_srcdir '/include/setup.psql'
+\i :setup
 
 SELECT pg_temp.error_of($$SELECT clip_embed_image(''::bytea)$$);
 SELECT pg_temp.error_of($$SELECT clip_embed_image('not an image at all'::bytea)$$);

@@ -1,5 +1,7 @@
 -- The SQL surface: signatures, volatility, strictness, dimensions, and the tokenizer.
-\ir ../include/setup.psql
+\getenv abs_srcdir PG_ABS_SRCDIR
+\set setup :abs_srcdir '/include/setup.psql'
+\i :setup
 
 -- The C functions are STRICT and PARALLEL SAFE, the embedding ones IMMUTABLE (HNSW, generated columns); the
 -- trigger function, the backfill procedure and their helpers are PL/pgSQL.

@@ -1,5 +1,7 @@
 -- A fresh backend whose ONNX Runtime library is missing gets a clear error, not a crash.
-\ir ../include/setup.psql
+\getenv abs_srcdir PG_ABS_SRCDIR
+\set setup :abs_srcdir '/include/setup.psql'
+\i :setup
 SET clip.onnxruntime_library = '/nonexistent/libonnxruntime.so.1.31.1';
 SELECT clip_embed_text('x');
 SELECT 'still connected' AS status;

@@ -1,6 +1,8 @@
 -- Workflows: batch functions, auto-embedding by trigger and generated column, resumable backfill,
 -- zero-shot classification, blended queries. Scores come from the tiny random-weight test model.
-\ir ../include/setup.psql
+\getenv abs_srcdir PG_ABS_SRCDIR
+\set setup :abs_srcdir '/include/setup.psql'
+\i :setup
 \set moon :images 'moon_l_512x512.png'
 \set cat :images 'chelsea_rgb_451x300.jpg'
 \set pixel :images 'tiny_rgb_1x1.png'
