@@ -30,8 +30,18 @@ impl IntoDatum for Vector {
         }
     }
 
+    /// pgvector's `vector` type, found through the extension rather than the search_path, which need not
+    /// include the schema pgvector was installed in.
     fn type_oid() -> pg_sys::Oid {
-        pgrx::regtypein("vector")
+        pgrx::Spi::get_one::<pg_sys::Oid>(
+            "SELECT t.oid FROM pg_type t
+             JOIN pg_depend d ON d.classid = 'pg_type'::regclass AND d.objid = t.oid AND d.deptype = 'e'
+             JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'vector'
+             WHERE t.typname = 'vector'",
+        )
+        .ok()
+        .flatten()
+        .expect("pgvector's vector type exists: clip_search requires the vector extension")
     }
 }
 

@@ -20,6 +20,10 @@ SELECT bool_and(e[i] = clip_embed_text('caption ' || i)) AS ordered_across_batch
 FROM (SELECT clip_embed_texts(array_agg('caption ' || i ORDER BY i)) AS e FROM generate_series(1, 7) i) s,
      generate_series(1, 7) i;
 RESET clip.batch_size;
+-- The array functions find pgvector's type when its schema is not on the search_path.
+SET search_path = pg_catalog;
+SELECT array_length(public.clip_embed_texts(ARRAY['a', 'b']), 1) AS n_without_search_path;
+RESET search_path;
 -- A bad element names its index.
 SELECT pg_temp.error_of(format('SELECT clip_embed_images(ARRAY[pg_read_binary_file(%L), NULL, %L::bytea])', :'moon', 'junk'));
 
