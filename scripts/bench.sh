@@ -13,7 +13,7 @@
 #   --report FILE      append the run, with the machine described, to FILE (e.g. BENCHMARKS.md)
 #   --quick            fewer repetitions and a 20k-vector HNSW part: a smoke run, not for quoting
 #   --skip peers|int8|hnsw ...   leave parts out
-# Uses the private 'demo' cluster (started if needed) and a database of its own there, clip_bench.
+# Sets up and uses the private 'demo' cluster as scripts/demo.sh does, with a database of its own, clip_bench.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -32,32 +32,16 @@ while (($#)); do
   esac
 done
 
-scripts/setup.sh --python
-scripts/install.sh
-
-model_dir=$DEPS/models/ViT-B-32-random
-int8_dir=$DEPS/models/ViT-B-32-random-int8
-if [[ ! -f "$model_dir/manifest.json" ]]; then
-  log "exporting ViT-B-32 with random weights (seed 0) to $model_dir"
-  "$VENV/bin/python" tools/export_model.py --model ViT-B-32 --random-seed 0 --out "$model_dir" 2>&1 | grep -v -i warn >&2
-fi
+# The demo's set-up (build, release install, the random-weights ViT-B-32, the photos, the 'demo' cluster), always
+# with the random-weights model: the reference is rebuilt from its seed. Then its int8 variant.
+CLIP_MODEL_DIR="" prepare_demo
+model_dir=$DEMO_MODEL_DIR
+int8_dir=$model_dir-int8
 if [[ ! -f "$int8_dir/manifest.json" || "$int8_dir/manifest.json" -ot "$model_dir/manifest.json" ]]; then
   log "converting it to int8 in $int8_dir"
   "$VENV/bin/python" tools/export_model.py --from-dir "$model_dir" --precision int8 --out "$int8_dir" 2>&1 | grep -v -i warn >&2
 fi
-photos=$DEPS/photos
-if [[ ! -d "$photos" ]]; then
-  skimage_data=$("$VENV/bin/python" -c "import os, skimage; print(os.path.dirname(skimage.__file__) + '/data')")
-  mkdir -p "$photos"
-  for f in astronaut.png chelsea.png coffee.png rocket.jpg horse.png motorcycle_left.png hubble_deep_field.jpg \
-           camera.png coins.png moon.png page.png retina.jpg brick.png grass.png gravel.png clock_motion.png; do
-    cp "$skimage_data/$f" "$photos/"
-  done
-fi
-
 mkdir -p "$DEPS/bench"
-scripts/cluster.sh start demo
-cluster_env demo
 export PATH="$PG_BIN:$PATH"
 
 if ((wait_idle)); then
@@ -70,6 +54,6 @@ if ((wait_idle)); then
 fi
 
 log "benchmark: $threads thread(s), load average $(cut -d' ' -f1-3 /proc/loadavg)"
-"$VENV/bin/python" bench/bench.py --model-dir "$model_dir" --int8-dir "$int8_dir" --photos "$photos" \
+"$VENV/bin/python" bench/bench.py --model-dir "$model_dir" --int8-dir "$int8_dir" --photos "$DEMO_PHOTOS" \
   --checkpoint "$DEPS/bench/ViT-B-32-seed0.pt" --threads "$threads" --json "$DEPS/bench/last-run.json" \
   ${report:+--report "$report"} --command "$command_line" "${extra[@]}"
