@@ -11,12 +11,14 @@ seconds=${1:-60}
 clients=8
 export CARGO_BUILD_JOBS=2
 prepare_demo
-psql_demo() { scripts/cluster.sh psql demo "$@"; }
+# A database of its own, made afresh on each run.
+scripts/cluster.sh psql demo -c "DROP DATABASE IF EXISTS clip_load WITH (FORCE)" -c "CREATE DATABASE clip_load" >/dev/null
+psql_demo() { scripts/cluster.sh psql demo -d clip_load "$@"; }
+export PGDATABASE=clip_load
 
 psql_demo -v dir="$DEMO_PHOTOS" -v files="$(cd "$DEMO_PHOTOS" && ls | paste -sd,)" <<'SQL'
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS clip_search CASCADE;
-DROP TABLE IF EXISTS load_photos, load_sources;
 SELECT (clip_info()->>'embed_dim')::int AS dim \gset
 CREATE TABLE load_sources (id int PRIMARY KEY, image bytea NOT NULL);
 INSERT INTO load_sources SELECT row_number() OVER (ORDER BY name), pg_read_binary_file(:'dir' || '/' || name)
@@ -48,7 +50,7 @@ log "pgbench: $clients clients for ${seconds}s (inserts 2 : text searches 5 : im
 kill $sampler 2>/dev/null || true
 
 inserted=$(awk '/SQL script 1:/ {f=1} f && /- [0-9]+ transactions/ {print $2; exit}' "$DEPS/loadtest-pgbench.txt")
-failed=$(awk '/number of failed transactions/ {print $5}' "$DEPS/loadtest-pgbench.txt")
+failed=$(awk '/^number of failed transactions/ {print $5; exit}' "$DEPS/loadtest-pgbench.txt")
 psql_demo -v inserted="$inserted" -v started="$started" <<'SQL'
 \pset footer off
 SELECT count(*) - 16 AS rows_inserted_by_load, :inserted AS inserts_pgbench_committed,
