@@ -28,6 +28,8 @@ SELECT pg_temp.error_of($$SET clip.onnxruntime_library = '/tmp/evil.so'$$);
 SELECT pg_temp.error_of($$SET clip.max_image_pixels = 2000000000$$);
 SET clip.intra_op_threads = 2;
 SELECT pg_temp.error_of($$SET clip.intra_op_threads = 0$$);
+-- Ordinary use needs no privilege: embeddings come from the values given, never from a path or a URL.
+SELECT vector_dims(clip_embed_text('an ordinary user embeds text')) AS dims_as_ordinary_user;
 RESET ROLE;
 DROP ROLE clip_regress_user;
 
