@@ -1156,10 +1156,12 @@ fn lookup_char(table: &'static [(char, &'static str)], key: char) -> Option<&'st
         .map(|i| table[i].1)
 }
 
-fn in_ranges(table: &[(u32, u32)], c: char) -> bool {
+/// The index of the entry of a sorted table of disjoint code point ranges that holds `c`.
+fn range_index<T>(table: &[T], c: char, bounds: impl Fn(&T) -> (u32, u32)) -> Option<usize> {
     let u = c as u32;
     table
-        .binary_search_by(|&(lo, hi)| {
+        .binary_search_by(|entry| {
+            let (lo, hi) = bounds(entry);
             if hi < u {
                 std::cmp::Ordering::Less
             } else if lo > u {
@@ -1168,20 +1170,13 @@ fn in_ranges(table: &[(u32, u32)], c: char) -> bool {
                 std::cmp::Ordering::Equal
             }
         })
-        .is_ok()
+        .ok()
+}
+
+fn in_ranges(table: &[(u32, u32)], c: char) -> bool {
+    range_index(table, c, |&(lo, hi)| (lo, hi)).is_some()
 }
 
 fn lookup_class(table: &[(u32, u32, u8)], c: char) -> u8 {
-    let u = c as u32;
-    table
-        .binary_search_by(|&(lo, hi, _)| {
-            if hi < u {
-                std::cmp::Ordering::Less
-            } else if lo > u {
-                std::cmp::Ordering::Greater
-            } else {
-                std::cmp::Ordering::Equal
-            }
-        })
-        .map_or(0, |i| table[i].2)
+    range_index(table, c, |&(lo, hi, _)| (lo, hi)).map_or(0, |i| table[i].2)
 }
