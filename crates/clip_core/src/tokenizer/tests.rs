@@ -215,18 +215,16 @@ fn tokenizer_bpe_queue_equals_reference_loop() {
         let bytes: Vec<u8> = (0..len)
             .map(|_| alphabet[rng.below(alphabet.len())])
             .collect();
-        let mut syms: Vec<u32> = bytes[..len - 1]
-            .iter()
-            .map(|&b| tok.byte_sym[b as usize])
-            .collect();
-        syms.push(tok.byte_sym_eow[bytes[len - 1] as usize]);
-        assert_eq!(
-            tok.bpe_symbols(syms.clone()),
-            reference_bpe(tok, syms),
-            "{:?}",
-            String::from_utf8_lossy(&bytes)
-        );
+        assert_bpe_matches_reference(tok, &bytes);
     }
+}
+
+/// The word `bytes` (one pre-token) gives the same BPE symbols as the line-by-line copy of open_clip's loop.
+fn assert_bpe_matches_reference(tok: &ClipTokenizer, bytes: &[u8]) {
+    let (last, head) = bytes.split_last().expect("a non-empty word");
+    let mut syms: Vec<u32> = head.iter().map(|&b| tok.byte_sym[b as usize]).collect();
+    syms.push(tok.byte_sym_eow[*last as usize]);
+    assert_eq!(tok.bpe_symbols(syms.clone()), reference_bpe(tok, syms), "{:?}", String::from_utf8_lossy(bytes));
 }
 
 /// Merge lists whose later merges have lower ranks than the ones that create their parts (never the
@@ -243,17 +241,7 @@ fn tokenizer_bpe_with_out_of_order_merges() {
         let bytes: Vec<u8> = (0..len)
             .map(|_| if rng.below(2) == 0 { b'a' } else { b'b' })
             .collect();
-        let mut syms: Vec<u32> = bytes[..len - 1]
-            .iter()
-            .map(|&b| tok.byte_sym[b as usize])
-            .collect();
-        syms.push(tok.byte_sym_eow[bytes[len - 1] as usize]);
-        assert_eq!(
-            tok.bpe_symbols(syms.clone()),
-            reference_bpe(&tok, syms),
-            "{:?}",
-            String::from_utf8_lossy(&bytes)
-        );
+        assert_bpe_matches_reference(&tok, &bytes);
     }
     // a b a b</w> -> (a,b): ab a b</w> -> (ab,a): aba b</w>
     assert_eq!(tok.encode("abab"), vec![9, 5, 3, 10]);
