@@ -3,7 +3,7 @@ use clip_core::model::normalised;
 use clip_core::{cosine, ClipError};
 use pgrx::prelude::*;
 
-use crate::embed::decode_image;
+use crate::embed::{decode_image, embed_one_image, embed_one_text};
 use crate::errors::OrRaise;
 use crate::model_cache::with_model;
 use crate::vector::Vector;
@@ -20,14 +20,9 @@ fn invalid_parameter(message: String) -> ! {
 #[pg_extern(immutable, parallel_safe, name = "clip_similarity")]
 fn clip_similarity_text_image(text: &str, image: &[u8]) -> f32 {
     const F: &str = "clip_similarity";
-    let decoded = decode_image(F, image);
-    check_for_interrupts!();
-    let (t, i) = with_model(|m| {
-        let t = m.embed_texts(&[text])?;
-        Ok::<_, ClipError>((t, m.embed_images(std::slice::from_ref(&decoded))?))
-    })
-    .or_raise(F);
-    cosine(&t[0], &i[0])
+    // The image first: a bad image fails before any model is loaded.
+    let image = embed_one_image(F, image);
+    cosine(&embed_one_text(F, text).0, &image.0)
 }
 
 /// Cosine similarity of two vectors (1 - the `<=>` distance).
