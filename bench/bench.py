@@ -4,22 +4,32 @@
 Same photos, same texts, same weights, same thread count everywhere. The SQL side runs in the cluster that PGHOST
 and PGPORT name, in a database of its own; every SQL time is taken inside the backend. The peers (bench/peers.py)
 run as separate processes. Prints one table and, with --report, writes it as Markdown with the machine described.
+The weights part compares clip.shared_weights on and off, with every backend's memory read by this driver from
+/proc/PID/smaps_rollup (it runs as root or as the server's user). A part that fails (a SQL session, a peer, the
+int8 model, the HNSW or weights part) is reported in the table and the others go on; the exit status is then 1.
 """
 import argparse
+import contextlib
 import hashlib
 import json
 import os
 import platform
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 DB = "clip_bench"
+
+
+class PartFailed(Exception):
+    """One part of the benchmark failed; the others go on."""
 
 
 def psql(sql=None, *, file=None, db=DB, settings=None, variables=None):
@@ -29,17 +39,22 @@ def psql(sql=None, *, file=None, db=DB, settings=None, variables=None):
         cmd += ["-v", f"{k}={v}"]
     if file:
         cmd += ["-f", str(file)]
-    env = dict(os.environ)
-    if settings:
-        env["PGOPTIONS"] = " ".join(f"-c {k}={str(v).replace(' ', chr(92) + ' ')}" for k, v in settings.items())
-    r = subprocess.run(cmd, input=sql, text=True, capture_output=True, env=env)
+    r = subprocess.run(cmd, input=sql, text=True, capture_output=True, env=session_env(settings))
     if r.returncode:
-        sys.exit(f"psql failed:\n{r.stderr}")
+        raise PartFailed(f"psql failed: {r.stderr.strip()}")
     out = {}
     for line in r.stdout.splitlines():
         if line.startswith("{"):
             out.update(json.loads(line))
     return out
+
+
+def session_env(settings):
+    """The environment of a psql that starts its backend with these settings (PGOPTIONS)."""
+    env = dict(os.environ)
+    if settings:
+        env["PGOPTIONS"] = " ".join(f"-c {k}={str(v).replace(' ', chr(92) + ' ')}" for k, v in settings.items())
+    return env
 
 
 def quote(s):
@@ -93,9 +108,15 @@ SELECT json_build_object('rss_both', bench.rss());
 """
 
 
+def sql_settings(args, model_dir, shared=True, cache=None):
+    """The settings of a benchmark backend: shared weights (the default) from the benchmark's own cache, or not."""
+    return {"clip.model_dir": Path(model_dir).resolve(), "clip.intra_op_threads": args.threads,
+            "clip.batch_size": args.batch, "max_parallel_workers_per_gather": 0,
+            "clip.shared_weights": "on" if shared else "off", "clip.weights_cache": cache or args.weights_cache}
+
+
 def run_sql(args, model_dir, photo):
-    settings = {"clip.model_dir": Path(model_dir).resolve(), "clip.intra_op_threads": args.threads,
-                "clip.batch_size": args.batch, "max_parallel_workers_per_gather": 0}
+    settings = sql_settings(args, model_dir)
     out = psql(SQL_TEXT_SESSION, settings=settings, variables={"rounds": args.rounds})
     out.update(psql(SQL_IMAGE_SESSION, settings=settings, variables={"photo": photo}))
     return out
@@ -108,7 +129,7 @@ def run_peer(args, engine):
            "--checkpoint", args.checkpoint]
     r = subprocess.run(cmd, text=True, capture_output=True)
     if r.returncode:
-        sys.exit(f"{engine} peer failed:\n{r.stderr[-3000:]}")
+        raise PartFailed(f"{engine} peer failed: {r.stderr.strip()[-1500:]}")
     return json.loads(r.stdout)
 
 
@@ -116,6 +137,320 @@ def run_hnsw(args, dim):
     return psql(file=BENCH / "hnsw.sql", variables={
         "rows": args.hnsw_rows, "queries": args.hnsw_queries, "dim": dim, "m": 16, "ef_construction": 64,
         "workers": args.threads - 1, "ef_list": "{" + ",".join(str(e) for e in args.ef_search) + "}"})
+
+
+# --- weights: shared (mapped from prepared files) against in-heap ----------------------------------------------
+
+WEIGHT_MODES = ("shared", "heap")
+
+
+class Backend:
+    """A psql session kept open, so that its backend, and the model it loaded, stays alive while others run."""
+    DONE = "--bench-statement-done--"
+
+    def __init__(self, settings):
+        self.errors = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen(["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d", DB],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.errors, text=True,
+                                     env=session_env(settings))
+        self.pid = int(self.query("SELECT pg_backend_pid()"))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def query(self, sql):
+        """Runs one statement and returns what it printed; psql ends at the first error (ON_ERROR_STOP)."""
+        try:
+            self.proc.stdin.write(f"{sql};\n\\echo {self.DONE}\n")
+            self.proc.stdin.flush()
+            lines = []
+            for line in self.proc.stdout:
+                if line.rstrip("\n") == self.DONE:
+                    return "\n".join(lines)
+                lines.append(line.rstrip("\n"))
+        except BrokenPipeError:
+            pass
+        self.proc.wait()
+        self.errors.seek(0)
+        raise PartFailed(f"psql failed: {self.errors.read().strip()}")
+
+    def json(self, sql):
+        return json.loads(self.query(sql))
+
+    def close(self):
+        with contextlib.suppress(BrokenPipeError):
+            self.proc.stdin.close()
+        self.proc.wait()
+        self.errors.close()
+
+
+def memory(pid):
+    """MB of a process's memory from /proc/PID/smaps_rollup (the driver runs as root or as the server's user):
+    rss, pss (each shared page divided among the processes that map it), private (Private_Clean + Private_Dirty:
+    pages no other process maps, file pages included) and anonymous (memory of no file: heap, stacks)."""
+    keys = {"Rss": "rss", "Pss": "pss", "Private_Clean": "private", "Private_Dirty": "private",
+            "Anonymous": "anonymous"}
+    out = dict.fromkeys(keys.values(), 0.0)
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in keys:
+            out[keys[key]] += int(value.split()[0]) / 1024
+    return out
+
+
+def cpu_ms(pid):
+    """User + system CPU time of a process, all threads, in ms (/proc/PID/stat, clock-tick resolution)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
+def mem_available_mb():
+    return next(int(l.split()[1]) for l in Path("/proc/meminfo").read_text().splitlines()
+                if l.startswith("MemAvailable")) / 1024
+
+
+WORKLOAD = "SELECT bench.embed_texts_and_images()"
+SHORT_TEXTS = "ARRAY(SELECT t FROM bench.texts WHERE kind = 'short' ORDER BY n)"
+
+
+def timed(backend, sql):
+    """The JSON a statement returns, and the backend's CPU time (ms) spent on it."""
+    c0 = cpu_ms(backend.pid)
+    out = backend.json(sql)
+    return out, cpu_ms(backend.pid) - c0
+
+
+def first_calls(backend, photo):
+    """A fresh backend's first text call (loads the ONNX Runtime library, the tokenizer and the text tower) and
+    first image call (loads the image tower): wall ms taken inside the backend, and CPU ms."""
+    text_ms, text_cpu = timed(backend, "SELECT to_json((bench.time_texts(ARRAY['a photo of a cat'], 1))[1])")
+    image_ms, image_cpu = timed(backend, f"SELECT to_json(bench.time_image({quote(photo)}))")
+    return {"text_ms": text_ms, "text_cpu_ms": text_cpu, "image_ms": image_ms, "image_cpu_ms": image_cpu}
+
+
+def check_mode(backend, mode):
+    """The mode this backend really ran in, from clip_info(): a setting that did not take would be measured as
+    the other mode."""
+    found = backend.json("SELECT clip_info()->'weight_sharing'->'mode'")
+    if found != mode:
+        raise PartFailed(f"clip_info() reports weight_sharing mode {found}, {mode} was set")
+
+
+def backend_memory(args, settings, mode, photo):
+    """(a) and (d) of one mode. A holder backend loads both towers and embeds; its memory then is that of the
+    only backend holding the model. With the holder alive, a fresh backend does the same: the memory it adds
+    (after minus before) is what each further backend costs. Then fresh backends, one at a time, time their first
+    calls while the holder keeps the model mapped (warm)."""
+    with Backend(settings) as holder:
+        holder.query(WORKLOAD)  # on a host that never prepared the model, this prepares it (not measured)
+        check_mode(holder, mode)
+        out = {"lone": memory(holder.pid)}
+        with Backend(settings) as b:
+            before = memory(b.pid)
+            b.query(WORKLOAD)
+            after = memory(b.pid)
+            out["clip_info_memory"] = b.json("SELECT clip_info()->'memory'")
+        out.update(fresh=before, after=after, added={k: after[k] - before[k] for k in after})
+        out["first"] = []
+        for _ in range(args.weights_first_calls):
+            with Backend(settings) as b:
+                out["first"].append(first_calls(b, photo))
+    return out
+
+
+def interleaved_speed(args, settings):
+    """(c): single-image throughput and short-text latency of a shared and a heap backend, both loaded and warm,
+    in alternating rounds (shared first in even rounds, heap first in odd ones), so that a change in the machine's
+    load hits both alike. CPU time per call is read from /proc as well: it is steadier than wall time on a
+    machine that others use."""
+    out = {m: {"image_ms": [], "image_cpu_ms": 0.0, "text_ms": [], "text_cpu_ms": 0.0} for m in WEIGHT_MODES}
+    with Backend(settings["shared"]) as shared, Backend(settings["heap"]) as heap:
+        backends = {"shared": shared, "heap": heap}
+        for b in backends.values():
+            b.query(WORKLOAD)
+        for r in range(args.weights_rounds):
+            for mode in WEIGHT_MODES if r % 2 == 0 else WEIGHT_MODES[::-1]:
+                ms, cpu = timed(backends[mode], "SELECT to_json(bench.time_images(1))")
+                out[mode]["image_ms"] += ms
+                out[mode]["image_cpu_ms"] += cpu
+                ms, cpu = timed(backends[mode], f"SELECT to_json(bench.time_texts({SHORT_TEXTS}, 1))")
+                out[mode]["text_ms"] += ms
+                out[mode]["text_cpu_ms"] += cpu
+    return out
+
+
+def concurrent_pss(args, settings, counts):
+    """(b): backends that each embedded texts and a batch of images, started one after another and all kept
+    alive; at each count, the sum of their memory. A backend is started only while the memory available leaves
+    room for two more of the first one's size and a reserve of 3 GB; the counts not reached are left out."""
+    sums, first_pss = {}, None
+    with contextlib.ExitStack() as stack:
+        backends = []
+        for n in range(1, max(counts) + 1):
+            if first_pss is not None and mem_available_mb() < 2 * first_pss + 3072:
+                break
+            b = stack.enter_context(Backend(settings))
+            b.query(WORKLOAD)
+            backends.append(b)
+            if n == 1:
+                first_pss = memory(b.pid)["pss"]
+            if n in counts:
+                mems = [memory(b.pid) for b in backends]
+                sums[n] = {k: sum(m[k] for m in mems) for k in mems[0]}
+                sums[n]["max_private"] = max(m["private"] for m in mems)
+    return sums
+
+
+def server_owner():
+    """The uid and gid of the server's data directory: the user the cache directories must belong to."""
+    st = os.stat(psql("SELECT json_build_object('dir', current_setting('data_directory'))")["dir"])
+    return st.st_uid, st.st_gid
+
+
+def owned_directory(path, owner):
+    """Creates `path` (mode 0700) for the server's user when the driver runs as root."""
+    path.mkdir(mode=0o700, exist_ok=True)
+    if os.geteuid() == 0:
+        os.chown(path, *owner)
+    return path
+
+
+def prepare_weights(args, model_dirs):
+    """The benchmark's cache of shared weights, with every model prepared in it (a no-op once done on this host),
+    so that no measured first call includes a preparation unless it is meant to."""
+    owned_directory(Path(args.weights_cache), server_owner())
+    for model_dir in model_dirs:
+        psql("SELECT bench.embed_texts_and_images()", settings=sql_settings(args, model_dir))
+
+
+def run_weights(args, model_dir, photo):
+    """The weights part for one model: shared against heap, every figure from this run."""
+    out = {}
+    # (d) cold: a cache directory that has never seen the model, so the first backend prepares each tower.
+    cache = Path(args.weights_cache)
+    cold = owned_directory(Path(tempfile.mkdtemp(prefix="weights-cold-", dir=cache.parent)), server_owner())
+    try:
+        with Backend(sql_settings(args, model_dir, cache=cold)) as b:
+            out["cold"] = first_calls(b, photo)
+    finally:
+        shutil.rmtree(cold)
+    by_mode = {m: sql_settings(args, model_dir, shared=m == "shared") for m in WEIGHT_MODES}
+    for mode in WEIGHT_MODES:
+        out[mode] = backend_memory(args, by_mode[mode], mode, photo)
+    out["speed"] = interleaved_speed(args, by_mode)
+    for mode in WEIGHT_MODES:
+        out[mode]["concurrent"] = concurrent_pss(args, by_mode[mode], args.weights_backends)
+    return out
+
+
+def concurrent_sum(w, mode, n):
+    """The measured sum of PSS of n backends, or, where the memory guard stopped short of n, a linear
+    extrapolation from the counts measured (marked with its 'x')."""
+    c = {int(k): v for k, v in w[mode]["concurrent"].items()}
+    if n in c:
+        return c[n]["pss"], ""
+    if not c:
+        return None, ""
+    lo, hi = min(c), max(c)
+    per = (c[hi]["pss"] - c[lo]["pss"]) / (hi - lo) if hi > lo else c[lo]["pss"] / lo
+    return c[hi]["pss"] + (n - hi) * per, "x"
+
+
+def weights_table(res, args):
+    """The weights part's table, one block per model, and the issue's goals against the figures."""
+    lines = []
+    for key, label in (("weights_fp32", "fp32"), ("weights_int8", "int8")):
+        w = res.get(key)
+        if not w:
+            continue
+        speed = {m: w["speed"][m] for m in WEIGHT_MODES}
+        n_img = {m: len(speed[m]["image_ms"]) for m in WEIGHT_MODES}
+        n_txt = {m: len(speed[m]["text_ms"]) for m in WEIGHT_MODES}
+        first = {m: {k: statistics.median(f[k] for f in w[m]["first"]) for k in w[m]["first"][0]}
+                 for m in WEIGHT_MODES}
+        # (label, shared, heap, which ratio: "heap/shared" where smaller is better, "shared/heap" where larger is)
+        rows = [
+            ("private memory added (MB) [1]", *(w[m]["added"]["private"] for m in WEIGHT_MODES), "heap/shared", ".0f"),
+            ("Anonymous memory added (MB)", *(w[m]["added"]["anonymous"] for m in WEIGHT_MODES), "heap/shared", ".0f"),
+            ("private memory, only backend (MB) [2]", *(w[m]["lone"]["private"] for m in WEIGHT_MODES), "heap/shared",
+             ".0f"),
+            ("PSS of a fresh backend (MB)", *(w[m]["fresh"]["pss"] for m in WEIGHT_MODES), None, ".0f"),
+        ]
+        notes = []
+        for n in args.weights_backends:
+            cells = [concurrent_sum(w, m, n) for m in WEIGHT_MODES]
+            if any(mark for _, mark in cells):
+                notes.append(f"PSS of {n} backends marked x: extrapolated linearly from the counts measured (the "
+                             "memory available did not allow more backends)")
+            rows.append((f"sum of PSS, {n} backend{'s' if n > 1 else ''} (MB) [3]", *cells, "heap/shared", ".0f"))
+        rows += [
+            ("image, one per call (images/s)",
+             *(1000 * n_img[m] / sum(speed[m]["image_ms"]) for m in WEIGHT_MODES), "shared/heap", ".2f"),
+            ("image, CPU ms per image", *(speed[m]["image_cpu_ms"] / n_img[m] for m in WEIGHT_MODES), "heap/shared",
+             ".1f"),
+            ("text short p50 (ms)", *(pct(speed[m]["text_ms"], .5) for m in WEIGHT_MODES), "heap/shared", ".2f"),
+            ("text short, CPU ms per text", *(speed[m]["text_cpu_ms"] / n_txt[m] for m in WEIGHT_MODES),
+             "heap/shared", ".2f"),
+            ("first text call, warm (ms) [4]", *(first[m]["text_ms"] for m in WEIGHT_MODES), "heap/shared", ".0f"),
+            ("  its CPU time (ms)", *(first[m]["text_cpu_ms"] for m in WEIGHT_MODES), "heap/shared", ".0f"),
+            ("first image call, warm (ms) [4]", *(first[m]["image_ms"] for m in WEIGHT_MODES), "heap/shared", ".0f"),
+            ("  its CPU time (ms)", *(first[m]["image_cpu_ms"] for m in WEIGHT_MODES), "heap/shared", ".0f"),
+            ("first text call, cold (ms) [5]", w["cold"]["text_ms"], None, None, ".0f"),
+            ("first image call, cold (ms) [5]", w["cold"]["image_ms"], None, None, ".0f"),
+        ]
+        width = 40
+        lines += ["", f"Weights: clip.shared_weights on (shared) and off (heap), {res['model']} {label}, "
+                      f"{args.threads} thread(s), batches of {args.batch}",
+                  f"{'':{width}}{'shared':>12}{'heap':>12}{'ratio':>12}"]
+        for label_, shared, heap, ratio, spec in rows:
+            cells = []
+            for v in (shared, heap):
+                v, mark = v if isinstance(v, tuple) else (v, "")
+                cells.append(fmt(v, spec) + mark)
+            r = "-"
+            if ratio and isinstance(shared, (int, float, tuple)) and isinstance(heap, (int, float, tuple)):
+                s_, h_ = (x[0] if isinstance(x, tuple) else x for x in (shared, heap))
+                if s_ and h_:
+                    r = f"{(h_ / s_ if ratio == 'heap/shared' else s_ / h_):.2f}x"
+            lines.append(f"{label_:{width}}" + "".join(f"{c:>12}" for c in cells) + f"{r:>12}")
+        s16, _ = concurrent_sum(w, "shared", 16) if 16 in args.weights_backends else (None, "")
+        img = (1000 * n_img["shared"] / sum(speed["shared"]["image_ms"])) / \
+              (1000 * n_img["heap"] / sum(speed["heap"]["image_ms"]))
+        txt = pct(speed["heap"]["text_ms"], .5) / pct(speed["shared"]["text_ms"], .5)
+        img_cpu = (speed["heap"]["image_cpu_ms"] / n_img["heap"]) / (speed["shared"]["image_cpu_ms"] / n_img["shared"])
+        txt_cpu = (speed["heap"]["text_cpu_ms"] / n_txt["heap"]) / (speed["shared"]["text_cpu_ms"] / n_txt["shared"])
+        met = lambda ok: "met" if ok else "NOT met"
+        goals = [f"private memory added <= 64 MB: {w['shared']['added']['private']:.0f} MB "
+                 f"({met(w['shared']['added']['private'] <= 64)})"]
+        if s16 is not None:
+            goals.append(f"sum of PSS of 16 backends <= 1536 MB: {s16:.0f} MB ({met(s16 <= 1536)})")
+        goals += [f"speed within 5% of heap: images {img:.3f}x, short text {txt:.3f}x wall; {img_cpu:.3f}x, "
+                  f"{txt_cpu:.3f}x CPU ({met(min(img, txt) >= 0.95)} by wall time)",
+                  f"warm first text call <= 100 ms: {first['shared']['text_ms']:.0f} ms "
+                  f"({met(first['shared']['text_ms'] <= 100)})"]
+        lines.append("Issue 10's goals (shared mode): " + "; ".join(goals))
+        lines += notes
+    if lines:
+        lines += [
+            "Ratio: heap / shared for memory and times, shared / heap for images/s: above 1, shared is better.",
+            "[1] Private_Clean + Private_Dirty of /proc/PID/smaps_rollup a backend adds (after minus before) by "
+            "embedding the short texts and the 16 photos in one clip_embed_images call (both towers loaded), while "
+            "another backend holds the same model.",
+            "[2] the backend that held the model, while it was the only one: a file mapped by one process only "
+            "counts as its private memory, so in shared mode this is mostly the mapped weights, shared as soon as "
+            "another backend maps them.",
+            "[3] backends that each did [1]'s workload, all alive at once, started one after another; PSS divides "
+            "each shared page among the processes that map it. A fresh backend's own PSS is included.",
+            "[4] median of fresh backends, one at a time, while another backend holds the model (the files mapped, "
+            "the page cache warm); times inside the backend, the first text call includes loading ONNX Runtime.",
+            f"[5] a fresh backend with clip.weights_cache set to a new empty directory: the first call of each tower "
+            f"prepares it (the model files were in the page cache). The shared mode's cache is {args.weights_cache}, "
+            "used only by the benchmark, so that no process outside it maps its files.",
+        ]
+    return lines
 
 
 # --- statistics -------------------------------------------------------------------------------------------------
@@ -173,9 +508,8 @@ def fmt(v, spec):
 
 
 def table(res, args):
-    sql, q8 = summarise(res["sql_fp32"]), summarise(res["sql_int8"]) if "sql_int8" in res else None
-    ortp = summarise(res["onnxruntime"]) if "onnxruntime" in res else None
-    oc = summarise(res["open_clip"]) if "open_clip" in res else None
+    sql, q8, ortp, oc = (summarise(res[k]) if k in res else None
+                         for k in ("sql_fp32", "sql_int8", "onnxruntime", "open_clip"))
     cols = ["clip_search SQL", "SQL int8", "onnxruntime py", "open_clip torch", "SQL/open_clip", "int8/open_clip"]
 
     def ratio(side, key, higher_better):
@@ -213,14 +547,24 @@ def table(res, args):
     lines.append(f"{'cosine vs open_clip, images (min)':{width}}" + "".join(
         f"{c:>17}" for c in (fmt(p.get("sql_fp32_image_min"), ".6f"), fmt(p.get("sql_int8_image_min"), ".4f"),
                              fmt(p.get("onnxruntime_image_min"), ".6f"), "1 (itself)")))
-    if "sql_int8" in res:
+    if sql and q8:
         lines.append(f"{'int8 vs fp32 (SQL) cosine, min':{width}}{'':>17}" +
                      f"{'%.4f / %.4f' % (p['int8_vs_fp32_text_min'], p['int8_vs_fp32_image_min']):>17}"
                      + "   (texts / images)")
+        speed = ", ".join(f"{label} {ratio:.2f}x" for label, ratio in (
+            ("images one per call", q8["image_rows_per_s"] / sql["image_rows_per_s"]),
+            ("batches", q8["image_batch_per_s"] / sql["image_batch_per_s"]),
+            ("short text", sql["short_p50"] / q8["short_p50"]), ("77-token text", sql["long_p50"] / q8["long_p50"])))
+        lines.append(f"int8 vs fp32 (SQL) on this CPU ({res['machine']['int8_isa']}): {speed} as fast")
     lines.append("Ratios: how many times faster (or smaller) than open_clip on PyTorch; above 1 is better.")
-    loaded = res["sql_fp32"]["info"]["loaded"]
-    lines.append(f"A backend that only embedded texts has loaded the image tower: {'yes' if loaded['image'] else 'no'} "
-                 f"(clip_info() after the text workload)")
+    lines.append("clip_search SQL runs with clip.shared_weights on (the default): its RSS counts the mapped weights, "
+                 "which every backend shares; the weights part below has the memory a backend holds of its own.")
+    if sql:
+        loaded = res["sql_fp32"]["info"]["loaded"]
+        lines.append(f"A backend that only embedded texts has loaded the image tower: "
+                     f"{'yes' if loaded['image'] else 'no'} (clip_info() after the text workload)")
+    for part, error in res.get("failed", {}).items():
+        lines.append(f"FAILED: {part}: {error}")
     if "hnsw" in res:
         h = res["hnsw"]
         lines += ["", f"pgvector HNSW: {args.hnsw_rows} x {res['dim']}-d clustered random vectors, m=16, "
@@ -230,6 +574,7 @@ def table(res, args):
                   f"{'ef_search':>10}{'recall@10':>12}{'p50 ms':>10}{'p95 ms':>10}"]
         for s in h["hnsw_search"]:
             lines.append(f"{s['ef_search']:>10}{s['recall_at_10']:>12.3f}{pct(s['ms'], .5):>10.2f}{pct(s['ms'], .95):>10.2f}")
+    lines += weights_table(res, args)
     return "\n".join(lines)
 
 
@@ -242,11 +587,24 @@ def installed_build():
     return installed, installed is not None and installed == digest(ROOT / "target/release/libclip_search.so")
 
 
+def int8_isa(flags):
+    """The int8 dot-product instructions ONNX Runtime's kernels find on this CPU (it reads the same CPUID bits):
+    with VNNI or AMX an int8 model's matrix products are exact and fastest; without, its kernels take other
+    paths (the int8 recipe of tools/export_model.py computes the same on all of them)."""
+    for flag, name in (("amx_int8", "AMX-INT8"), ("avx512_vnni", "AVX-512 VNNI"), ("avx_vnni", "AVX-VNNI"),
+                       ("avx512bw", "AVX-512 without VNNI"), ("avx2", "AVX2 without VNNI")):
+        if flag in flags:
+            return name
+    return "no AVX2"
+
+
 def machine():
-    cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
-                if l.startswith("model name")), platform.processor())
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    cpu = next((l.split(":", 1)[1].strip() for l in cpuinfo if l.startswith("model name")), platform.processor())
+    flags = next((l.split(":", 1)[1].split() for l in cpuinfo if l.startswith("flags")), [])
     mem = next(int(l.split()[1]) for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal"))
-    return {"nproc": os.cpu_count(), "cpu": cpu, "mem_gb": round(mem / 2**20, 1), "kernel": platform.release()}
+    return {"nproc": os.cpu_count(), "cpu": cpu, "int8_isa": int8_isa(flags), "mem_gb": round(mem / 2**20, 1),
+            "kernel": platform.release()}
 
 
 def loadavg():
@@ -255,10 +613,13 @@ def loadavg():
 
 def versions(res):
     import importlib.metadata as md
-    info = res["sql_fp32"].get("info", {})
-    pg = psql("SELECT json_build_object('pg', current_setting('server_version'), 'vector', "
-              "(SELECT extversion FROM pg_extension WHERE extname = 'vector'))")
-    return {"postgres": pg["pg"], "pgvector": pg["vector"],
+    info = res.get("sql_fp32", {}).get("info", {})
+    try:
+        pg = psql("SELECT json_build_object('pg', current_setting('server_version'), 'vector', "
+                  "(SELECT extversion FROM pg_extension WHERE extname = 'vector'))")
+    except PartFailed:
+        pg = {}
+    return {"postgres": pg.get("pg"), "pgvector": pg.get("vector"),
             "ONNX Runtime in clip_search": info.get("onnxruntime_version"),
             **{p: md.version(p) for p in ("onnxruntime", "torch", "open_clip_torch")}}
 
@@ -270,7 +631,7 @@ def report(res, args, text, command):
 
 Command: `{command}`
 
-Machine: {m['nproc']} CPUs ({m['cpu']}), {m['mem_gb']} GB memory, Linux {m['kernel']}. Load average (1, 5, 15 min)
+Machine: {m['nproc']} CPUs ({m['cpu']}, int8 instructions: {m['int8_isa']}), {m['mem_gb']} GB memory, Linux {m['kernel']}. Load average (1, 5, 15 min)
 {' '.join(res['load_start'])} at the start, {' '.join(res['load_end'])} at the end. Versions: {', '.join(f'{k} {v}' for k, v in res['versions'].items())}.
 Model: {res['model']}; {args.threads} thread(s) everywhere; {res['images']} images ({res['photos']} photos x {args.copies}),
 {res['texts']['short']} short and {res['texts']['long']} long texts x {args.rounds} rounds. Wall time {res['wall_s']:.0f} s.
@@ -296,40 +657,68 @@ def main():
     p.add_argument("--hnsw-rows", type=int, default=100_000)
     p.add_argument("--hnsw-queries", type=int, default=100)
     p.add_argument("--ef-search", type=int, nargs="+", default=[10, 20, 40, 100, 200])
-    p.add_argument("--skip", nargs="*", default=[], choices=("peers", "int8", "hnsw"))
+    p.add_argument("--weights-cache", required=True, help="clip.weights_cache of the weights part: a directory the benchmark "
+                   "alone uses (made when missing; cold-start directories are made and removed beside it)")
+    p.add_argument("--weights-rounds", type=int, default=10, help="interleaved speed rounds of the weights part")
+    p.add_argument("--weights-first-calls", type=int, default=3, help="fresh backends timed for the warm first call")
+    p.add_argument("--weights-backends", type=int, nargs="+", default=[1, 4, 16],
+                   help="numbers of concurrent backends whose PSS the weights part sums")
+    p.add_argument("--skip", nargs="*", default=[], choices=("peers", "int8", "hnsw", "weights"))
     p.add_argument("--report", help="append the run, as Markdown, to this file")
     p.add_argument("--json", help="write every measurement to this file")
     p.add_argument("--command", help="the command line to quote in the report")
     args = p.parse_args()
 
     t_start = time.time()
-    build, is_release = installed_build()
-    if not is_release:
-        sys.exit("the installed clip_search.so is not this checkout's release build (target/release): run "
-                 "scripts/install.sh, or scripts/bench.sh, which does")
     texts = json.loads(Path(args.texts).read_text())
     manifest = json.loads((Path(args.model_dir) / "manifest.json").read_text())
+    names = sorted(f.name for f in Path(args.photos).iterdir() if f.is_file())
     res = {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "machine": machine(), "load_start": loadavg(),
            "model": f"{manifest['name']} ({manifest['weights']})", "dim": manifest["embed_dim"],
-           "texts": {k: len(texts[k]) for k in ("short", "long")}}
-    names = setup_database(args, texts)
-    res["photos"], res["images"] = len(names), len(names) * args.copies
+           "texts": {k: len(texts[k]) for k in ("short", "long")},
+           "photos": len(names), "images": len(names) * args.copies, "failed": {}}
 
-    def step(name, f):
+    def step(key, name, f, blocked=None):
+        """Runs one part into res[key]; a failure (or `blocked`, the reason it cannot run) is recorded instead."""
         t0 = time.time()
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)
-        out = f()
-        print(f"[bench] {name}: {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
-        return out
+        try:
+            if blocked:
+                raise PartFailed(blocked)
+            res[key] = f()
+        except Exception as e:  # whatever one part hits is reported with the results, not fatal to the others
+            res["failed"][name] = " ".join(str(e).split()) if isinstance(e, PartFailed) else f"{type(e).__name__}: {e}"
+            print(f"[bench] {name} FAILED: {e}", file=sys.stderr, flush=True)
+        else:
+            print(f"[bench] {name}: {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
 
-    res["sql_fp32"] = step("clip_search SQL, fp32", lambda: run_sql(args, args.model_dir, names[0]))
+    # The clip_search parts need this checkout's release build (other work on the machine installs other builds)
+    # and the benchmark database.
+    build, is_release = installed_build()
+    sql_blocked = None if is_release else ("the installed clip_search.so is not this checkout's release build "
+                                           "(target/release): run scripts/install.sh, or scripts/bench.sh, which does")
+    step("database", "benchmark database", lambda: setup_database(args, texts), sql_blocked)
+    sql_blocked = sql_blocked or ("benchmark database" in res["failed"] and "no benchmark database (see above)")
+    int8_dir = args.int8_dir if args.int8_dir and "int8" not in args.skip else None
+    int8_missing = int8_dir and not (Path(int8_dir) / "manifest.json").exists() and \
+        f"no int8 model in {int8_dir} (its conversion failed: see the exporter's output above)"
+    step("prepared", "shared weights prepared", lambda: prepare_weights(
+        args, [args.model_dir] + ([int8_dir] if int8_dir and not int8_missing else [])), sql_blocked)
+    step("sql_fp32", "clip_search SQL, fp32", lambda: run_sql(args, args.model_dir, names[0]), sql_blocked)
     if "peers" not in args.skip:
-        res["onnxruntime"] = step("onnxruntime (Python)", lambda: run_peer(args, "onnxruntime"))
-        res["open_clip"] = step("open_clip (PyTorch)", lambda: run_peer(args, "open_clip"))
-    if args.int8_dir and "int8" not in args.skip:
-        res["sql_int8"] = step("clip_search SQL, int8", lambda: run_sql(args, args.int8_dir, names[0]))
+        step("onnxruntime", "onnxruntime (Python)", lambda: run_peer(args, "onnxruntime"))
+        step("open_clip", "open_clip (PyTorch)", lambda: run_peer(args, "open_clip"))
+    if int8_dir:
+        step("sql_int8", "clip_search SQL, int8", lambda: run_sql(args, int8_dir, names[0]),
+             sql_blocked or int8_missing)
     if "hnsw" not in args.skip:
-        res["hnsw"] = step("pgvector HNSW", lambda: run_hnsw(args, manifest["embed_dim"]))
+        step("hnsw", "pgvector HNSW", lambda: run_hnsw(args, manifest["embed_dim"]))
+    if "weights" not in args.skip:
+        step("weights_fp32", "weights shared vs heap, fp32", lambda: run_weights(args, args.model_dir, names[0]),
+             sql_blocked)
+        if int8_dir:
+            step("weights_int8", "weights shared vs heap, int8", lambda: run_weights(args, int8_dir, names[0]),
+                 sql_blocked or int8_missing)
 
     # Cosines: open_clip is the reference; int8 is also compared with the fp32 model through SQL.
     par = {}
@@ -338,7 +727,7 @@ def main():
         if side in res and ref:
             par[f"{side}_text_min"] = min(cosines(res[side]["text_embeddings"], ref["text_embeddings"]))
             par[f"{side}_image_min"] = min(cosines(res[side]["image_embeddings"], ref["image_embeddings"]))
-    if "sql_int8" in res:
+    if "sql_int8" in res and "sql_fp32" in res:
         c = cosines(res["sql_int8"]["text_embeddings"], res["sql_fp32"]["text_embeddings"])
         par["int8_vs_fp32_text_min"], par["int8_vs_fp32_text_mean"] = min(c), statistics.mean(c)
         c = cosines(res["sql_int8"]["image_embeddings"], res["sql_fp32"]["image_embeddings"])
@@ -362,6 +751,8 @@ def main():
         with open(args.report, "a") as f:
             f.write(report(res, args, text, args.command or shlex.join(sys.argv)))
         print(f"\n[bench] appended the run to {args.report}", file=sys.stderr)
+    if res["failed"]:
+        sys.exit(f"[bench] {len(res['failed'])} part(s) failed: {', '.join(res['failed'])}")
 
 
 if __name__ == "__main__":

@@ -56,3 +56,31 @@ BEGIN
   batch_s := extract(epoch FROM clock_timestamp() - t0);
   RETURN jsonb_build_object('images', n, 'image_rows_per_s', n / rows_s, 'image_batch_per_s', n / batch_s);
 END $$;
+
+-- Milliseconds of each clip_embed_image call on the first copy of every photo (one inference per call), over
+-- `rounds` passes.
+CREATE OR REPLACE FUNCTION bench.time_images(rounds int) RETURNS float8[] LANGUAGE plpgsql AS $$
+DECLARE
+  img bytea;
+  t0 timestamptz;
+  v vector;
+  ms float8[] := '{}';
+BEGIN
+  FOR r IN 1..rounds LOOP
+    FOR img IN SELECT image FROM bench.photos WHERE copy = 1 ORDER BY name LOOP
+      t0 := clock_timestamp();
+      v := clip_embed_image(img);
+      ms := ms || extract(epoch FROM clock_timestamp() - t0)::float8 * 1000;
+    END LOOP;
+  END LOOP;
+  RETURN ms;
+END $$;
+
+-- The weights part's workload: every short text, then the first copy of every photo in one clip_embed_images
+-- call (inferences of clip.batch_size images), so that the backend holds both towers.
+CREATE OR REPLACE FUNCTION bench.embed_texts_and_images() RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+  RETURN jsonb_build_object(
+    'texts', (SELECT count(clip_embed_text(t)) FROM bench.texts WHERE kind = 'short'),
+    'images', (SELECT cardinality(clip_embed_images(array_agg(image ORDER BY name))) FROM bench.photos WHERE copy = 1));
+END $$;

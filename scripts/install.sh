@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
-# Builds clip_search and installs it, with its ONNX Runtime library, into the PostgreSQL that $PG_CONFIG names.
+# Builds clip_search and installs it, with its ONNX Runtime library, into the PostgreSQL that $PG_CONFIG names
+# (by default that of PG_MAJOR: see scripts/lib.sh). scripts/package.sh makes a Debian package instead.
 #   scripts/install.sh            release build
-#   scripts/install.sh --debug    debug build (faster to compile; what the test suite uses)
+#   scripts/install.sh --debug    debug build (faster to compile)
+# Each file is renamed into place (install_atomically), so running backends and new ones are never handed a
+# half-written library.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
-profile=(--release)
-[[ "${1:-}" == "--debug" ]] && profile=()
-SUDO=""
-[[ $(id -u) -ne 0 ]] && SUDO="sudo"
+profile=release
+[[ "${1:-}" == "--debug" ]] && profile=debug
 
-log "building and installing the extension (${profile[*]:-debug})"
-CARGO_BUILD_JOBS=2 cargo pgrx install "${profile[@]}" --pg-config "$PG_CONFIG" ${SUDO:+--sudo} >/dev/null 2>"$DEPS/install.log" \
-  || { cat "$DEPS/install.log" >&2; die "cargo pgrx install failed"; }
+tree=$(mktemp -d)
+trap 'rm -rf "$tree"' EXIT
+log "building and installing the extension ($profile, PostgreSQL $PG_MAJOR)"
+build_extension_tree "$profile" "$tree"
+# The runtime, then the library, then the SQL files, then the control file (sorted: lib < share, - < .), so that
+# the control file never announces a version whose files are not there yet.
 install_onnxruntime
+(cd "$tree" && find . -type f | sort) | while read -r file; do install_atomically "$tree/$file" "/${file#./}"; done

@@ -2,21 +2,79 @@
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DEPS="$ROOT/.deps"
 VENV="$ROOT/.venv"
-PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
-PG_BIN=$(dirname "$PG_CONFIG")
-PGRX_VERSION=0.18.1
-PGVECTOR_VERSION=0.8.0
-ORT_VERSION=1.31.1
-ORT_SHA256=fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3
-ORT_LIB="$DEPS/onnxruntime/libonnxruntime.so.$ORT_VERSION"
-
 log() { printf '\033[1m[clip_search]\033[0m %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
+
+# Versions: pgvector's and ONNX Runtime's from versions.env; pgrx's and the PostgreSQL major version from Cargo.toml
+# (its `pgrx = "=..."` dependency and its default pgNN feature), where Cargo needs them.
+source "$ROOT/versions.env"
+PGRX_VERSION=$(sed -nE 's/^pgrx = "=([^"]+)"/\1/p' "$ROOT/Cargo.toml")
+# PG_MAJOR=16 in the environment builds, installs and packages for another major version (only 15 is tested).
+PG_MAJOR=${PG_MAJOR:-$(sed -nE 's/^default = \["pg([0-9]+)".*/\1/p' "$ROOT/Cargo.toml")}
+[[ -n $PGRX_VERSION && -n $PG_MAJOR ]] || die "Cargo.toml names no pgrx version or no default pgNN feature"
+PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/$PG_MAJOR/bin/pg_config}
+PG_BIN=$(dirname "$PG_CONFIG")
+ORT_DIR="$DEPS/onnxruntime"
+ORT_LIB="$ORT_DIR/libonnxruntime.so.$ORT_VERSION"
+# ONNX Runtime's license and its third-party notices, from the same wheel: they go with every copy we ship.
+ORT_NOTICES=("$ORT_DIR/LICENSE" "$ORT_DIR/ThirdPartyNotices.txt")
+SUDO=""
+[[ $(id -u) -ne 0 ]] && SUDO="sudo"
+
 pg_sharedir() { "$PG_CONFIG" --sharedir; }
 pg_pkglibdir() { "$PG_CONFIG" --pkglibdir; }
+# A field of Cargo.toml's [package] table: version, description, license.
+cargo_package_field() {
+  awk -F'"' -v key="$1" '/^\[/ { in_package = ($0 == "[package]") } in_package && $1 ~ "^" key " *= *$" { print $2; exit }' \
+    "$ROOT/Cargo.toml"
+}
+# Installs file SRC as DEST by renaming a complete copy over it: a backend that has the old library mapped keeps
+# its copy, and one that loads it meanwhile sees the old file or the new one, never a half-written one.
+install_atomically() {
+  $SUDO install -D -m 0644 "$1" "$2.clip-new" && $SUDO mv -f "$2.clip-new" "$2"
+}
 # Puts the ONNX Runtime library next to the extension, where clip.onnxruntime_library's default points.
 install_onnxruntime() {
-  $([[ $(id -u) -ne 0 ]] && echo sudo) install -D -m 0644 "$ORT_LIB" "$(pg_pkglibdir)/clip_search/$(basename "$ORT_LIB")"
+  install_atomically "$ORT_LIB" "$(pg_pkglibdir)/clip_search/$(basename "$ORT_LIB")"
+}
+# Builds pgvector for PostgreSQL $PG_MAJOR from Debian trixie's source package (Debian 12 does not package it) and
+# prints its source folder, where `make install` installs it. OPTFLAGS="" leaves out pgvector's -march=native,
+# so that the build runs on any x86-64 CPU and can be packaged.
+pgvector_source_tree() {
+  local dir="$DEPS/pgvector"
+  local tree="$dir/pg$PG_MAJOR/pgvector-$PGVECTOR_VERSION"
+  [[ -f "$tree/vector.so" ]] && { echo "$tree"; return; }
+  log "building pgvector $PGVECTOR_VERSION"
+  local src_list=/etc/apt/sources.list.d/clip-search-trixie-src.sources
+  if [[ ! -f $src_list ]]; then
+    $SUDO tee "$src_list" >/dev/null <<'EOF'
+Types: deb-src
+URIs: http://deb.debian.org/debian
+Suites: trixie
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOF
+    $SUDO apt-get update -qq >/dev/null
+  fi
+  mkdir -p "$dir/pg$PG_MAJOR"
+  if [[ ! -f "$dir/pgvector_$PGVECTOR_VERSION.orig.tar.gz" ]]; then
+    # The Debian revision of the pinned upstream version (0.8.0-1 for 0.8.0).
+    local debian_version
+    debian_version=$(apt-cache showsrc pgvector | sed -n "s/^Version: \($PGVECTOR_VERSION-.*\)/\1/p" | head -1)
+    (cd "$dir" && [[ -n $debian_version ]] && apt-get source --download-only "pgvector=$debian_version" >/dev/null 2>&1) \
+      || die "cannot fetch pgvector $PGVECTOR_VERSION's source package"
+  fi
+  rm -rf "$tree" && tar xzf "$dir/pgvector_$PGVECTOR_VERSION.orig.tar.gz" -C "$dir/pg$PG_MAJOR"
+  make -s -j2 -C "$tree" PG_CONFIG="$PG_CONFIG" OPTFLAGS="" >/dev/null
+  echo "$tree"
+}
+# Builds the extension with cargo pgrx package (PROFILE "release" or "debug") into the empty folder OUT, laid out
+# as the file system: usr/lib/postgresql/NN/lib/clip_search.so, usr/share/postgresql/NN/extension/*.
+build_extension_tree() {
+  local profile=$1 out=$2 log="$DEPS/build-$1.log"
+  CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2} cargo pgrx package $([[ $profile == debug ]] && echo --debug) \
+    --pg-config "$PG_CONFIG" --out-dir "$out" >"$log" 2>&1 \
+    || { tail -50 "$log" >&2; die "cargo pgrx package ($profile) failed"; }
 }
 sha256_ok() { [[ -f "$1" ]] && [[ "$(sha256sum "$1" | cut -d' ' -f1)" == "$2" ]]; }
 
@@ -27,6 +85,16 @@ cluster_env() {
     demo) PGPORT=${CLIP_DEMO_PORT:-55432} ;;
     test) PGPORT=${CLIP_TEST_PORT:-55433} ;;
     gallery) PGPORT=${CLIP_GALLERY_PORT:-55434} ;;
+    package) PGPORT=${CLIP_PACKAGE_PORT:-55435} ;;
+    watch) PGPORT=${CLIP_WATCH_PORT:-55436} ;;  # tests/watch.sh: the background worker (shared_preload_libraries)
+    # The scaling tests' and benchmark's clusters (tests/scale_replica.sh, tests/scale_sharding.sh, bench/scale.sh).
+    scale-primary) PGPORT=55540 ;;
+    scale-standby) PGPORT=55541 ;;
+    scale-coordinator) PGPORT=55542 ;;
+    scale-shard1) PGPORT=55543 ;;
+    scale-shard2) PGPORT=55544 ;;
+    scale-shard3) PGPORT=55545 ;;
+    scale-bench) PGPORT=55546 ;;
     *) die "unknown cluster $name" ;;
   esac
   export PGDATA="$DEPS/cluster-$name" PGPORT PGSOCKET="/tmp/clip_search-$PGPORT"

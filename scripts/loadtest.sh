@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Load test: 8 concurrent sessions (pgbench) mix inserts through the embedding trigger, text searches and image
 # searches on the demo cluster's model for a bounded time, then checks: zero errors, no crashed backend, every
-# inserted row stored with its embedding and found by a search for its own image; and reports each backend's
-# peak RSS. Sets up like the demo (prepare_demo in scripts/lib.sh).
+# inserted row stored with its embedding and found by a search for its own image; and reports the memory of each
+# pgbench backend at the end of the load (the last second all of them were alive) from /proc/PID/smaps_rollup:
+# its private memory (Private_Clean + Private_Dirty) and Anonymous, and the sum of their PSS and of the whole
+# cluster's. RSS and VmHWM count the pages of the mapped shared weights in every backend, so they are not shown.
+# Sets up like the demo (prepare_demo in scripts/lib.sh); the weights are shared or not as the cluster's
+# clip.shared_weights says (on by default).
 #   scripts/loadtest.sh [SECONDS]     default 60
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,13 +35,21 @@ CREATE INDEX ON load_photos USING hnsw (embedding vector_cosine_ops);
 SQL
 started=$(psql_demo -At -c "SELECT pg_postmaster_start_time()")
 
-# Peak RSS of each pgbench backend, sampled every second while the load runs.
-rss_log="$DEPS/loadtest-rss.txt"; : >"$rss_log"
+# Memory of every process of the cluster, sampled every second while the load runs: one line per process and
+# sample, "sample kind pid pss private anonymous" in kB, kind "load" for the pgbench backends.
+mem_log="$DEPS/loadtest-memory.txt"; : >"$mem_log"
+postmaster=$(head -1 "$PGDATA/postmaster.pid")
 (
+  sample=0
   while sleep 1; do
-    for pid in $(psql_demo -At -c "SELECT pid FROM pg_stat_activity WHERE application_name = 'pgbench'" 2>/dev/null); do
-      awk -v pid="$pid" '/VmHWM/ {print pid, $2}' "/proc/$pid/status" 2>/dev/null || true
-    done >>"$rss_log"
+    sample=$((sample + 1))
+    load=" $(psql_demo -At -c "SELECT pid FROM pg_stat_activity WHERE application_name = 'pgbench'" 2>/dev/null | paste -sd' ') "
+    for pid in $postmaster $(pgrep -P "$postmaster"); do
+      kind=other; [[ $load == *" $pid "* ]] && kind=load
+      awk -v s="$sample" -v kind="$kind" -v pid="$pid" '
+        /^Pss:/ {pss = $2} /^Private_(Clean|Dirty):/ {private += $2} /^Anonymous:/ {anon = $2}
+        END {if (pss != "") print s, kind, pid, pss, private, anon}' "/proc/$pid/smaps_rollup" 2>/dev/null || true
+    done >>"$mem_log"
   done
 ) &
 sampler=$!
@@ -66,5 +78,21 @@ SELECT pg_postmaster_start_time() = :'started'::timestamptz AS postmaster_never_
 SQL
 crashes=$(grep -c "terminated by signal" "$PGDATA/server.log" || true)
 log "failed transactions: ${failed:-0}; backend crashes in the server log: $crashes"
-log "peak RSS per pgbench backend (kB):"
-sort -k1,1n -k2,2n "$rss_log" | awk '{peak[$1] = $2} END {for (p in peak) print "  backend " p ": " peak[p] " kB"}' | sort
+log "weights: $(psql_demo -At -c "SELECT clip_info()->'weight_sharing'")"
+# The last sample in which all the pgbench backends were alive: the end of the load.
+last=$(awk -v n="$clients" '$2 == "load" {count[$1]++} END {for (s in count) if (count[s] == n && s + 0 > last) last = s + 0; print last + 0}' "$mem_log")
+if ((last == 0)); then
+  log "memory: no sample found all $clients pgbench backends alive"
+else
+  log "memory at the end of the load (the last sample with all $clients alive), from /proc/PID/smaps_rollup:"
+  awk -v last="$last" '
+    $2 == "load" && $5 > peak[$3] {peak[$3] = $5}
+    $1 == last {total += $4; if ($2 == "load") {n++; pss += $4; if ($5 > max) max = $5
+      line[$3] = sprintf("  backend %s: private %.0f MB, Anonymous %.0f MB, PSS %.0f MB", $3, $5 / 1024, $6 / 1024, $4 / 1024)}}
+    END {
+      for (p in line) printf "%s (its peak during the load: %.0f MB private)\n", line[p], peak[p] / 1024 | "sort"
+      close("sort")
+      printf "  sum of PSS: %.0f MB over the %d pgbench backends, %.0f MB over all processes of the cluster\n", pss / 1024, n, total / 1024
+      printf "  largest private memory of a pgbench backend at the end: %.0f MB (issue 10: below 100 MB)\n", max / 1024
+    }' "$mem_log"
+fi

@@ -5,7 +5,7 @@
 #   scripts/setup.sh            system packages, pgvector, cargo-pgrx, the ONNX Runtime library
 #   scripts/setup.sh --python   also the Python environment (.venv) with open_clip for the model exporter
 #
-# Versions are pinned; see ../shared/notes/toolchain.md for why these ones.
+# Versions are pinned in versions.env and Cargo.toml (see scripts/lib.sh); PostgreSQL is $PG_MAJOR's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -13,11 +13,8 @@ source scripts/lib.sh
 want_python=0
 [[ "${1:-}" == "--python" ]] && want_python=1
 
-SUDO=""
-[[ $(id -u) -ne 0 ]] && SUDO="sudo"
-
 # --- Debian packages -------------------------------------------------------------------------------------------
-apt_packages=(postgresql-15 postgresql-server-dev-15 libclang-dev clang sudo pkg-config build-essential unzip curl ca-certificates)
+apt_packages=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libclang-dev clang sudo pkg-config build-essential unzip curl ca-certificates qemu-user)
 missing=()
 for p in "${apt_packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then
@@ -26,25 +23,10 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-# --- pgvector 0.8.0, built from Debian trixie's source package (not packaged for Debian 12) -------------------
+# --- pgvector, built from Debian trixie's source package (not packaged for Debian 12) ----------------------------
 if [[ ! -f "$(pg_sharedir)/extension/vector.control" ]]; then
-  log "building pgvector $PGVECTOR_VERSION"
-  src_list=/etc/apt/sources.list.d/clip-search-trixie-src.sources
-  if [[ ! -f $src_list ]]; then
-    $SUDO tee "$src_list" >/dev/null <<'EOF'
-Types: deb-src
-URIs: http://deb.debian.org/debian
-Suites: trixie
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-EOF
-    $SUDO apt-get update -qq
-  fi
-  mkdir -p "$DEPS/pgvector"
-  (cd "$DEPS/pgvector" && { ls pgvector_${PGVECTOR_VERSION}.orig.tar.gz >/dev/null 2>&1 || apt-get source --download-only "pgvector=${PGVECTOR_VERSION}-*" >/dev/null 2>&1 || apt-get source --download-only pgvector >/dev/null; } \
-    && rm -rf "pgvector-$PGVECTOR_VERSION" && tar xzf "pgvector_${PGVECTOR_VERSION}.orig.tar.gz" \
-    && cd "pgvector-$PGVECTOR_VERSION" && make -s -j2 PG_CONFIG="$PG_CONFIG" OPTFLAGS="" >/dev/null \
-    && $SUDO make -s install PG_CONFIG="$PG_CONFIG" >/dev/null)
+  pgvector_tree=$(pgvector_source_tree)
+  $SUDO make -s -C "$pgvector_tree" install PG_CONFIG="$PG_CONFIG" >/dev/null
 fi
 
 # --- cargo-pgrx, pinned to the pgrx version in Cargo.toml ------------------------------------------------------
@@ -52,30 +34,33 @@ if [[ "$(cargo pgrx --version 2>/dev/null)" != *"$PGRX_VERSION"* ]]; then
   log "installing cargo-pgrx $PGRX_VERSION (a few minutes)"
   cargo install cargo-pgrx --version "$PGRX_VERSION" --locked -j2 --quiet
 fi
-if ! grep -qs "^pg15" "$HOME/.pgrx/config.toml"; then
-  log "cargo pgrx init --pg15"
-  cargo pgrx init --pg15 "$PG_CONFIG" >/dev/null
+if ! grep -qs "^pg$PG_MAJOR" "$HOME/.pgrx/config.toml"; then
+  log "cargo pgrx init --pg$PG_MAJOR"
+  cargo pgrx init "--pg$PG_MAJOR" "$PG_CONFIG" >/dev/null
 fi
 
-# --- ONNX Runtime shared library, from the official PyPI wheel --------------------------------------------------
-if ! sha256_ok "$ORT_LIB" "$ORT_SHA256"; then
+# --- ONNX Runtime shared library, with its license and notices, from the official PyPI wheel ---------------------
+if ! sha256_ok "$ORT_LIB" "$ORT_SHA256" || ! ls "${ORT_NOTICES[@]}" >/dev/null 2>&1; then
   log "fetching ONNX Runtime $ORT_VERSION"
   tmp=$(mktemp -d)
   python3 -m pip download -q --no-deps --only-binary=:all: --platform manylinux_2_28_x86_64 \
     --python-version 3.11 -d "$tmp" "onnxruntime==$ORT_VERSION"
-  mkdir -p "$(dirname "$ORT_LIB")"
+  mkdir -p "$ORT_DIR"
   unzip -p "$tmp"/onnxruntime-*.whl "onnxruntime/capi/libonnxruntime.so.$ORT_VERSION" >"$ORT_LIB"
+  for notice in "${ORT_NOTICES[@]}"; do unzip -p "$tmp"/onnxruntime-*.whl "onnxruntime/$(basename "$notice")" >"$notice"; done
   rm -rf "$tmp"
   sha256_ok "$ORT_LIB" "$ORT_SHA256" || die "ONNX Runtime library checksum mismatch"
 fi
 
 # --- Python environment for the exporter, the reference (open_clip) and the demo photos -----------------------
 if ((want_python)); then
-  if ! "$VENV/bin/python" -c "import open_clip, onnx, onnxscript, onnxruntime, skimage" 2>/dev/null; then
+  # Python's onnxruntime is the version of the library the extension loads, so that the two give the same outputs.
+  if ! "$VENV/bin/python" -c "import open_clip, onnx, onnxscript, onnxruntime, skimage
+assert onnxruntime.__version__ == '$ORT_VERSION'" 2>/dev/null; then
     log "creating $VENV with torch and open_clip (downloads about 3 GB)"
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install -q --upgrade pip
-    "$VENV/bin/pip" install -q -r tools/requirements.txt
+    "$VENV/bin/pip" install -q -r tools/requirements.txt "onnxruntime==$ORT_VERSION"
   fi
 fi
 log "setup done"

@@ -6,6 +6,10 @@
 #   4. the SQLAlchemy example's tests (examples/sqlalchemy), against the same cluster
 #   5. crash recovery: an immediate shutdown during inserts (tests/crash_recovery.sh)
 #   6. the gallery: its HTTP API and a headless-Chromium test of its page (scripts/test_gallery.sh)
+#   7. the Debian package (tests/package_install.sh), run before 3: suites 3 to 6 then run on the installed package
+#   8. scaling out, each on its own clusters: a hot standby (tests/scale_replica.sh) and shards (tests/scale_sharding.sh)
+#   9. int8 models on an emulated AVX2 CPU without VNNI (tests/int8_avx2.sh, qemu-user)
+#  10. the background worker that keeps watched columns embedded, on its own cluster (tests/watch.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -29,14 +33,15 @@ pgrx_tests() {
   local runas=()
   if [[ $(id -u) -eq 0 ]]; then chown postgres:postgres "$data"; runas=(--runas postgres); fi
   install_onnxruntime
-  cargo pgrx test pg15 "${runas[@]}" --pgdata "$data"
+  cargo pgrx test "pg$PG_MAJOR" "${runas[@]}" --pgdata "$data"
 }
 
 # The private 'test' cluster with the tiny fixture model, shared by the SQL-level suites.
 test_cluster() {
-  scripts/install.sh --debug
-  # The previous release's install script, for the upgrade test.
-  $([[ $(id -u) -ne 0 ]] && echo sudo) install -m 0644 tests/upgrade/clip_search--0.1.0.sql "$(pg_sharedir)/extension/"
+  # The Debian package (a release build), installed with apt-get: what users install is what gets tested.
+  scripts/package.sh --install >/dev/null
+  # The earlier releases' install scripts, for the upgrade test.
+  $([[ $(id -u) -ne 0 ]] && echo sudo) install -m 0644 tests/upgrade/clip_search--*.sql "$(pg_sharedir)/extension/"
   cluster_env test
   scripts/cluster.sh start test
   scripts/cluster.sh psql test -c "LOAD 'clip_search'" \
@@ -68,12 +73,17 @@ orm_example() {
 }
 
 suite "model core (cargo test -p clip_core)" cargo test -p clip_core
+suite "int8 on emulated AVX2 (qemu -cpu Haswell)" tests/int8_avx2.sh
 suite "extension (cargo pgrx test)" pgrx_tests
+suite "Debian package (apt-get install, CREATE EXTENSION, apt-get remove)" tests/package_install.sh
 trap 'scripts/cluster.sh stop test' EXIT
 test_cluster
 suite "SQL regression (pg_regress)" sql_regression
 suite "SQLAlchemy example (pytest)" orm_example
 suite "crash recovery (immediate shutdown during inserts)" tests/crash_recovery.sh
+suite "background worker (clip_watch, shared_preload_libraries)" tests/watch.sh
+suite "scaling out: hot standby (pg_basebackup, streaming replication)" tests/scale_replica.sh
+suite "scaling out: shards (partitioning, postgres_fdw)" tests/scale_sharding.sh
 suite "gallery (API and headless browser)" scripts/test_gallery.sh
 
 echo "test suites: $passed passed, $failed failed"

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The gallery's tests (gallery/), installing what is missing first. Safe to run twice.
-#   1. cargo test -p clip-gallery: every endpoint, bad requests included, against the private 'gallery' cluster
-#      (port 55434, or $CLIP_GALLERY_PORT) with the tiny fixture model
+#   1. cargo test -p clip-gallery: the set-up, the server's privileges, every endpoint, bad requests included,
+#      against the private 'gallery' cluster (port 55434, or $CLIP_GALLERY_PORT) with the tiny fixture model
 #   2. the browser test: Debian's Chromium, headless, driven by playwright-core (gallery/browser/test.mjs), on the
-#      page of a server over a fresh database; screenshots in target/gallery/ (screenshot.png: text search results)
+#      page of a server over a fresh database (set up as postgres, served as the role clip_gallery); screenshots in
+#      target/gallery/ (screenshot.png: text search results)
 # Stops the cluster at the end; exits non-zero when a test failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,7 +57,9 @@ browser_test() {
   rm -rf "$out" && mkdir -p "$out"
   [[ -x "$bin" ]] || { log "no $bin (did the build fail?)"; return 1; }
   scripts/cluster.sh psql gallery -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS gallery_browser WITH (FORCE)" -c "CREATE DATABASE gallery_browser"
-  "$bin" --listen 127.0.0.1:0 --database "host=$PGSOCKET port=$PGPORT user=postgres dbname=gallery_browser" \
+  "$bin" --setup --database "host=$PGSOCKET port=$PGPORT user=postgres dbname=gallery_browser" --role clip_gallery \
+    >"$out/setup.out" 2>&1 || { cat "$out/setup.out" >&2; log "the gallery set-up failed"; return 1; }
+  "$bin" --listen 127.0.0.1:0 --database "host=$PGSOCKET port=$PGPORT user=clip_gallery dbname=gallery_browser" \
     --max-body-mb 1 >"$out/server.out" 2>"$out/server.log" &
   server_pid=$!
   local url="" i

@@ -1,5 +1,14 @@
--- Auto-embedding: a trigger function that fills a vector column on INSERT and UPDATE, and a procedure that
--- backfills existing rows in committed batches. Hand-written SQL, included by src/auto_embed.rs.
+-- Auto-embedding: a trigger function that fills a vector column on INSERT and UPDATE, a procedure that backfills
+-- existing rows in committed batches, and the table where it records the rows it could not embed. Hand-written
+-- SQL, included by src/auto_embed.rs. sql/clip_search--0.2.0--0.3.0.sql repeats it for upgrades: keep both the
+-- same (tests/pg_regress/sql/upgrade.sql compares an upgraded extension with a fresh install).
+
+-- The helpers live in a schema of their own, out of the user's list of functions. It belongs to the extension
+-- (DROP EXTENSION drops it). Everyone may use it: the trigger and the backfill run as the user who fires or calls
+-- them.
+CREATE SCHEMA clip_search_internal;
+COMMENT ON SCHEMA clip_search_internal IS 'helpers of the clip_search extension; not an interface';
+GRANT USAGE ON SCHEMA clip_search_internal TO PUBLIC;
 
 -- Fills TG_ARGV[1] (a vector column) from TG_ARGV[0] (a text, varchar or bytea column) with the text or the
 -- image tower, chosen by the source column's type:
@@ -18,23 +27,23 @@ BEGIN
         RAISE EXCEPTION 'clip_embed_trigger: use it as a BEFORE INSERT OR UPDATE ... FOR EACH ROW trigger with two arguments, the source column and the target column'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    source_type := @extschema@.clip_column_type(TG_RELID, source_column, 'clip_embed_trigger');
-    PERFORM @extschema@.clip_column_type(TG_RELID, target_column, 'clip_embed_trigger');
+    source_type := clip_search_internal.column_type(TG_RELID, source_column, 'clip_embed_trigger');
+    PERFORM clip_search_internal.column_type(TG_RELID, target_column, 'clip_embed_trigger');
     IF TG_OP = 'UPDATE' THEN
         EXECUTE format('SELECT ($1).%1$I IS NOT DISTINCT FROM ($2).%1$I', source_column) INTO unchanged USING NEW, OLD;
         IF unchanged THEN
             RETURN NEW;
         END IF;
     END IF;
-    EXECUTE format('SELECT @extschema@.%s(($1).%I)::text', @extschema@.clip_embed_function(source_type, 'clip_embed_trigger', false),
-                   source_column)
+    EXECUTE format('SELECT @extschema@.%s(($1).%I)::text',
+                   clip_search_internal.embed_function(source_type, 'clip_embed_trigger', false), source_column)
         INTO embedding USING NEW;
     RETURN jsonb_populate_record(NEW, jsonb_build_object(target_column, embedding));
 END
 $function$;
 
 -- The type of a table's column, or an error that names the caller.
-CREATE FUNCTION @extschema@.clip_column_type(relation regclass, column_name text, caller text) RETURNS regtype
+CREATE FUNCTION clip_search_internal.column_type(relation regclass, column_name text, caller text) RETURNS regtype
 LANGUAGE plpgsql STABLE AS $function$
 DECLARE
     column_type regtype;
@@ -50,7 +59,7 @@ END
 $function$;
 
 -- Which embedding function serves a source column type: the single or the array form.
-CREATE FUNCTION @extschema@.clip_embed_function(source_type regtype, caller text, batched boolean) RETURNS text
+CREATE FUNCTION clip_search_internal.embed_function(source_type regtype, caller text, batched boolean) RETURNS text
 LANGUAGE plpgsql IMMUTABLE AS $function$
 BEGIN
     IF source_type IN ('text'::regtype, 'character varying'::regtype, 'character'::regtype) THEN
@@ -63,51 +72,214 @@ BEGIN
 END
 $function$;
 
--- Embeds the rows of an existing table whose target is NULL and whose source is not, batch_size rows at a time,
--- committing after each batch and reporting progress as NOTICEs. Interrupted (cancelled, failed, server
--- stopped), it keeps what it committed; CALL it again to resume: nothing is embedded twice, nothing is missed.
--- Concurrent calls share the work (SKIP LOCKED). Must be CALLed outside an explicit transaction block.
+-- Rows that clip_backfill(..., on_error => 'skip') could not embed, one per row and source column. Later calls
+-- leave such a row out while its source stays the same (source_md5) and its target NULL; each call first removes
+-- the records of its table whose row changed, was embedded or is gone, so a fixed row is embedded again. Each role
+-- sees the records of the tables it may read and writes those of the tables it may update (row-level security).
+CREATE TABLE @extschema@.clip_backfill_failures (
+    relation      regclass    NOT NULL,  -- the table clip_backfill was called on
+    source_column text        NOT NULL,
+    row_table     regclass    NOT NULL,  -- the table holding the row: the same, a partition, or an inheriting table
+    row_key       jsonb       NOT NULL,  -- the row's primary key, or {"ctid": ...} in a table without one
+    source_md5    text        NOT NULL,
+    sqlstate      text        NOT NULL,
+    message       text        NOT NULL,
+    failed_at     timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (relation, source_column, row_table, row_key)
+);
+ALTER TABLE @extschema@.clip_backfill_failures ENABLE ROW LEVEL SECURITY;
+CREATE POLICY readers ON @extschema@.clip_backfill_failures FOR SELECT
+    USING (has_table_privilege(relation, 'SELECT'));
+CREATE POLICY backfillers ON @extschema@.clip_backfill_failures
+    USING (has_table_privilege(relation, 'UPDATE')) WITH CHECK (has_table_privilege(relation, 'UPDATE'));
+GRANT SELECT, INSERT, UPDATE, DELETE ON @extschema@.clip_backfill_failures TO PUBLIC;
+
+-- One batch of clip_backfill and of the background worker's watches (sql/watch.sql): locks up to batch_size rows of
+-- target_table (partitions and inheriting tables included) whose target is NULL, whose source is not, and which are
+-- not a recorded failure with their current source, and embeds them in one array call. If a source in the batch
+-- cannot be embedded, the rows are embedded one by one: with on_error => 'skip' the bad ones are recorded in
+-- clip_backfill_failures; with 'stop' the first bad one ends the batch and is returned in failed_* (the rows before
+-- it stay embedded, for the caller to commit). done = 0 and skipped = 0 without a failure: nothing is left to do.
+CREATE FUNCTION clip_search_internal.embed_batch(target_table regclass, source_column text, target_column text,
+    batch_size integer, on_error text, OUT done bigint, OUT skipped bigint, OUT failed_table regclass,
+    OUT failed_key jsonb, OUT failed_state text, OUT failed_message text)
+LANGUAGE plpgsql AS $function$
+DECLARE
+    source_type    regtype;
+    target_type    regtype;
+    embed_batch    text;     -- the array form of the embedding function, for a whole batch
+    embed_row      text;     -- its single form, for the rows of a failed batch one by one
+    row_key        text;     -- SQL expression of the row t's key: its primary key, else its ctid
+    row_tables     oid[];    -- the batch's rows: (tableoid, ctid) is unique across partitions, ctid alone is not
+    row_ids        tid[];
+    embedding      text;
+    failed_md5     text;
+BEGIN
+    done := 0;
+    skipped := 0;
+    source_type := clip_search_internal.column_type(target_table, source_column, 'clip_backfill');
+    embed_batch := clip_search_internal.embed_function(source_type, 'clip_backfill', true);
+    embed_row := clip_search_internal.embed_function(source_type, 'clip_backfill', false);
+    target_type := clip_search_internal.column_type(target_table, target_column, 'clip_backfill');
+    row_key := clip_search_internal.row_key(target_table);
+    -- Lock a batch in the caller's transaction: the locks outlive a failed subtransaction below, so no concurrent
+    -- call takes these rows while this one embeds them row by row.
+    EXECUTE format($sql$
+        SELECT coalesce(array_agg(tableoid), '{}'), coalesce(array_agg(ctid), '{}') FROM (
+            SELECT t.tableoid, t.ctid FROM %1$s t
+            WHERE t.%3$I IS NULL AND t.%2$I IS NOT NULL
+              AND NOT EXISTS (SELECT FROM @extschema@.clip_backfill_failures f
+                              WHERE f.relation = %4$L::regclass AND f.source_column = %2$L AND f.row_table = t.tableoid
+                                AND f.row_key = %5$s AND f.source_md5 = md5(t.%2$I))
+            LIMIT %6$s FOR UPDATE OF t SKIP LOCKED
+        ) batch
+    $sql$, target_table, source_column, target_column, target_table::oid, row_key, batch_size)
+        INTO row_tables, row_ids;
+    IF cardinality(row_ids) = 0 THEN
+        RETURN;
+    END IF;
+    BEGIN
+        -- One array call per batch: one batched inference instead of batch_size single ones. The three aggregates
+        -- see the rows in the same order, so rows and embeddings pair up.
+        EXECUTE format($sql$
+            WITH batch AS (
+                SELECT t.tableoid AS row_table, t.ctid AS row_id, t.%2$I AS source
+                FROM %1$s t JOIN unnest($1, $2) AS b(row_table, row_id) ON t.tableoid = b.row_table AND t.ctid = b.row_id
+            ), embedded AS (
+                SELECT array_agg(row_table) AS row_tables, array_agg(row_id) AS row_ids,
+                       @extschema@.%4$s(array_agg(source)) AS embeddings
+                FROM batch
+            )
+            UPDATE %1$s AS t SET %3$I = e.embedding
+            FROM embedded, unnest(embedded.row_tables, embedded.row_ids, embedded.embeddings) AS e(row_table, row_id, embedding)
+            WHERE t.tableoid = e.row_table AND t.ctid = e.row_id
+        $sql$, target_table, source_column, target_column, embed_batch)
+            USING row_tables, row_ids;
+        GET DIAGNOSTICS done = ROW_COUNT;
+    EXCEPTION WHEN data_exception OR feature_not_supported OR program_limit_exceeded THEN
+        -- A source in the batch cannot be embedded: embed the rows one by one to find which. Only the embedding is
+        -- inside the subtransaction, so an error of the UPDATE itself (say, a vector column of another dimension)
+        -- is not taken for a bad row.
+        done := 0;
+        FOR i IN 1 .. cardinality(row_ids) LOOP
+            BEGIN
+                EXECUTE format('SELECT @extschema@.%s(t.%I)::text FROM %s t WHERE t.tableoid = $1 AND t.ctid = $2',
+                               embed_row, source_column, target_table)
+                    INTO embedding USING row_tables[i], row_ids[i];
+            EXCEPTION WHEN data_exception OR feature_not_supported OR program_limit_exceeded THEN
+                GET STACKED DIAGNOSTICS failed_state = RETURNED_SQLSTATE, failed_message = MESSAGE_TEXT;
+                EXECUTE format('SELECT %s, md5(t.%I) FROM %s t WHERE t.tableoid = $1 AND t.ctid = $2',
+                               row_key, source_column, target_table)
+                    INTO failed_key, failed_md5 USING row_tables[i], row_ids[i];
+                IF on_error = 'stop' THEN
+                    failed_table := row_tables[i];
+                    RETURN;
+                END IF;
+                INSERT INTO @extschema@.clip_backfill_failures AS f
+                    (relation, source_column, row_table, row_key, source_md5, sqlstate, message)
+                VALUES (target_table, source_column, row_tables[i], failed_key, failed_md5, failed_state, failed_message)
+                ON CONFLICT ON CONSTRAINT clip_backfill_failures_pkey DO UPDATE
+                    SET source_md5 = excluded.source_md5, sqlstate = excluded.sqlstate, message = excluded.message,
+                        failed_at = excluded.failed_at;
+                skipped := skipped + 1;
+                CONTINUE;
+            END;
+            EXECUTE format('UPDATE %s t SET %I = $3::%s WHERE t.tableoid = $1 AND t.ctid = $2',
+                           target_table, target_column, target_type)
+                USING row_tables[i], row_ids[i], embedding;
+            done := done + 1;
+        END LOOP;
+        failed_key := NULL;
+        failed_state := NULL;
+        failed_message := NULL;
+    END;
+END
+$function$;
+
+-- SQL expression of the key of a row t of relation: its primary key as jsonb, else {"ctid": ...}.
+CREATE FUNCTION clip_search_internal.row_key(relation regclass) RETURNS text LANGUAGE sql STABLE AS $function$
+    SELECT coalesce(
+        (SELECT 'jsonb_build_object(' || string_agg(format('%L, t.%I', a.attname, a.attname), ', ' ORDER BY k.n) || ')'
+         FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n)
+         JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+         WHERE i.indrelid = relation AND i.indisprimary),
+        'jsonb_build_object(''ctid'', t.ctid)')
+$function$;
+
+-- Removes the records of clip_backfill_failures of relation's source column whose row changed, was embedded or is
+-- gone, so that the row is tried again.
+CREATE FUNCTION clip_search_internal.forget_stale_failures(relation regclass, source_column text, target_column text)
+RETURNS void LANGUAGE plpgsql AS $function$
+BEGIN
+    IF NOT EXISTS (SELECT FROM @extschema@.clip_backfill_failures f
+                   WHERE f.relation = forget_stale_failures.relation
+                     AND f.source_column = forget_stale_failures.source_column) THEN
+        RETURN;
+    END IF;
+    EXECUTE format('DELETE FROM @extschema@.clip_backfill_failures f WHERE f.relation = $1 AND f.source_column = $2
+                        AND NOT EXISTS (SELECT FROM %s t WHERE t.%I IS NULL AND f.row_table = t.tableoid
+                                        AND f.row_key = %s AND f.source_md5 = md5(t.%I))',
+                   relation, target_column, clip_search_internal.row_key(relation), source_column)
+        USING relation, source_column;
+END
+$function$;
+
+-- Embeds the rows of an existing table (partitions and inheriting tables included) whose target is NULL and whose
+-- source is not, batch_size rows at a time, committing after each batch and reporting progress as NOTICEs.
+-- Interrupted (cancelled, failed, server stopped), it keeps what it committed; CALL it again to resume: nothing is
+-- embedded twice, nothing is missed. Concurrent calls share the work (SKIP LOCKED). A row whose source cannot be
+-- embedded stops the call with an error that names the row's key (on_error => 'stop'), or is recorded in
+-- clip_backfill_failures and left out (on_error => 'skip'). Must be CALLed outside an explicit transaction block.
 CREATE PROCEDURE @extschema@.clip_backfill(target_table regclass, source_column text, target_column text,
-                                           batch_size integer DEFAULT 64)
+                                           batch_size integer DEFAULT 64, on_error text DEFAULT 'stop')
 LANGUAGE plpgsql AS $procedure$
 DECLARE
-    embed_function text;
-    total          bigint;
-    done           bigint := 0;
-    batch_rows     bigint;
-    started        timestamptz := clock_timestamp();
-    seconds        double precision;
+    recorded bigint;
+    total    bigint;
+    done     bigint := 0;
+    skipped  bigint := 0;
+    batch    record;
+    started  timestamptz := clock_timestamp();
+    seconds  double precision;
 BEGIN
     IF batch_size IS NULL OR batch_size < 1 THEN
         RAISE EXCEPTION 'clip_backfill: batch_size must be at least 1' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    embed_function := @extschema@.clip_embed_function(
-        @extschema@.clip_column_type(target_table, source_column, 'clip_backfill'), 'clip_backfill', true);
-    PERFORM @extschema@.clip_column_type(target_table, target_column, 'clip_backfill');
+    IF on_error IS NULL OR on_error NOT IN ('stop', 'skip') THEN
+        RAISE EXCEPTION 'clip_backfill: on_error must be ''stop'' or ''skip'', not %', coalesce(quote_literal(on_error), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM clip_search_internal.embed_function(
+        clip_search_internal.column_type(target_table, source_column, 'clip_backfill'), 'clip_backfill', true);
+    PERFORM clip_search_internal.column_type(target_table, target_column, 'clip_backfill');
+    PERFORM clip_search_internal.forget_stale_failures(target_table, source_column, target_column);
+    SELECT count(*) INTO recorded FROM @extschema@.clip_backfill_failures f
+    WHERE f.relation = target_table AND f.source_column = clip_backfill.source_column;
     EXECUTE format('SELECT count(*) FROM %s WHERE %I IS NULL AND %I IS NOT NULL', target_table, target_column, source_column)
         INTO total;
+    total := total - recorded;
     RAISE NOTICE 'clip_backfill: % rows of % to embed', total, target_table;
+    IF recorded > 0 THEN
+        RAISE NOTICE 'clip_backfill: % rows left out: they failed before with the same source (see clip_backfill_failures)', recorded;
+    END IF;
     LOOP
-        -- One array call per batch: one batched inference instead of batch_size single ones. The two
-        -- aggregates see the rows in the same order, so ids and embeddings pair up.
-        EXECUTE format($sql$
-            WITH batch AS (
-                SELECT ctid AS row_id, %2$I AS source FROM %1$s
-                WHERE %3$I IS NULL AND %2$I IS NOT NULL LIMIT %4$s FOR UPDATE SKIP LOCKED
-            ), embedded AS (
-                SELECT array_agg(row_id) AS row_ids, @extschema@.%5$s(array_agg(source)) AS embeddings FROM batch
-            )
-            UPDATE %1$s AS t SET %3$I = e.embedding
-            FROM embedded, unnest(embedded.row_ids, embedded.embeddings) AS e(row_id, embedding)
-            WHERE t.ctid = e.row_id
-        $sql$, target_table, source_column, target_column, batch_size, embed_function);
-        GET DIAGNOSTICS batch_rows = ROW_COUNT;
-        EXIT WHEN batch_rows = 0;
+        SELECT * INTO batch FROM clip_search_internal.embed_batch(target_table, source_column, target_column, batch_size, on_error);
+        EXIT WHEN batch.done = 0 AND batch.skipped = 0 AND batch.failed_table IS NULL;
         COMMIT;
-        done := done + batch_rows;
+        done := done + batch.done;
+        skipped := skipped + batch.skipped;
+        IF batch.failed_table IS NOT NULL THEN
+            RAISE EXCEPTION 'clip_backfill: cannot embed the row % of %: %', batch.failed_key, batch.failed_table, batch.failed_message
+                USING ERRCODE = batch.failed_state,
+                      HINT = 'Fix or clear its source and call clip_backfill again, or call it with on_error => ''skip'' to record such rows in clip_backfill_failures and go on.';
+        END IF;
         seconds := extract(epoch FROM clock_timestamp() - started);
         RAISE NOTICE 'clip_backfill: % of % rows embedded', done, total
             USING DETAIL = format('%s rows/s since the start of this call', round((done / greatest(seconds, 1e-6))::numeric, 1));
     END LOOP;
+    IF skipped > 0 THEN
+        RAISE WARNING 'clip_backfill: % rows of % could not be embedded and were left out', skipped, target_table
+            USING HINT = 'SELECT * FROM clip_backfill_failures shows them and why; fix their sources and call clip_backfill again.';
+    END IF;
 END
 $procedure$;

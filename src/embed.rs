@@ -6,13 +6,17 @@
 use clip_core::preprocess::{decode, DecodeLimits, DecodedImage};
 use pgrx::prelude::*;
 
-use crate::errors::{raise_in, OrRaise};
+use crate::errors::{raise_element, OrRaise};
 use crate::guc;
 use crate::model_cache::with_model;
 use crate::vector::Vector;
 
+fn decode_limits() -> DecodeLimits {
+    DecodeLimits { max_pixels: guc::max_image_pixels() }
+}
+
 pub fn decode_image(function: &'static str, bytes: &[u8]) -> DecodedImage {
-    decode(bytes, &DecodeLimits { max_pixels: guc::max_image_pixels() }).or_raise(function)
+    decode(bytes, &decode_limits()).or_raise(function)
 }
 
 pub fn embed_one_text(function: &'static str, text: &str) -> Vector {
@@ -55,26 +59,25 @@ pub fn clip_embed_texts(inputs: Array<'_, &str>) -> Vec<Option<Vector>> {
 }
 
 /// Embeds an array of images in batches of clip.batch_size, in input order; NULL elements give NULL. A bad
-/// element fails the call with an error that names its (1-based) index.
+/// element fails the call with an error that names its (1-based) index, also given as the DETAIL `element N`.
 #[pg_extern(immutable, parallel_safe)]
 pub fn clip_embed_images(inputs: Array<'_, &[u8]>) -> Vec<Option<Vector>> {
     const F: &str = "clip_embed_images";
     let inputs: Vec<Option<&[u8]>> = inputs.iter().collect();
     let present: Vec<(usize, &[u8])> =
         inputs.iter().enumerate().filter_map(|(i, bytes)| bytes.map(|b| (i + 1, b))).collect();
-    let limits = DecodeLimits { max_pixels: guc::max_image_pixels() };
+    let limits = decode_limits();
     let mut embedded = Vec::with_capacity(present.len());
-    // Decode one chunk at a time, so that memory holds one chunk of decoded images, not the whole array.
     for chunk in present.chunks(guc::batch_size()) {
+        // Each image is decoded, preprocessed into the batch's tensor and freed before the next one is decoded:
+        // memory holds one decoded image at a time, however large the batch.
+        let mut batch = with_model(|m| Ok(m.image_batch(chunk.len()))).or_raise(F);
+        for &(index, bytes) in chunk {
+            check_for_interrupts!();
+            batch.push_encoded(bytes, &limits).unwrap_or_else(|e| raise_element(F, index, e.into()));
+        }
         check_for_interrupts!();
-        let images: Vec<DecodedImage> = chunk
-            .iter()
-            .map(|(index, bytes)| {
-                decode(bytes, &limits).unwrap_or_else(|e| raise_in(F, &format!("{F}: element {index}"), e.into()))
-            })
-            .collect();
-        check_for_interrupts!();
-        embedded.extend(with_model(|m| m.embed_images(&images)).or_raise(F));
+        embedded.extend(with_model(|m| m.embed_image_batch(batch)).or_raise(F));
     }
     place(&inputs, embedded)
 }

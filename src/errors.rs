@@ -10,12 +10,16 @@ const MODEL_HINT: &str = "Export a model with tools/export_model.py (see the REA
 
 /// Raises `err` as an ERROR of `function`. Never returns.
 pub fn raise(function: &'static str, err: ClipError) -> ! {
-    raise_in(function, function, err)
+    report(function, format!("{function}: {err}"), None, err)
 }
 
-/// Raises `err` as an ERROR of `function`, its message prefixed with `context` (the function, or the function
-/// and the array element at fault). Never returns.
-pub fn raise_in(function: &'static str, context: &str, err: ClipError) -> ! {
+/// Raises `err`, the error of the `index`th (1-based) element of an array argument, as an ERROR of `function`:
+/// the message names the element, and the DETAIL is `element N` for programs to read. Never returns.
+pub fn raise_element(function: &'static str, index: usize, err: ClipError) -> ! {
+    report(function, format!("{function}: element {index}: {err}"), Some(format!("element {index}")), err)
+}
+
+fn report(function: &'static str, message: String, detail: Option<String>, err: ClipError) -> ! {
     use PgSqlErrorCode::*;
     let (code, hint) = match &err {
         ClipError::ModelNotConfigured => (ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, Some(MODEL_HINT)),
@@ -23,6 +27,11 @@ pub fn raise_in(function: &'static str, context: &str, err: ClipError) -> ! {
         ClipError::ModelInvalid { .. } => (
             ERRCODE_DATA_CORRUPTED,
             Some("Export the model again with tools/export_model.py, or point clip.model_dir at an intact copy."),
+        ),
+        ClipError::WeightsCache { .. } => (
+            ERRCODE_IO_ERROR,
+            Some("The server's operating-system user must be able to write clip.weights_cache; a superuser can \
+                  point it at another directory, or set clip.shared_weights = off."),
         ),
         ClipError::RuntimeUnavailable { .. } => (
             ERRCODE_UNDEFINED_FILE,
@@ -40,7 +49,10 @@ pub fn raise_in(function: &'static str, context: &str, err: ClipError) -> ! {
         ClipError::Image(_) => (ERRCODE_INVALID_BINARY_REPRESENTATION, None),
         ClipError::Inference(_) => (ERRCODE_INTERNAL_ERROR, None),
     };
-    let mut report = ErrorReport::new(code, format!("{context}: {err}"), function);
+    let mut report = ErrorReport::new(code, message, function);
+    if let Some(detail) = detail {
+        report = report.set_detail(detail);
+    }
     if let Some(hint) = hint {
         report = report.set_hint(hint);
     }

@@ -1,21 +1,28 @@
-//! Settings (GUCs). Those that pick files or libraries, or bound memory, are superuser-only (PGC_SUSET):
-//! an ordinary user must not be able to make the server read a file of their choosing or allocate without bound.
+//! Settings (GUCs). Those that pick files or libraries, or bound memory and threads, are superuser-only
+//! (PGC_SUSET): an ordinary user must not be able to make the server read a file of their choosing or allocate
+//! without bound. The settings any user may change (batch size, threads) are capped by superuser-only ceilings.
 use std::ffi::{CStr, CString};
 use std::path::PathBuf;
 
 use clip_core::preprocess::DecodeLimits;
-use clip_core::ModelSettings;
+use clip_core::{ModelSettings, Weights};
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::pg_sys;
 
 pub static MODEL_DIR: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static ONNXRUNTIME_LIBRARY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static INTRA_OP_THREADS: GucSetting<i32> = GucSetting::<i32>::new(1);
+pub static MAX_INTRA_OP_THREADS: GucSetting<i32> = GucSetting::<i32>::new(4);
 pub static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(16);
+pub static MAX_BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(64);
+pub static SHARED_WEIGHTS: GucSetting<bool> = GucSetting::<bool>::new(true);
+pub static WEIGHTS_CACHE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static WORKER_DATABASES: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static WORKER_NAPTIME: GucSetting<i32> = GucSetting::<i32>::new(1000);
 pub static MAX_IMAGE_PIXELS: GucSetting<i32> = GucSetting::<i32>::new(DecodeLimits::DEFAULT_MAX_PIXELS as i32);
 
 /// Where `scripts/install.sh` puts the ONNX Runtime library, used when clip.onnxruntime_library is unset.
-const DEFAULT_ORT_RELATIVE: &str = "clip_search/libonnxruntime.so.1.31.1";
+const DEFAULT_ORT_RELATIVE: &str = concat!("clip_search/libonnxruntime.so.", env!("CLIP_ORT_VERSION"));
 
 pub fn register() {
     GucRegistry::define_string_guc(
@@ -29,7 +36,8 @@ pub fn register() {
     GucRegistry::define_string_guc(
         c"clip.onnxruntime_library",
         c"Path of the ONNX Runtime shared library.",
-        c"Empty means $libdir/clip_search/libonnxruntime.so.1.31.1, installed with the extension. Superuser only; \
+        c"Empty means the library installed with the extension, $libdir/clip_search/libonnxruntime.so.VERSION \
+          (clip_info() names it). Superuser only; \
           the first library loaded stays loaded for the life of the backend.",
         &ONNXRUNTIME_LIBRARY,
         GucContext::Suset,
@@ -39,7 +47,7 @@ pub fn register() {
         c"clip.intra_op_threads",
         c"Threads one backend uses for one inference.",
         c"1 runs inference on the backend's own thread. Each backend has its own threads, so keep \
-          backends x threads within the cores you want CLIP to use.",
+          backends x threads within the cores you want CLIP to use. Capped by clip.max_intra_op_threads.",
         &INTRA_OP_THREADS,
         1,
         64,
@@ -47,14 +55,35 @@ pub fn register() {
         GucFlags::default(),
     );
     GucRegistry::define_int_guc(
+        c"clip.max_intra_op_threads",
+        c"Most threads one backend may use for one inference, whatever clip.intra_op_threads says.",
+        c"Superuser only: the ceiling an ordinary role cannot lift.",
+        &MAX_INTRA_OP_THREADS,
+        1,
+        64,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
         c"clip.batch_size",
         c"Inputs per inference in the array functions.",
         c"Larger batches run faster per input and take more memory (an image takes about 0.6 MB of input \
-          tensor plus the model's activations). Cancellation is checked between batches.",
+          tensor plus the model's activations). Capped by clip.max_batch_size.",
         &BATCH_SIZE,
         1,
         1024,
         GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"clip.max_batch_size",
+        c"Largest batch the array functions run, whatever clip.batch_size says.",
+        c"Superuser only: the ceiling an ordinary role cannot lift. A batch's memory is its input tensor and \
+          the model's activations (ViT-B-32: about 5 MB per image).",
+        &MAX_BATCH_SIZE,
+        1,
+        1024,
+        GucContext::Suset,
         GucFlags::default(),
     );
     GucRegistry::define_int_guc(
@@ -68,6 +97,60 @@ pub fn register() {
         GucContext::Suset,
         GucFlags::default(),
     );
+    GucRegistry::define_bool_guc(
+        c"clip.shared_weights",
+        c"Map the model's weights from prepared files shared by every backend, instead of a copy in each.",
+        c"On: each tower is prepared once per host into clip.weights_cache and every backend maps it read-only. \
+          Off: each backend reads the model files into its own memory. Superuser only.",
+        &SHARED_WEIGHTS,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"clip.weights_cache",
+        c"Directory of the prepared weights that backends share (clip.shared_weights).",
+        c"Empty means .cache/clip_search in the home directory of the server's operating-system user, shared by \
+          every cluster that user runs. Superuser only.",
+        &WEIGHTS_CACHE,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    // A postmaster setting can only be defined while the postmaster loads shared_preload_libraries; without
+    // that there is no worker, and no setting for it.
+    // SAFETY: a plain flag PostgreSQL sets while it loads shared_preload_libraries.
+    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        GucRegistry::define_string_guc(
+            c"clip.worker_databases",
+            c"Databases whose watched columns a background worker keeps embedded (comma-separated).",
+            c"One worker per database, started with the server when shared_preload_libraries includes \
+              clip_search. Each runs inferences with clip.intra_op_threads threads (at most \
+              clip.max_intra_op_threads) in batches of clip.batch_size (at most clip.max_batch_size).",
+            &WORKER_DATABASES,
+            GucContext::Postmaster,
+            GucFlags::default(),
+        );
+    }
+    GucRegistry::define_int_guc(
+        c"clip.worker_naptime",
+        c"How long a background worker with nothing to embed waits before it looks again.",
+        c"In milliseconds.",
+        &WORKER_NAPTIME,
+        10,
+        3_600_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+    // `SET clip.batchsize = 8` is an error rather than a silently kept placeholder (before PostgreSQL 15, which
+    // added reserved prefixes, a warning).
+    // SAFETY: called from _PG_init with a static NUL-terminated prefix.
+    #[cfg(not(any(feature = "pg13", feature = "pg14")))]
+    unsafe {
+        pg_sys::MarkGUCPrefixReserved(c"clip".as_ptr())
+    };
+    #[cfg(any(feature = "pg13", feature = "pg14"))]
+    unsafe {
+        pg_sys::EmitWarningsOnPlaceholders(c"clip".as_ptr())
+    };
 }
 
 fn path_setting(setting: &GucSetting<Option<CString>>) -> Option<PathBuf> {
@@ -86,12 +169,49 @@ pub fn model_settings() -> ModelSettings {
     ModelSettings {
         model_dir: path_setting(&MODEL_DIR).unwrap_or_default(),
         onnxruntime_library: onnxruntime_library(),
-        intra_threads: INTRA_OP_THREADS.get().max(1) as usize,
+        intra_threads: INTRA_OP_THREADS.get().min(MAX_INTRA_OP_THREADS.get()).max(1) as usize,
+        weights: if SHARED_WEIGHTS.get() {
+            Weights::Shared { cache: path_setting(&WEIGHTS_CACHE).unwrap_or_else(default_weights_cache) }
+        } else {
+            Weights::Heap
+        },
     }
 }
 
+/// `.cache/clip_search` in the home directory of the server's operating-system user; in the data directory when
+/// that user has no home directory.
+fn default_weights_cache() -> PathBuf {
+    let home = std::env::var_os("HOME").map(PathBuf::from).filter(|h| h.is_absolute()).or_else(|| {
+        // SAFETY: getpwuid returns NULL or a pointer to a static record, read before any other passwd call.
+        unsafe {
+            let entry = libc::getpwuid(libc::geteuid());
+            (!entry.is_null() && !(*entry).pw_dir.is_null())
+                .then(|| PathBuf::from(CStr::from_ptr((*entry).pw_dir).to_string_lossy().into_owned()))
+        }
+    });
+    match home {
+        Some(home) => home.join(".cache/clip_search"),
+        // SAFETY: DataDir is set before any backend runs SQL.
+        None => unsafe { PathBuf::from(CStr::from_ptr(pg_sys::DataDir).to_string_lossy().into_owned()) }
+            .join("clip_search_weights"),
+    }
+}
+
+/// The databases of clip.worker_databases.
+pub fn worker_databases() -> Vec<String> {
+    WORKER_DATABASES
+        .get()
+        .map(|list| list.to_string_lossy().split(',').map(str::trim).filter(|d| !d.is_empty()).map(String::from).collect())
+        .unwrap_or_default()
+}
+
+pub fn worker_naptime() -> std::time::Duration {
+    std::time::Duration::from_millis(WORKER_NAPTIME.get().max(10) as u64)
+}
+
+/// The batch size in force: clip.batch_size, capped by clip.max_batch_size.
 pub fn batch_size() -> usize {
-    BATCH_SIZE.get().max(1) as usize
+    BATCH_SIZE.get().min(MAX_BATCH_SIZE.get()).max(1) as usize
 }
 
 pub fn max_image_pixels() -> u64 {

@@ -1,5 +1,6 @@
 //! clip_info(): what produced this backend's vectors.
-use clip_core::ClipError;
+use clip_core::memory::MemoryUsage;
+use clip_core::{ClipError, Weights};
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::json;
@@ -8,8 +9,9 @@ use crate::errors::raise;
 use crate::guc;
 use crate::model_cache::with_model;
 
-/// The model (name, weights, dimensions, preprocessing, file checksums), the ONNX Runtime version and library,
-/// and the settings in force, so users can see what produced their vectors.
+/// The model (name, weights, dimensions, preprocessing, file checksums), the ONNX Runtime version and library, the
+/// settings in force, how the weights are held (shared or in this backend's heap) and this backend's memory by kind,
+/// so users can see what produced their vectors and what a backend costs.
 #[pg_extern(stable, parallel_safe)]
 fn clip_info() -> JsonB {
     let info = with_model(|m| {
@@ -35,6 +37,14 @@ fn clip_info() -> JsonB {
             "intra_op_threads": s.intra_threads,
             "batch_size": guc::batch_size(),
             "max_image_pixels": guc::max_image_pixels(),
+            "weight_sharing": match &s.weights {
+                Weights::Shared { cache } => json!({"mode": "shared", "cache": cache}),
+                Weights::Heap => json!({"mode": "heap"}),
+            },
+            "memory": MemoryUsage::of_this_process().map(|u| json!({
+                "rss_bytes": u.rss, "pss_bytes": u.pss, "private_bytes": u.private, "shared_bytes": u.shared,
+                "anonymous_bytes": u.anonymous,
+            })),
             "extension_version": env!("CARGO_PKG_VERSION"),
         }))
     })

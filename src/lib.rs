@@ -1,7 +1,8 @@
 //! clip_search: CLIP text and image embeddings inside PostgreSQL, returned as pgvector `vector`s.
 //!
 //! Layout: `embed`, `similarity` and `info` are the SQL functions; `errors` maps core errors to SQLSTATEs; `guc` holds the settings;
-//! `model_cache` keeps each backend's loaded model; `vector` is pgvector's type in Rust. The model itself
+//! `model_cache` keeps each backend's loaded model; `vector` is pgvector's type in Rust; `worker` is the background
+//! worker that keeps watched columns embedded. The model itself
 //! (tokenizer, image preprocessing, ONNX Runtime) lives in the `clip_core` crate, with no PostgreSQL in it.
 use pgrx::prelude::*;
 
@@ -13,12 +14,14 @@ mod info;
 mod model_cache;
 mod similarity;
 mod vector;
+mod worker;
 
 ::pgrx::pg_module_magic!(name, version);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     guc::register();
+    worker::register();
 }
 
 #[cfg(any(test, feature = "pg_test"))]

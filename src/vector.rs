@@ -2,10 +2,14 @@
 //! and the `<=>` operator accept without casts.
 //!
 //! pgvector's on-disk layout (src/vector.h): a 4-byte varlena header, int16 dim, int16 unused, then dim float4s.
+use std::cell::Cell;
+use std::sync::Once;
+
 use pgrx::callconv::{Arg, ArgAbi, BoxRet, FcInfo};
-use pgrx::pg_sys;
 use pgrx::datum::UnboxDatum;
-use pgrx::{FromDatum, IntoDatum};
+use pgrx::pg_sys;
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::{FromDatum, IntoDatum, PgLogLevel, PgSqlErrorCode};
 
 /// pgvector's limit on dimensions (VECTOR_MAX_DIM).
 pub const VECTOR_MAX_DIM: usize = 16000;
@@ -30,18 +34,8 @@ impl IntoDatum for Vector {
         }
     }
 
-    /// pgvector's `vector` type, found through the extension rather than the search_path, which need not
-    /// include the schema pgvector was installed in.
     fn type_oid() -> pg_sys::Oid {
-        pgrx::Spi::get_one::<pg_sys::Oid>(
-            "SELECT t.oid FROM pg_type t
-             JOIN pg_depend d ON d.classid = 'pg_type'::regclass AND d.objid = t.oid AND d.deptype = 'e'
-             JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'vector'
-             WHERE t.typname = 'vector'",
-        )
-        .ok()
-        .flatten()
-        .expect("pgvector's vector type exists: clip_search requires the vector extension")
+        vector_type_oid()
     }
 }
 
@@ -50,18 +44,120 @@ impl FromDatum for Vector {
         if is_null {
             return None;
         }
-        // SAFETY: the caller guarantees a non-null `vector` datum; detoasting gives a plain varlena whose length
-        // bounds the reads below.
+        // SAFETY: the caller guarantees a non-null `vector` datum. pg_detoast_datum returns a plain varlena with a
+        // 4-byte header (the datum itself, or a palloc'd copy that is freed below); the length checks bound every
+        // read.
         unsafe {
-            let raw = pg_sys::pg_detoast_datum(datum.cast_mut_ptr());
+            let original = datum.cast_mut_ptr::<pg_sys::varlena>();
+            let raw = pg_sys::pg_detoast_datum(original);
+            let total = pgrx::varsize(raw);
             let ptr = raw as *const u8;
-            let total = pgrx::varsize_any(raw);
-            let dim = (ptr.add(4) as *const i16).read_unaligned().max(0) as usize;
-            assert!(HEADER_BYTES + 4 * dim <= total, "malformed vector datum");
-            let mut values = vec![0f32; dim];
-            std::ptr::copy_nonoverlapping(ptr.add(HEADER_BYTES), values.as_mut_ptr() as *mut u8, 4 * dim);
+            let dim = if total >= HEADER_BYTES { (ptr.add(4) as *const i16).read_unaligned() } else { -1 };
+            let valid = dim >= 0 && dim as usize <= VECTOR_MAX_DIM && total == HEADER_BYTES + 4 * dim as usize;
+            let values = valid.then(|| {
+                let mut values = vec![0f32; dim as usize];
+                std::ptr::copy_nonoverlapping(ptr.add(HEADER_BYTES), values.as_mut_ptr() as *mut u8, values.len() * 4);
+                values
+            });
+            if raw != original {
+                pg_sys::pfree(raw.cast());
+            }
+            let Some(values) = values else {
+                ErrorReport::new(
+                    PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
+                    format!("malformed vector value: {total} bytes, dimension {dim}"),
+                    "clip_search",
+                )
+                .report(PgLogLevel::ERROR);
+                unreachable!("ERROR does not return")
+            };
             Some(Vector(values))
         }
+    }
+}
+
+/// pgvector's `vector` type, found through its extension rather than the search_path (which need not include the
+/// schema pgvector was installed in). Looked up once per backend; any change to pg_type forgets it, so a
+/// re-created pgvector is found again.
+fn vector_type_oid() -> pg_sys::Oid {
+    thread_local! {
+        static CACHED: Cell<Option<pg_sys::Oid>> = const { Cell::new(None) };
+    }
+    unsafe extern "C-unwind" fn forget(_arg: pg_sys::Datum, _cache_id: i32, _hash_value: u32) {
+        CACHED.set(None);
+    }
+    static REGISTER_INVALIDATION: Once = Once::new();
+    if let Some(oid) = CACHED.get() {
+        return oid;
+    }
+    REGISTER_INVALIDATION.call_once(|| {
+        // SAFETY: registers a callback that only clears a cell; PostgreSQL keeps it for the backend's lifetime.
+        unsafe {
+            pg_sys::CacheRegisterSyscacheCallback(pg_sys::SysCacheIdentifier::TYPEOID as i32, Some(forget), pg_sys::Datum::from(0))
+        }
+    });
+    // Catalog lookups, not SPI: SPI cannot run in a parallel worker, and these functions are PARALLEL SAFE.
+    // SAFETY: plain catalog reads inside a transaction; the C strings are static.
+    let oid = unsafe {
+        let extension = pg_sys::get_extension_oid(c"vector".as_ptr(), true);
+        extension_schema(extension).map_or(pg_sys::InvalidOid, |schema| {
+            pg_sys::GetSysCacheOid(
+                pg_sys::SysCacheIdentifier::TYPENAMENSP as i32,
+                pg_sys::Anum_pg_type_oid as pg_sys::AttrNumber,
+                pg_sys::Datum::from(c"vector".as_ptr()),
+                pg_sys::Datum::from(schema),
+                pg_sys::Datum::from(0),
+                pg_sys::Datum::from(0),
+            )
+        })
+    };
+    if oid == pg_sys::InvalidOid {
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            "pgvector's type vector is not installed in this database",
+            "clip_search",
+        )
+        .set_hint("clip_search needs the vector extension: CREATE EXTENSION vector;")
+        .report(PgLogLevel::ERROR);
+        unreachable!("ERROR does not return")
+    }
+    CACHED.set(Some(oid));
+    oid
+}
+
+/// The schema an extension was created in (PostgreSQL 16 exports `get_extension_schema`; 15 keeps it private).
+///
+/// # Safety
+/// Must run inside a transaction.
+unsafe fn extension_schema(extension: pg_sys::Oid) -> Option<pg_sys::Oid> {
+    if extension == pg_sys::InvalidOid {
+        return None;
+    }
+    unsafe {
+        let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
+        let relation = pg_sys::table_open(pg_sys::ExtensionRelationId, lock);
+        let mut key: pg_sys::ScanKeyData = std::mem::zeroed();
+        pg_sys::ScanKeyInit(
+            &mut key,
+            pg_sys::Anum_pg_extension_oid as pg_sys::AttrNumber,
+            pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber,
+            pg_sys::RegProcedure::from(pg_sys::F_OIDEQ),
+            pg_sys::Datum::from(extension),
+        );
+        let scan = pg_sys::systable_beginscan(
+            relation,
+            pg_sys::Oid::from(pg_sys::ExtensionOidIndexId),
+            true,
+            std::ptr::null_mut(),
+            1,
+            &mut key,
+        );
+        let tuple = pg_sys::systable_getnext(scan);
+        let schema = (!tuple.is_null())
+            .then(|| (*pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_extension>(tuple)).extnamespace);
+        pg_sys::systable_endscan(scan);
+        pg_sys::table_close(relation, lock);
+        schema
     }
 }
 

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 cluster_env test
-psql_test() { scripts/cluster.sh psql test -d clip_crash "$@"; }
+psql_test() { scripts/cluster.sh psql test -d clip_crash -v ON_ERROR_STOP=1 "$@"; }
 as_owner() { if [[ $(id -u) -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 
 scripts/cluster.sh psql test -c "DROP DATABASE IF EXISTS clip_crash" -c "CREATE DATABASE clip_crash" >/dev/null
@@ -18,20 +18,34 @@ CREATE TRIGGER notes_embed BEFORE INSERT ON notes FOR EACH ROW EXECUTE FUNCTION 
 CREATE INDEX notes_hnsw ON notes USING hnsw (embedding vector_cosine_ops);
 SQL
 
-acknowledged="$DEPS/crash-acknowledged.txt"
+acknowledged="$DEPS/crash-acknowledged.txt" writer_errors="$DEPS/crash-writer-errors.txt"
 : >"$acknowledged"
 # One INSERT per transaction; an id is written only after psql got the server's acknowledgement of its commit.
+# The writer stops at its first error, which must be the lost connection.
 (
   for i in $(seq 1 100000); do
     echo "INSERT INTO notes VALUES ($i, 'note number $i about topic $((i % 97))') RETURNING id;"
-  done | psql_test -At -v ON_ERROR_STOP=0 2>/dev/null >>"$acknowledged"
+  done | psql_test -At 2>"$writer_errors" >>"$acknowledged"
 ) &
 writer=$!
-sleep 3
+# Stop only once enough commits are acknowledged for the check to mean something (bounded: 60 s).
+for ((i = 0; i < 600; i++)); do
+  (($(grep -c '^[0-9]' "$acknowledged" || true) >= 200)) && break
+  kill -0 $writer 2>/dev/null || break
+  sleep 0.1
+done
 as_owner "$PG_BIN/pg_ctl" -D "$PGDATA" -m immediate stop >/dev/null
 wait $writer || true
 committed=$(grep -c '^[0-9]' "$acknowledged" || true)
 scripts/cluster.sh start test
+if ((committed < 200)); then
+  cat "$writer_errors" >&2
+  die "crash recovery: only $committed commits were acknowledged before the stop (at least 200 needed)"
+fi
+if grep -v -q -i -E 'closed the connection|terminat|connection to server|processing the request|^\s*$' "$writer_errors"; then
+  cat "$writer_errors" >&2
+  die "crash recovery: the writer failed for another reason than the stop"
+fi
 
 psql_test -v ids="$(grep '^[0-9]' "$acknowledged" | paste -sd, -)" <<'SQL'
 \pset footer off

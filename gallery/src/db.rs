@@ -1,4 +1,4 @@
-//! The gallery's tables, created at start-up with the loaded model's dimension, and the statements that write them.
+//! The gallery's tables, and the statements that write them.
 //!
 //! Everything lives in the schema `gallery`:
 //!   gallery.images (id, name, content_type, image bytea, added_at, embedding vector(dim))   HNSW cosine index
@@ -6,10 +6,17 @@
 //!   gallery.meta   (key, value): which model made the stored vectors; whether the first-run import happened
 //! Embeddings are computed by the extension in the INSERT itself (clip_embed_images / clip_embed_texts on the
 //! whole batch), so a batch is stored whole or not at all.
+//!
+//! Two steps, two roles. The set-up (`clip-gallery --setup`, run by a superuser: the database's owner would do
+//! but for CREATE EXTENSION and CREATE ROLE) installs or updates the extension, creates or re-embeds the tables,
+//! and makes the server's login role, which may only read and write the rows of those tables. The server
+//! connects as that role and changes no schema: it refuses to start as a superuser, or when the stored vectors
+//! were made by another model (re-embedding rewrites the tables, which only their owner may do).
 use std::path::Path;
 
 use deadpool_postgres::Pool;
 use serde::Serialize;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::GenericClient;
 
 use crate::error::{ApiError, ApiResult};
@@ -21,14 +28,33 @@ pub struct ModelInfo {
     pub model: String,
     pub weights: String,
     pub embed_dim: i32,
-    /// Name, weights and the checksums of both towers: the stored vectors are valid while this stays the same.
+    /// Name, weights and the checksums of both towers and of the tokenizer: the stored vectors are valid while
+    /// this stays the same.
     pub identity: String,
 }
 
-/// Creates the extension (if missing) and the tables; re-embeds stored rows when the model changed since they were
-/// embedded. Serialised with an advisory lock so that two servers starting at once do not race.
-pub async fn prepare_schema(pool: &Pool) -> Result<ModelInfo, String> {
-    let mut client = pool.get().await.map_err(|e| format!("cannot connect to the database: {e}"))?;
+async fn model_info(client: &impl GenericClient) -> Result<ModelInfo, String> {
+    let row = client
+        .query_one(
+            "SELECT i->>'model', i->>'weights', (i->>'embed_dim')::int,
+                    concat_ws(' ', i->>'model', i->>'weights', i->'files'->'text'->>'sha256',
+                              i->'files'->'image'->>'sha256', i->'files'->'tokenizer'->>'sha256')
+             FROM (SELECT clip_info() AS i) s",
+            &[],
+        )
+        .await
+        .map_err(|e| format!("the model is not usable: {}", describe(&e)))?;
+    let info = ModelInfo { model: row.get(0), weights: row.get(1), embed_dim: row.get(2), identity: row.get(3) };
+    if !(1..=16000).contains(&info.embed_dim) {
+        return Err(format!("clip_info() reports an embedding dimension of {}", info.embed_dim));
+    }
+    Ok(info)
+}
+
+/// The set-up, as a superuser: creates (or updates) the extension and the tables, re-embeds stored rows when the
+/// model changed since they were embedded, and makes `role` a login role with only the privileges the server
+/// needs. Serialised with an advisory lock so that two set-ups of one database do not race.
+pub async fn set_up(client: &mut tokio_postgres::Client, role: &str) -> Result<ModelInfo, String> {
     let tx = client.transaction().await.map_err(db_err)?;
     tx.batch_execute(
         "SELECT pg_advisory_xact_lock(hashtext('clip-gallery schema'));
@@ -49,37 +75,13 @@ pub async fn prepare_schema(pool: &Pool) -> Result<ModelInfo, String> {
         .map_err(db_err)?;
     let (installed, available): (String, String) = (versions.get(0), versions.get(1));
     if installed != available {
-        // In a savepoint: a failed update leaves the installed version in place, with a warning.
-        tx.batch_execute("SAVEPOINT clip_update").await.map_err(db_err)?;
-        match tx.batch_execute("ALTER EXTENSION clip_search UPDATE").await {
-            Ok(()) => {
-                tx.batch_execute("RELEASE SAVEPOINT clip_update").await.map_err(db_err)?;
-                eprintln!("clip-gallery: updated the extension clip_search from {installed} to {available}");
-            }
-            Err(e) => {
-                tx.batch_execute("ROLLBACK TO SAVEPOINT clip_update").await.map_err(db_err)?;
-                eprintln!(
-                    "clip-gallery: warning: cannot update clip_search from {installed} to {available} ({}); \
-                     going on with {installed}",
-                    describe(&e)
-                );
-            }
-        }
+        tx.batch_execute("ALTER EXTENSION clip_search UPDATE")
+            .await
+            .map_err(|e| format!("cannot update clip_search from {installed} to {available}: {}", describe(&e)))?;
+        eprintln!("clip-gallery: updated the extension clip_search from {installed} to {available}");
     }
-    let row = tx
-        .query_one(
-            "SELECT i->>'model', i->>'weights', (i->>'embed_dim')::int,
-                    concat_ws(' ', i->>'model', i->>'weights', i->'files'->'text'->>'sha256', i->'files'->'image'->>'sha256')
-             FROM (SELECT clip_info() AS i) s",
-            &[],
-        )
-        .await
-        .map_err(|e| format!("the model is not usable: {}", describe(&e)))?;
-    let info = ModelInfo { model: row.get(0), weights: row.get(1), embed_dim: row.get(2), identity: row.get(3) };
+    let info = model_info(&tx).await?;
     let dim = info.embed_dim;
-    if !(1..=16000).contains(&dim) {
-        return Err(format!("clip_info() reports an embedding dimension of {dim}"));
-    }
     tx.batch_execute(&format!(
         "CREATE TABLE IF NOT EXISTS gallery.images (
              id           bigserial PRIMARY KEY,
@@ -100,11 +102,7 @@ pub async fn prepare_schema(pool: &Pool) -> Result<ModelInfo, String> {
     ))
     .await
     .map_err(|e| format!("cannot create the gallery tables: {}", describe(&e)))?;
-    let stored: Option<String> = tx
-        .query_opt("SELECT value FROM gallery.meta WHERE key = 'model'", &[])
-        .await
-        .map_err(db_err)?
-        .map(|r| r.get(0));
+    let stored = stored_identity(&tx).await.map_err(db_err)?;
     if stored.as_deref() != Some(info.identity.as_str()) {
         if let Some(old) = &stored {
             // Vectors of another model are meaningless under this one: re-embed everything (the column type
@@ -124,8 +122,102 @@ pub async fn prepare_schema(pool: &Pool) -> Result<ModelInfo, String> {
         .await
         .map_err(db_err)?;
     }
+    grant_server_role(&tx, role).await?;
     tx.commit().await.map_err(db_err)?;
     Ok(info)
+}
+
+/// Makes `role` (a login role, created if missing; never a superuser) able to read and write the rows of the
+/// gallery's tables, and nothing more: no DDL, no other tables, the model identity in gallery.meta read-only.
+async fn grant_server_role(tx: &tokio_postgres::Transaction<'_>, role: &str) -> Result<(), String> {
+    let existing = tx.query_opt("SELECT rolsuper FROM pg_roles WHERE rolname = $1", &[&role]).await.map_err(db_err)?;
+    match existing.map(|r| r.get::<_, bool>(0)) {
+        Some(true) => {
+            return Err(format!("the role {role} is a superuser: the server must not run as one; pick another --role"))
+        }
+        Some(false) => {}
+        None => {
+            // Roles are shared by every database of the cluster: a set-up of another database may create it at
+            // the same moment, which is fine.
+            let create: String = tx
+                .query_one("SELECT format('CREATE ROLE %I LOGIN', $1::text)", &[&role])
+                .await
+                .map_err(db_err)?
+                .get(0);
+            tx.batch_execute("SAVEPOINT create_role").await.map_err(db_err)?;
+            match tx.batch_execute(&create).await {
+                Ok(()) => tx.batch_execute("RELEASE SAVEPOINT create_role").await.map_err(db_err)?,
+                Err(e) if [Some(&SqlState::DUPLICATE_OBJECT), Some(&SqlState::UNIQUE_VIOLATION)].contains(&e.code()) => {
+                    tx.batch_execute("ROLLBACK TO SAVEPOINT create_role").await.map_err(db_err)?
+                }
+                Err(e) => return Err(format!("cannot create the role {role}: {}", describe(&e))),
+            }
+        }
+    }
+    let grants: String = tx
+        .query_one(
+            "SELECT format('REVOKE ALL ON ALL TABLES IN SCHEMA gallery FROM %1$I;
+                            REVOKE ALL ON ALL SEQUENCES IN SCHEMA gallery FROM %1$I;
+                            GRANT USAGE ON SCHEMA gallery TO %1$I;
+                            GRANT SELECT, INSERT, DELETE ON gallery.images, gallery.texts TO %1$I;
+                            GRANT USAGE ON SEQUENCE gallery.images_id_seq, gallery.texts_id_seq TO %1$I;
+                            GRANT SELECT ON gallery.meta TO %1$I;', $1::text)",
+            &[&role],
+        )
+        .await
+        .map_err(db_err)?
+        .get(0);
+    tx.batch_execute(&grants).await.map_err(|e| format!("cannot grant the role {role} its privileges: {}", describe(&e)))
+}
+
+async fn stored_identity(client: &impl GenericClient) -> Result<Option<String>, tokio_postgres::Error> {
+    Ok(client.query_opt("SELECT value FROM gallery.meta WHERE key = 'model'", &[]).await?.map(|r| r.get(0)))
+}
+
+/// The server's start-up check, as its own role: not a superuser, the set-up done, and the stored vectors made by
+/// the model this database uses now. Changes nothing.
+pub async fn check_schema(pool: &Pool) -> Result<ModelInfo, String> {
+    const SETUP: &str = "run `clip-gallery --setup` as a superuser";
+    let client = pool.get().await.map_err(|e| format!("cannot connect to the database: {e}"))?;
+    let row = client
+        .query_one("SELECT current_user::text, rolsuper FROM pg_roles WHERE rolname = current_user", &[])
+        .await
+        .map_err(db_err)?;
+    let (user, superuser): (String, bool) = (row.get(0), row.get(1));
+    if superuser {
+        return Err(format!(
+            "connected as {user}, a superuser: the server runs as the role that `clip-gallery --setup` makes \
+             (--role, default clip_gallery), which may only read and write the gallery's tables"
+        ));
+    }
+    let ready: bool = client
+        .query_one(
+            "SELECT to_regclass('gallery.meta') IS NOT NULL AND to_regclass('gallery.images') IS NOT NULL
+                    AND to_regclass('gallery.texts') IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(db_err)?
+        .get(0);
+    if !ready {
+        return Err(format!("the database has no gallery tables: {SETUP} first"));
+    }
+    let stored = stored_identity(&**client).await.map_err(|e| match e.code() {
+        Some(&SqlState::INSUFFICIENT_PRIVILEGE) => {
+            format!("the role {user} may not read the gallery's tables: {SETUP} with --role {user}")
+        }
+        _ => db_err(e),
+    })?;
+    let info = model_info(&**client).await?;
+    match stored {
+        Some(stored) if stored == info.identity => Ok(info),
+        Some(stored) => Err(format!(
+            "the stored vectors were made by the model \"{stored}\", but the database now uses \"{}\": {SETUP} \
+             to re-embed them",
+            info.identity
+        )),
+        None => Err(format!("the gallery's tables were never set up: {SETUP} first")),
+    }
 }
 
 /// One uploaded image.
@@ -172,7 +264,7 @@ pub async fn insert_images(client: &impl GenericClient, images: &[NewImage]) -> 
         .await
         .map_err(|e| {
             let err = ApiError::from_db(&e);
-            let file = err.element_index().and_then(|i| names.get(i.wrapping_sub(1))).map(|n| n.to_string());
+            let file = err.element.and_then(|i| names.get(i.wrapping_sub(1))).map(|n| n.to_string());
             err.with_file(file)
         })?;
     let mut stored: Vec<StoredImage> = rows.iter().map(StoredImage::from_row).collect();
@@ -182,8 +274,7 @@ pub async fn insert_images(client: &impl GenericClient, images: &[NewImage]) -> 
 
 /// On the first run (no 'imported' mark), stores the images of `dir` (JPEG, PNG, WebP, GIF, BMP, TIFF by file
 /// name) in one transaction and marks the import done, so that deleting them later does not bring them back.
-pub async fn import_dir(pool: &Pool, dir: &Path) -> Result<usize, String> {
-    let mut client = pool.get().await.map_err(|e| format!("cannot connect to the database: {e}"))?;
+pub async fn import_dir(client: &mut tokio_postgres::Client, dir: &Path) -> Result<usize, String> {
     let tx = client.transaction().await.map_err(db_err)?;
     tx.execute("SELECT pg_advisory_xact_lock(hashtext('clip-gallery import'))", &[]).await.map_err(db_err)?;
     if tx.query_opt("SELECT 1 FROM gallery.meta WHERE key = 'imported'", &[]).await.map_err(db_err)?.is_some() {
@@ -202,7 +293,7 @@ pub async fn import_dir(pool: &Pool, dir: &Path) -> Result<usize, String> {
         images.push(NewImage { name, bytes });
     }
     if !images.is_empty() {
-        insert_images(&*tx, &images).await.map_err(|e| {
+        insert_images(&tx, &images).await.map_err(|e| {
             format!(
                 "cannot import {}: {}{}",
                 dir.display(),

@@ -11,11 +11,13 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub file: Option<String>,
+    /// The 1-based array element at fault, from the error's DETAIL (`element N`, as clip_embed_images gives it).
+    pub element: Option<usize>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into(), file: None }
+        ApiError { status, code, message: message.into(), file: None, element: None }
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -65,15 +67,13 @@ impl ApiError {
         if let Some(hint) = db.hint() {
             message = format!("{message} ({hint})");
         }
-        Self::new(status, name, message)
+        ApiError { element: db.detail().and_then(element_of_detail), ..Self::new(status, name, message) }
     }
+}
 
-    /// The 1-based array element that clip_embed_images names in its error message ("... element 3: ..."), if any.
-    pub fn element_index(&self) -> Option<usize> {
-        let rest = &self.message[self.message.find("element ")? + "element ".len()..];
-        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-        digits.parse().ok()
-    }
+/// The element index in a DETAIL of the form `element N`.
+fn element_of_detail(detail: &str) -> Option<usize> {
+    detail.strip_prefix("element ")?.parse().ok()
 }
 
 impl From<tokio_postgres::Error> for ApiError {
@@ -104,3 +104,17 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::element_of_detail;
+
+    #[test]
+    fn element_index_comes_from_the_detail() {
+        assert_eq!(element_of_detail("element 3"), Some(3));
+        assert_eq!(element_of_detail("element 12"), Some(12));
+        assert_eq!(element_of_detail("element"), None);
+        assert_eq!(element_of_detail("elements 3"), None);
+        assert_eq!(element_of_detail("element 3: not an image"), None);
+    }
+}

@@ -22,9 +22,43 @@ pub struct Config {
     pub pool_size: usize,
     /// Largest request body; larger uploads get 413.
     pub max_body_bytes: usize,
-    /// On the first run, import the images of this folder.
-    pub import_dir: Option<PathBuf>,
     pub log_requests: bool,
+}
+
+/// What `clip-gallery --setup` does, as a superuser.
+#[derive(Debug, Clone)]
+pub struct SetupConfig {
+    /// libpq-style connection string or postgresql:// URL of a superuser's connection.
+    pub database: String,
+    /// The login role the server connects as: created if missing, granted only what the gallery's tables need.
+    pub role: String,
+    /// On the first set-up, import the images of this folder.
+    pub import_dir: Option<PathBuf>,
+}
+
+/// The set-up: the extension, the tables (re-embedded when the model changed), the server's role, the first
+/// import. Changes the schema; the server never does.
+pub async fn set_up(config: SetupConfig) -> Result<(), String> {
+    let mut pg: tokio_postgres::Config =
+        config.database.parse().map_err(|e| format!("bad database connection string: {e}"))?;
+    if pg.get_application_name().is_none() {
+        pg.application_name("clip-gallery setup");
+    }
+    let (mut client, connection) =
+        pg.connect(tokio_postgres::NoTls).await.map_err(|e| format!("cannot connect to the database: {e}"))?;
+    let connection = tokio::spawn(connection);
+    let model = db::set_up(&mut client, &config.role).await?;
+    eprintln!("clip-gallery: model {} ({}), {} dimensions", model.model, model.weights, model.embed_dim);
+    if let Some(dir) = &config.import_dir {
+        match db::import_dir(&mut client, dir).await? {
+            0 => {}
+            n => eprintln!("clip-gallery: first run: imported {n} images from {}", dir.display()),
+        }
+    }
+    drop(client);
+    let _ = connection.await;
+    println!("clip-gallery: set-up done; the server connects as the role {}", config.role);
+    Ok(())
 }
 
 pub async fn run(config: Config) -> Result<(), String> {
@@ -48,14 +82,8 @@ pub async fn run(config: Config) -> Result<(), String> {
         .build()
         .map_err(|e| format!("database pool: {e}"))?;
 
-    let model = db::prepare_schema(&pool).await?;
+    let model = db::check_schema(&pool).await?;
     eprintln!("clip-gallery: model {} ({}), {} dimensions", model.model, model.weights, model.embed_dim);
-    if let Some(dir) = &config.import_dir {
-        match db::import_dir(&pool, dir).await? {
-            0 => {}
-            n => eprintln!("clip-gallery: first run: imported {n} images from {}", dir.display()),
-        }
-    }
     warm_up(&pool, config.pool_size.max(1)).await?;
 
     let listener =

@@ -1,9 +1,10 @@
 //! The gallery's endpoints against a real PostgreSQL with the extension and the tiny fixture model: each test
-//! starts the clip-gallery binary on a fresh database of the private 'gallery' cluster.
+//! sets up a fresh database of the private 'gallery' cluster with `clip-gallery --setup` (as a superuser) and
+//! starts the clip-gallery server on it, connected as the least-privileged role the set-up made.
 //!
 //! scripts/test_gallery.sh starts that cluster (port 55434, or $CLIP_GALLERY_PORT) with clip.model_dir set to
 //! tests/fixtures/tiny-model, then runs these. CLIP_GALLERY_TEST_ADMIN overrides the connection string of the
-//! database the tests create their databases from.
+//! superuser the tests create their databases and run the set-up as.
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -23,6 +24,30 @@ fn admin_conninfo(dbname: &str) -> String {
     }
     let port = std::env::var("CLIP_GALLERY_PORT").unwrap_or_else(|_| "55434".into());
     format!("host=/tmp/clip_search-{port} port={port} user=postgres dbname={dbname}")
+}
+
+/// The role the set-up makes and the server connects as.
+const ROLE: &str = "clip_gallery";
+
+fn role_conninfo(dbname: &str) -> String {
+    format!("{} user={ROLE}", admin_conninfo(dbname))
+}
+
+/// Runs `clip-gallery --setup` on the database as the superuser; its exit status and its stderr.
+async fn set_up(dbname: &str, args: &[&str]) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_clip-gallery"))
+        .args(["--setup", "--database", &admin_conninfo(dbname)])
+        .args(args)
+        .output()
+        .await
+        .expect("the clip-gallery binary runs");
+    (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+async fn connect_as_role(dbname: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(&role_conninfo(dbname), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
 }
 
 async fn connect(dbname: &str) -> tokio_postgres::Client {
@@ -58,19 +83,24 @@ struct Server {
 }
 
 impl Server {
-    /// A fresh database named after the test, and the server on a free port.
+    /// A fresh database named after the test, set up, and the server on a free port.
     async fn start(test: &str, args: &[&str]) -> Server {
-        let dbname = format!("gallery_test_{test}");
-        let admin = connect("postgres").await;
-        admin.batch_execute(&format!("DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")).await.unwrap();
-        admin.batch_execute(&format!("CREATE DATABASE {dbname}")).await.unwrap();
+        let dbname = fresh_database(test).await;
+        let (ok, err) = set_up(&dbname, &[]).await;
+        assert!(ok, "clip-gallery --setup failed: {err}");
         Self::spawn(dbname, args).await
     }
 
-    /// The server on an existing database.
+    /// The server on an existing database, connected as the gallery's role.
     async fn spawn(dbname: String, args: &[&str]) -> Server {
+        let conninfo = role_conninfo(&dbname);
+        Self::launch(dbname, &conninfo, args).await.unwrap_or_else(|err| panic!("clip-gallery did not start: {err}"))
+    }
+
+    /// The server on `conninfo`; its stderr if it exits before it listens.
+    async fn launch(dbname: String, conninfo: &str, args: &[&str]) -> Result<Server, String> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_clip-gallery"))
-            .args(["--listen", "127.0.0.1:0", "--database", &admin_conninfo(&dbname), "--quiet", "--pool-size", "2"])
+            .args(["--listen", "127.0.0.1:0", "--database", conninfo, "--quiet", "--pool-size", "2"])
             .args(["--max-body-mb", "1"])
             .args(args)
             .stdout(Stdio::piped())
@@ -92,9 +122,9 @@ impl Server {
         let Some(base) = listening else {
             let mut err = String::new();
             let _ = child.stderr.take().unwrap().read_to_string(&mut err).await;
-            panic!("clip-gallery did not start: {err}");
+            return Err(err);
         };
-        Server { child, base, dbname, http: reqwest::Client::new() }
+        Ok(Server { child, base, dbname, http: reqwest::Client::new() })
     }
 
     async fn stop(mut self) -> String {
@@ -131,6 +161,15 @@ impl Server {
     async fn image_count(&self) -> i64 {
         self.db().await.query_one("SELECT count(*) FROM gallery.images", &[]).await.unwrap().get(0)
     }
+}
+
+/// A new empty database named after the test.
+async fn fresh_database(test: &str) -> String {
+    let dbname = format!("gallery_test_{test}");
+    let admin = connect("postgres").await;
+    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")).await.unwrap();
+    admin.batch_execute(&format!("CREATE DATABASE {dbname}")).await.unwrap();
+    dbname
 }
 
 /// The status and the JSON body; every response of the API, errors included, must be JSON.
@@ -467,12 +506,22 @@ async fn rejected_uploads_store_nothing() {
     let server = Server::start("rejected", &[]).await;
     let (_, before) = server.get("/api/stats").await;
 
-    // One bad file in a batch rejects the batch, and the error names it.
-    let form = images_form("images", &[CAT, COFFEE]).part("images", file_part("notes.txt", b"just some text".to_vec()));
+    // One bad file in a batch rejects the batch, and the error names it: the server reads the failing element's
+    // index from the error's DETAIL, which clip_embed_images gives as `element N`.
+    let form = images_form("images", &[CAT])
+        .part("images", file_part("notes.txt", b"just some text".to_vec()))
+        .part("images", file_part(COFFEE, fixture(COFFEE)));
     let (status, body) = server.post_form("/api/images", form).await;
     assert_error(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "not_an_image");
     assert_eq!(body["file"], "notes.txt");
     assert_eq!(server.image_count().await, 0, "nothing of a rejected batch is stored");
+    let err = server
+        .db()
+        .await
+        .query_one("SELECT clip_embed_images(ARRAY[$1::bytea, 'just some text'::bytea, $1::bytea])", &[&fixture(CAT)])
+        .await
+        .unwrap_err();
+    assert_eq!(err.as_db_error().and_then(|e| e.detail()), Some("element 2"), "{err:?}");
 
     let cases: Vec<(&str, Vec<u8>, StatusCode, &str)> = vec![
         ("empty.png", Vec::new(), StatusCode::UNPROCESSABLE_ENTITY, "not_an_image"),
@@ -591,9 +640,12 @@ async fn first_run_import_restart_and_model_change() {
     std::fs::write(dir.join("README.txt"), "not an image: skipped by its name").unwrap();
     let import = dir.to_str().unwrap().to_string();
 
-    let server = Server::start("restart", &["--import-dir", &import]).await;
+    let dbname = fresh_database("restart").await;
+    let (ok, err) = set_up(&dbname, &["--import-dir", &import]).await;
+    assert!(ok, "{err}");
+    let server = Server::spawn(dbname, &[]).await;
     let (_, stats) = server.get("/api/stats").await;
-    assert_eq!(stats["images"], 2, "the first run imports the folder");
+    assert_eq!(stats["images"], 2, "the first set-up imports the folder");
     let (_, list) = server.get("/api/images").await;
     let mut names: Vec<&str> = list["images"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()).collect();
     names.sort();
@@ -601,8 +653,23 @@ async fn first_run_import_restart_and_model_change() {
     server.post_json("/api/texts", json!({ "texts": ["a cat", "a rocket"] })).await;
     let dbname = server.stop().await;
 
-    // A restart keeps everything and does not import again.
-    let server = Server::spawn(dbname, &["--import-dir", &import]).await;
+    // The model identity includes the tokenizer's checksum: another tokenizer means other vectors.
+    let db = connect(&dbname).await;
+    let row = db
+        .query_one(
+            "SELECT value, clip_info()->'files'->'tokenizer'->>'sha256' FROM gallery.meta WHERE key = 'model'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (identity, tokenizer_sha256): (String, String) = (row.get(0), row.get(1));
+    assert!(identity.starts_with("clip-tiny "), "{identity}");
+    assert!(identity.ends_with(&format!(" {tokenizer_sha256}")), "{identity} lacks the tokenizer's {tokenizer_sha256}");
+
+    // A set-up and a restart keep everything and do not import again.
+    let (ok, err) = set_up(&dbname, &["--import-dir", &import]).await;
+    assert!(ok, "{err}");
+    let server = Server::spawn(dbname, &[]).await;
     let (_, stats) = server.get("/api/stats").await;
     assert_eq!((stats["images"].as_i64(), stats["texts"].as_i64()), (Some(2), Some(2)));
     // Not even after the imported images were deleted.
@@ -610,9 +677,13 @@ async fn first_run_import_restart_and_model_change() {
         server.http.delete(server.url(image["url"].as_str().unwrap())).send().await.unwrap();
     }
     server.add_images(&[CAMERA]).await;
+    let dbname = server.stop().await;
+    let (ok, err) = set_up(&dbname, &["--import-dir", &import]).await;
+    assert!(ok, "{err}");
+    assert_eq!(db.query_one("SELECT count(*) FROM gallery.images", &[]).await.unwrap().get::<_, i64>(0), 1);
 
-    // Vectors of another model are re-embedded at start-up.
-    let db = server.db().await;
+    // Vectors of another model: the server refuses to start (it may not rewrite the tables); the set-up
+    // re-embeds them.
     db.batch_execute(
         "UPDATE gallery.meta SET value = 'another model' WHERE key = 'model';
          UPDATE gallery.images SET embedding = array_fill(0.5, ARRAY[32])::real[]::vector;
@@ -620,11 +691,14 @@ async fn first_run_import_restart_and_model_change() {
     )
     .await
     .unwrap();
-    let dbname = server.stop().await;
-    let server = Server::spawn(dbname, &["--import-dir", &import]).await;
+    let refused = Server::launch(dbname.clone(), &role_conninfo(&dbname), &[]).await.err().expect("refused");
+    assert!(refused.contains("another model") && refused.contains("--setup"), "{refused}");
+    let (ok, err) = set_up(&dbname, &[]).await;
+    assert!(ok, "{err}");
+    assert!(err.contains("re-embedding"), "{err}");
+    let server = Server::spawn(dbname, &[]).await;
     let (_, stats) = server.get("/api/stats").await;
     assert_eq!((stats["images"].as_i64(), stats["texts"].as_i64()), (Some(1), Some(2)));
-    let db = server.db().await;
     let row = db
         .query_one(
             "SELECT (SELECT bool_and(embedding = clip_embed_image(image)) FROM gallery.images),
@@ -635,8 +709,84 @@ async fn first_run_import_restart_and_model_change() {
         .await
         .unwrap();
     assert!(row.get::<_, bool>(0) && row.get::<_, bool>(1), "re-embedded with the current model");
-    assert!(row.get::<_, String>(2).starts_with("clip-tiny "));
+    assert_eq!(row.get::<_, String>(2), identity);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn the_server_has_only_the_privileges_its_tables_need() {
+    let server = Server::start("privileges", &[]).await;
+    server.add_images(&[CAT]).await;
+    let db = server.db().await;
+    // The server's connections are the role's, and the role is an ordinary one that owns nothing.
+    let users: Vec<String> = db
+        .query(
+            "SELECT DISTINCT usename::text FROM pg_stat_activity WHERE datname = current_database()
+             AND application_name = 'clip-gallery'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(users, [ROLE]);
+    let row = db
+        .query_one(
+            "SELECT rolsuper OR rolcreatedb OR rolcreaterole OR rolbypassrls OR rolreplication,
+                    (SELECT count(*) FROM pg_class WHERE relowner = r.oid) + (SELECT count(*) FROM pg_namespace WHERE nspowner = r.oid)
+             FROM pg_roles r WHERE rolname = $1",
+            &[&ROLE],
+        )
+        .await
+        .unwrap();
+    assert!(!row.get::<_, bool>(0), "{ROLE} has a role attribute it does not need");
+    assert_eq!(row.get::<_, i64>(1), 0, "{ROLE} owns objects");
+
+    // What the API does works as the role; schema changes, updates and other tables do not.
+    let role = connect_as_role(&server.dbname).await;
+    role.batch_execute("SELECT count(*) FROM gallery.images; SELECT value FROM gallery.meta").await.unwrap();
+    for statement in [
+        "ALTER TABLE gallery.images ALTER COLUMN embedding TYPE vector(32)",
+        "CREATE TABLE gallery.extra (id int)",
+        "DROP TABLE gallery.texts",
+        "TRUNCATE gallery.images",
+        "UPDATE gallery.meta SET value = 'x'",
+        "INSERT INTO gallery.meta VALUES ('x', 'y')",
+        "UPDATE gallery.images SET name = 'x'",
+        "CREATE TABLE public.extra (id int)",
+        "ALTER EXTENSION clip_search UPDATE",
+        "CREATE SCHEMA extra",
+    ] {
+        let err = role.batch_execute(statement).await.expect_err(statement);
+        let code = err.code().cloned();
+        assert_eq!(code, Some(tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE), "{statement}: {err:?}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_server_changes_no_schema_and_refuses_a_superuser() {
+    // Without the set-up the server does not start, and creates nothing: not even the extension.
+    let dbname = fresh_database("no_setup").await;
+    let (ok, err) = set_up(&dbname, &["--role", "postgres"]).await;
+    assert!(!ok && err.contains("superuser"), "the set-up makes no superuser the server's role: {err}");
+    let (ok, err) = set_up(&dbname, &[]).await;
+    assert!(ok, "{err}");
+    let db = connect(&dbname).await;
+    db.batch_execute("DROP SCHEMA gallery CASCADE; DROP EXTENSION clip_search").await.unwrap();
+    let refused = Server::launch(dbname.clone(), &role_conninfo(&dbname), &[]).await.err().expect("refused");
+    assert!(refused.contains("--setup"), "{refused}");
+    let extensions: i64 =
+        db.query_one("SELECT count(*) FROM pg_extension WHERE extname = 'clip_search'", &[]).await.unwrap().get(0);
+    assert_eq!(extensions, 0, "the server created the extension");
+
+    // A superuser's connection is refused, even on a database that is set up.
+    let (ok, err) = set_up(&dbname, &[]).await;
+    assert!(ok, "{err}");
+    let refused = Server::launch(dbname.clone(), &admin_conninfo(&dbname), &[]).await.err().expect("refused");
+    assert!(refused.contains("superuser"), "{refused}");
+    Server::spawn(dbname, &[]).await.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------------------------------

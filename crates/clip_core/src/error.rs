@@ -14,6 +14,9 @@ pub enum ClipError {
     /// The model directory is there but its content is wrong: bad manifest, checksum mismatch, bad graph.
     #[error("model directory {dir} is invalid: {reason}")]
     ModelInvalid { dir: PathBuf, reason: String },
+    /// The cache of prepared weights cannot be created or written.
+    #[error("the cache of prepared weights {path} cannot be used: {reason}")]
+    WeightsCache { path: PathBuf, reason: String },
     /// The ONNX Runtime shared library cannot be loaded.
     #[error("ONNX Runtime library {path} cannot be loaded: {reason}")]
     RuntimeUnavailable { path: PathBuf, reason: String },

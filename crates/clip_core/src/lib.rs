@@ -3,10 +3,12 @@
 
 pub mod error;
 pub mod manifest;
+pub mod memory;
 pub mod model;
+pub mod prepared;
 pub mod preprocess;
 pub mod runtime;
 pub mod tokenizer;
 
 pub use error::ClipError;
-pub use model::{cosine, ClipModel, ModelSettings};
+pub use model::{cosine, ClipModel, ImageBatch, ModelSettings, Weights};

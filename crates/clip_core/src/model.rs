@@ -7,8 +7,9 @@ use ort::value::Tensor;
 
 use crate::error::{ClipError, Result};
 use crate::manifest::{read_verified, FileEntry, Manifest};
-use crate::preprocess::{preprocess_into, DecodedImage, PreprocessConfig};
-use crate::runtime;
+use crate::preprocess::{decode, preprocess_into, DecodeLimits, DecodedImage, ImageError, PreprocessConfig};
+use crate::prepared::{prepared_graph, TowerRequest};
+use crate::runtime::{self, SessionSource};
 use crate::tokenizer::ClipTokenizer;
 
 /// Everything that decides which model is loaded and how. A change of any field means a new `ClipModel`.
@@ -17,6 +18,17 @@ pub struct ModelSettings {
     pub model_dir: PathBuf,
     pub onnxruntime_library: PathBuf,
     pub intra_threads: usize,
+    pub weights: Weights,
+}
+
+/// Where a backend's copy of the weights lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Weights {
+    /// Mapped read-only from towers prepared once in this cache directory (see [`crate::prepared`]): one copy in
+    /// the page cache for every process on the host.
+    Shared { cache: PathBuf },
+    /// Read, verified and prepacked into this process's own memory.
+    Heap,
 }
 
 pub struct ClipModel {
@@ -94,31 +106,44 @@ impl ClipModel {
         rows_normalised(&outputs[0], texts.len(), dim)
     }
 
+    /// An empty batch of images for this model's input size, with room for `capacity` images.
+    pub fn image_batch(&self, capacity: usize) -> ImageBatch {
+        let cfg = self.preprocess_config();
+        ImageBatch { cfg, pixels: Vec::with_capacity(capacity * cfg.tensor_len()), len: 0 }
+    }
+
     /// Embeds decoded images in one batch. Each row is L2-normalised.
     pub fn embed_images(&mut self, images: &[DecodedImage]) -> Result<Vec<Vec<f32>>> {
-        if images.is_empty() {
+        let mut batch = self.image_batch(images.len());
+        for image in images {
+            batch.push(image);
+        }
+        self.embed_image_batch(batch)
+    }
+
+    /// Embeds the images of a batch in one inference. Each row is L2-normalised.
+    pub fn embed_image_batch(&mut self, batch: ImageBatch) -> Result<Vec<Vec<f32>>> {
+        if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let cfg = self.preprocess_config();
-        let plane = cfg.tensor_len();
-        let mut pixels = vec![0f32; images.len() * plane];
-        for (out, image) in pixels.chunks_mut(plane).zip(images) {
-            preprocess_into(image, &cfg, out);
+        if batch.cfg != self.preprocess_config() {
+            return Err(ClipError::Inference("the image batch was made for another model".into()));
         }
-        let size = cfg.image_size as usize;
+        let size = batch.cfg.image_size as usize;
+        let rows = batch.len;
         let dim = self.manifest.embed_dim;
         let session = self.session(Tower::Image)?;
-        let input = Tensor::from_array(([images.len(), 3, size, size], pixels))?;
+        let input = Tensor::from_array(([rows, 3, size, size], batch.pixels))?;
         let outputs = session.run(ort::inputs![input])?;
-        let rows = rows_normalised(&outputs[0], images.len(), dim);
+        let embeddings = rows_normalised(&outputs[0], rows, dim);
         drop(outputs);
         // A batch's activations are tens of MB (about 75 MB for 16 images): give them back rather than keep them
         // for the backend's lifetime (see runtime::release_free_heap). Not after one image: its few MB are reused
         // by the next call, and faulting them in again each time cost 3-6% of a single image's time.
-        if images.len() > 1 {
+        if rows > 1 {
             runtime::release_free_heap();
         }
-        rows
+        embeddings
     }
 
     fn session(&mut self, tower: Tower) -> Result<&mut Session> {
@@ -128,14 +153,70 @@ impl ClipModel {
         };
         if slot.is_none() {
             let s = &self.settings;
-            let bytes = read_verified(&s.model_dir, entry)?;
-            let session = runtime::create_session(&s.onnxruntime_library, bytes, s.intra_threads).map_err(|e| match e {
-                ClipError::Inference(reason) => invalid(&s.model_dir, format!("{}: {reason}", entry.path)),
+            let dir = &s.model_dir;
+            let named = |e: ClipError| match e {
+                ClipError::Inference(reason) => invalid(dir, format!("{}: {reason}", entry.path)),
                 other => other,
-            })?;
+            };
+            let session = match &s.weights {
+                Weights::Heap => {
+                    let bytes = read_verified(dir, entry)?;
+                    runtime::create_session(&s.onnxruntime_library, SessionSource::Memory(bytes), s.intra_threads)
+                }
+                Weights::Shared { cache } => {
+                    let request = TowerRequest {
+                        cache,
+                        tower: tower.name(),
+                        source_sha256: &entry.sha256,
+                        onnxruntime_version: runtime::load(&s.onnxruntime_library)?,
+                    };
+                    let graph = prepared_graph(&request, |graph, data_file| {
+                        let bytes = read_verified(dir, entry)?;
+                        runtime::prepare_session_files(&s.onnxruntime_library, bytes, graph, data_file)?;
+                        runtime::check_prepacked_alignment(graph)
+                    })
+                    .map_err(named)?;
+                    runtime::create_session(&s.onnxruntime_library, SessionSource::Prepared(&graph), s.intra_threads)
+                }
+            }
+            .map_err(named)?;
             *slot = Some(session);
         }
         Ok(slot.as_mut().expect("set above"))
+    }
+}
+
+/// Images preprocessed into one input tensor, ready for [`ClipModel::embed_image_batch`]. Each image is
+/// preprocessed when it is added, so its decoded pixels can be freed at once: a batch holds its tensor (0.6 MB per
+/// 224-pixel image), never its decoded images, however large they were.
+pub struct ImageBatch {
+    cfg: PreprocessConfig,
+    pixels: Vec<f32>,
+    len: usize,
+}
+
+impl ImageBatch {
+    /// Preprocesses `image` into the batch's tensor.
+    pub fn push(&mut self, image: &DecodedImage) {
+        let start = self.pixels.len();
+        self.pixels.resize(start + self.cfg.tensor_len(), 0.0);
+        preprocess_into(image, &self.cfg, &mut self.pixels[start..]);
+        self.len += 1;
+    }
+
+    /// Decodes encoded image bytes, preprocesses them into the batch's tensor and frees the decoded pixels.
+    pub fn push_encoded(&mut self, bytes: &[u8], limits: &DecodeLimits) -> Result<(), ImageError> {
+        let image = decode(bytes, limits)?;
+        self.push(&image);
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 }
 
@@ -143,6 +224,15 @@ impl ClipModel {
 enum Tower {
     Text,
     Image,
+}
+
+impl Tower {
+    fn name(self) -> &'static str {
+        match self {
+            Tower::Text => "text",
+            Tower::Image => "image",
+        }
+    }
 }
 
 fn invalid(dir: &Path, reason: String) -> ClipError {

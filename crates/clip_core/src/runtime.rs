@@ -10,6 +10,7 @@ use std::sync::OnceLock;
 use ort::environment::Environment;
 use ort::ep::CPU;
 use ort::session::builder::GraphOptimizationLevel;
+use ort::session::builder::SessionBuilder;
 use ort::session::Session;
 
 use crate::error::{ClipError, Result};
@@ -41,7 +42,7 @@ fn runtime(library: &Path) -> Result<&'static Runtime> {
     if !meta.is_file() {
         return Err(unavailable(library, "not a regular file"));
     }
-    let environment = with_signals_blocked(|| {
+    let environment = with_signals_blocked(|| -> Result<Environment> {
         ort::init_from(library)
             .map_err(|e| unavailable(library, e.to_string()))?
             .with_name("clip_search")
@@ -88,39 +89,102 @@ pub fn load(library: &Path) -> Result<&'static str> {
     Ok(runtime(library)?.version.as_str())
 }
 
-/// Creates a session for one ONNX graph held in memory. The graph's bytes are consumed: they are freed as soon as
-/// the session is built.
-///
-/// `intra_threads` bounds the threads of this session; 1 means ONNX Runtime runs on the calling thread only.
+/// Where a session's graph and weights come from.
+pub enum SessionSource<'a> {
+    /// An ONNX graph with inline weights, in memory: optimised at load, its weights copied and prepacked into this
+    /// process's heap. The bytes are freed as soon as the session is built.
+    Memory(Vec<u8>),
+    /// A graph written by [`prepare_session_files`]: already optimised, its weights (prepacked ones included)
+    /// mapped read-only from the data file beside it, so that every process shares one copy in the page cache.
+    Prepared(&'a Path),
+}
+
+/// Creates a session with `intra_threads` threads (1 means ONNX Runtime runs on the calling thread only).
 /// Spinning is off so that idle sessions cost no CPU.
 ///
-/// Memory (measured with ViT-B-32; see BENCHMARKS.md): a session holds its weights once, prepacked for the GEMM
-/// kernels (prepacking replaces the original matrices rather than adding to them, and saves 20-25% of the time).
-/// ONNX Runtime's CPU arena is off: it would keep the largest activations a backend ever needed for the backend's
-/// lifetime (65-90 MB after one batch of 16 images); without it they go back to malloc after each run, and the one
-/// large block of the memory pattern straight back to the system. Its cost in CPU time is below the noise.
-pub fn create_session(library: &Path, model: Vec<u8>, intra_threads: usize) -> Result<Session> {
+/// Memory (measured with ViT-B-32; see BENCHMARKS.md): from memory, a session holds its weights once, prepacked
+/// for the GEMM kernels (prepacking replaces the original matrices rather than adding to them, and saves 20-25% of
+/// the time); from prepared files it holds almost nothing of its own. ONNX Runtime's CPU arena is off: it would
+/// keep the largest activations a backend ever needed for the backend's lifetime (65-90 MB after one batch of 16
+/// images); without it they go back to malloc after each run, and the one large block of the memory pattern
+/// straight back to the system. Its cost in CPU time is below the noise.
+pub fn create_session(library: &Path, source: SessionSource<'_>, intra_threads: usize) -> Result<Session> {
     let rt = runtime(library)?;
-    let session = with_signals_blocked(|| {
-        let session = Session::builder(&rt.environment)?
-            .with_optimization_level(GraphOptimizationLevel::Level3)
-            .map_err(ort::Error::from)?
-            .with_intra_threads(intra_threads)
-            .map_err(ort::Error::from)?
-            .with_inter_threads(1)
-            .map_err(ort::Error::from)?
-            .with_intra_op_spinning(false)
-            .map_err(ort::Error::from)?
-            .with_inter_op_spinning(false)
-            .map_err(ort::Error::from)?
-            .with_execution_providers([CPU::default().with_arena_allocator(false).build()])
-            .map_err(ort::Error::from)?
-            .commit_from_memory(&model)?;
-        Ok(session)
+    let session = with_signals_blocked(|| -> Result<Session> {
+        Ok(match &source {
+            SessionSource::Memory(model) => {
+                session_builder(rt, GraphOptimizationLevel::Level3, intra_threads)?.commit_from_memory(model)?
+            }
+            // The graph was optimised when it was prepared: optimising again would gain nothing.
+            SessionSource::Prepared(graph) => {
+                session_builder(rt, GraphOptimizationLevel::Disable, intra_threads)?.commit_from_file(graph)?
+            }
+        })
     })?;
-    drop(model);
+    drop(source);
     release_free_heap();
     Ok(session)
+}
+
+/// Optimises the graph `model` as [`create_session`] would and writes the result to `graph` with its weights in
+/// `<graph's directory>/<data_file>`, the weights prepacked for this CPU and this ONNX Runtime included, so that
+/// sessions created from it ([`SessionSource::Prepared`]) map them instead of computing private copies. The data
+/// file's name is recorded in the graph relative to it: the directory can be moved as a whole.
+pub fn prepare_session_files(library: &Path, model: Vec<u8>, graph: &Path, data_file: &str) -> Result<()> {
+    let rt = runtime(library)?;
+    let session = with_signals_blocked(|| -> Result<Session> {
+        Ok(session_builder(rt, GraphOptimizationLevel::Level3, 1)?
+            .with_optimized_model_path(graph)
+            .and_then(|b| b.with_config_entry("session.optimized_model_external_initializers_file_name", data_file))
+            .and_then(|b| b.with_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", MIN_EXTERNAL_BYTES))
+            .and_then(|b| b.with_config_entry("session.save_external_prepacked_constant_initializers", "1"))
+            .map_err(without_builder)?
+            .commit_from_memory(&model)?)
+    })?;
+    drop(session);
+    drop(model);
+    release_free_heap();
+    Ok(())
+}
+
+/// Initializers from this size on go to the data file (with their prepacked forms); smaller ones stay in the graph.
+/// ONNX Runtime 1.31 aligns the prepacked blobs it writes only by chance (their offsets follow the sizes of what
+/// came before), and a misaligned blob crashes the GEMM kernels that read it; small tensors of odd sizes (an
+/// attention mask, a bias) are what shift them, so they stay inline. [`check_prepacked_alignment`] checks the result.
+const MIN_EXTERNAL_BYTES: &str = "65536";
+
+/// Refuses a prepared graph whose prepacked blobs are not 64-byte aligned in its data file. The graph records
+/// each blob as an external-data entry `<op>+<hash>|<offset>;<length>;<checksum>`; its text is found in the
+/// serialised graph without parsing the rest.
+pub fn check_prepacked_alignment(graph: &Path) -> Result<()> {
+    let bytes = std::fs::read(graph).map_err(|e| ClipError::Inference(format!("{}: {e}", graph.display())))?;
+    let entry = regex::bytes::Regex::new(r"\+[0-9]+\|([0-9]+);([0-9]+);").expect("valid pattern");
+    for found in entry.captures_iter(&bytes) {
+        let offset: u64 = std::str::from_utf8(&found[1]).ok().and_then(|s| s.parse().ok()).unwrap_or(1);
+        if !offset.is_multiple_of(64) {
+            return Err(ClipError::Inference(format!(
+                "ONNX Runtime stored a prepacked weight at offset {offset}, which is not 64-byte aligned: this graph \
+                 cannot use shared weights (set clip.shared_weights = off)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn session_builder(rt: &Runtime, level: GraphOptimizationLevel, intra_threads: usize) -> Result<SessionBuilder> {
+    Ok(Session::builder(&rt.environment)?
+        .with_optimization_level(level)
+        .and_then(|b| b.with_intra_threads(intra_threads))
+        .and_then(|b| b.with_inter_threads(1))
+        .and_then(|b| b.with_intra_op_spinning(false))
+        .and_then(|b| b.with_inter_op_spinning(false))
+        .and_then(|b| b.with_execution_providers([CPU::default().with_arena_allocator(false).build()]))
+        .map_err(without_builder)?)
+}
+
+/// A builder's error without the builder it hands back for recovery.
+fn without_builder(e: ort::Error<SessionBuilder>) -> ort::Error {
+    e.into()
 }
 
 /// Returns the heap's free pages to the system. Building a session parses the graph into a second copy of the
@@ -138,23 +202,92 @@ pub(crate) fn release_free_heap() {
 }
 
 /// Runs `f` with all signals blocked in the calling thread, so that threads ONNX Runtime starts inside `f`
-/// inherit a full mask: PostgreSQL's signal handlers must only ever run on the backend's main thread.
-fn with_signals_blocked<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
-    // SAFETY: plain libc calls on properly initialised sigset_t values owned by this frame.
-    unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        let mut old: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-        let result = f();
-        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-        result
+/// inherit a full mask: PostgreSQL's signal handlers must only ever run on the backend's main thread. The mask is
+/// restored however `f` ends, a panic included: a backend left with SIGINT, SIGTERM and SIGALRM blocked could no
+/// longer be cancelled, time out or shut down fast.
+pub(crate) fn with_signals_blocked<T>(f: impl FnOnce() -> T) -> T {
+    let _restore = SignalMaskGuard::block_all();
+    f()
+}
+
+/// Blocks every signal in the calling thread while it lives; dropping it restores the previous mask.
+struct SignalMaskGuard {
+    previous: libc::sigset_t,
+}
+
+impl SignalMaskGuard {
+    fn block_all() -> SignalMaskGuard {
+        // SAFETY: plain libc calls on sigset_t values owned by this frame; sigfillset initialises `all` and
+        // pthread_sigmask fills `previous`.
+        unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            let mut previous: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut previous);
+            SignalMaskGuard { previous }
+        }
+    }
+}
+
+impl Drop for SignalMaskGuard {
+    fn drop(&mut self) {
+        // SAFETY: `previous` is the mask pthread_sigmask reported when the guard was made.
+        unsafe {
+            libc::pthread_sigmask(libc::SIG_SETMASK, &self.previous, std::ptr::null_mut());
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn current_mask() -> libc::sigset_t {
+        // SAFETY: queries the calling thread's mask into a value owned by this frame.
+        unsafe {
+            let mut mask: libc::sigset_t = std::mem::zeroed();
+            libc::pthread_sigmask(libc::SIG_SETMASK, std::ptr::null(), &mut mask);
+            mask
+        }
+    }
+
+    fn is_blocked(mask: &libc::sigset_t, signal: libc::c_int) -> bool {
+        // SAFETY: `mask` is an initialised sigset_t.
+        unsafe { libc::sigismember(mask, signal) == 1 }
+    }
+
+    #[test]
+    fn signal_mask_is_restored_after_a_panic() {
+        // Runs on a thread of its own so that the test harness's other threads are untouched.
+        std::thread::spawn(|| {
+            assert!(!is_blocked(&current_mask(), libc::SIGINT));
+            let outcome = std::panic::catch_unwind(|| {
+                with_signals_blocked(|| {
+                    assert!(is_blocked(&current_mask(), libc::SIGINT), "blocked inside");
+                    panic!("a panic inside the blocked section");
+                })
+            });
+            assert!(outcome.is_err());
+            let after = current_mask();
+            for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGALRM, libc::SIGUSR1] {
+                assert!(!is_blocked(&after, signal), "signal {signal} still blocked after the panic");
+            }
+        })
+        .join()
+        .expect("the test thread");
+    }
+
+    #[test]
+    fn misaligned_prepacked_weights_are_refused() {
+        let graph = std::env::temp_dir().join(format!("clip_core_alignment_{}.onnx", std::process::id()));
+        std::fs::write(&graph, b"\x12\x1bMatMul+3283862689368981968|6976;2048;0\x12\x1aGemm+718469875742029|10048;1024;0")
+            .unwrap();
+        assert!(check_prepacked_alignment(&graph).is_ok(), "6976 and 10048 are multiples of 64");
+        std::fs::write(&graph, b"\x12\x1bMatMul+7507337976677454520|3205284;3072;0").unwrap();
+        let err = check_prepacked_alignment(&graph).unwrap_err();
+        assert!(err.to_string().contains("3205284"), "{err}");
+        std::fs::remove_file(graph).unwrap();
+    }
 
     #[test]
     fn missing_library_is_a_clear_error() {

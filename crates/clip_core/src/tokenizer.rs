@@ -54,10 +54,16 @@
 //!   `restore_byte_a0`, `replace_lossy_sequences` and `decode_inconsistent_utf8`), which guesses
 //!   that text such as `"sÃ³"` is UTF-8 decoded as Latin-1 and re-decodes it, is left out. Text that
 //!   ftfy would consider mojibake is tokenized as it stands (after the other fixes). This is the one
-//!   intended behavioural gap.
+//!   main intended behavioural gap.
 //! * Python's `int()` refuses decimal strings of more than 4300 digits, so `html.unescape` raises
 //!   (and open_clip fails) on a numeric character reference with that many digits; here such a
 //!   reference decodes like any other out-of-range one, to U+FFFD.
+//! * Only the first [`MAX_TEXT_BYTES`] (1 MiB) of a text are read; open_clip reads everything.
+//!   The ids differ only for a text whose first MiB holds fewer than 75 tokens (a MiB of
+//!   whitespace or control characters before the words) or a single word longer than a MiB, whose
+//!   BPE could then differ at its cut, hundreds of tokens past the context.
+//! * ftfy's fix loop stops after [`MAX_FIX_ROUNDS`] rounds on one word; ftfy goes on until nothing
+//!   changes. Only text built so that each fix makes work for another, over and over, differs.
 //! * If a `tokenizer.json` yields a BPE piece that is not in its vocabulary (impossible with the
 //!   CLIP vocabulary), open_clip would raise `KeyError`; here the piece is skipped.
 //!
@@ -66,8 +72,10 @@
 //! The text is cleaned and tokenized piece by piece (pieces end at `' '` or `'\n'`, where none of
 //! the steps can look across), and work stops as soon as enough ids exist to fill the context, so
 //! long inputs cost little more than their first words. BPE uses a priority queue, so even a single
-//! megabyte-long word is handled in `O(n log n)`. As in ftfy itself, an HTML entity nested `n`
-//! times inside one word (`&amp;amp;amp;...`) needs `n` passes.
+//! megabyte-long word is handled in `O(n log n)`. HTML entities nested `n` times inside one word
+//! (`&amp;amp;amp;...`), which ftfy decodes in `n` passes over the word, are decoded in one linear
+//! pass with the same result, and ftfy's fix loop is bounded (see [`MAX_FIX_ROUNDS`]), so cleaning
+//! costs time linear in the text.
 
 mod tables;
 #[cfg(test)]
@@ -91,6 +99,16 @@ pub const EOT_TOKEN: &str = "<end_of_text>";
 /// The BPE end-of-word suffix of the CLIP vocabulary.
 pub const END_OF_WORD_SUFFIX: &str = "</w>";
 
+/// Rounds of ftfy's fix loop run on one piece of text. Each round costs time linear in the piece, so
+/// the bound keeps the cleaning linear; ftfy itself loops until nothing changes. Nested entities take
+/// one round however deep (see [`ftfy_unescape_html`]); more rounds are needed only where a fix makes
+/// something another fix changes (`&#65286;amp;`: the reference gives a full-width `＆`, which
+/// `fix_character_width` makes `&`, which forms `&amp;`), and only text built for it needs more than
+/// a handful.
+const MAX_FIX_ROUNDS: usize = 16;
+/// The bytes of a text the tokenizer reads: time and memory stay bounded whatever the input (a text
+/// can be 1 GB; a single word of 10 MB took 5 s and 400 MB in BPE). The context is full long before.
+pub const MAX_TEXT_BYTES: usize = 1 << 20;
 /// ftfy's `max_decode_length`.
 const MAX_DECODE_LENGTH: usize = 1_000_000;
 /// Symbol id for a symbol that is neither in the vocabulary nor in any merge.
@@ -344,6 +362,7 @@ impl ClipTokenizer {
         }
         // Once ctx - 1 BPE ids exist the sequence is truncated and later ids cannot matter.
         let needed = ctx - 1;
+        let text = &text[..floor_char_boundary(text, MAX_TEXT_BYTES)];
         let mut bpe: Vec<i64> = Vec::new();
         for_each_clean_chunk(text, |chunk| {
             let lowered = py_lower(chunk);
@@ -651,7 +670,8 @@ fn ftfy_segments(text: &str) -> impl Iterator<Item = &str> {
     })
 }
 
-/// ftfy's `fix_and_explain` loop (without `fix_encoding`) on one piece of a segment.
+/// ftfy's `fix_and_explain` loop (without `fix_encoding`) on one piece of a segment, for at most
+/// [`MAX_FIX_ROUNDS`] rounds.
 fn fix_piece(piece: &str, unescape: bool) -> Cow<'_, str> {
     if piece
         .bytes()
@@ -661,7 +681,7 @@ fn fix_piece(piece: &str, unescape: bool) -> Cow<'_, str> {
         return Cow::Borrowed(piece);
     }
     let mut text: Cow<'_, str> = Cow::Borrowed(piece);
-    loop {
+    for _ in 0..MAX_FIX_ROUNDS {
         let mut next: Option<String> = None;
         {
             let mut step = |f: &dyn Fn(&str) -> Option<String>| {
@@ -682,68 +702,76 @@ fn fix_piece(piece: &str, unescape: bool) -> Cow<'_, str> {
             _ => return text,
         }
     }
+    text
 }
 
-/// ftfy's `unescape_html`: `&#?[0-9A-Za-z]{1,24};` replaced through `ftfy.chardata.HTML_ENTITIES`,
-/// or through `html.unescape` for `&#...;` when that consumes the whole reference.
+/// ftfy's `unescape_html` (`&#?[0-9A-Za-z]{1,24};` replaced through `ftfy.chardata.HTML_ENTITIES`, or through
+/// `html.unescape` for `&#...;` when that consumes the whole reference), repeated until nothing changes, in one
+/// pass of linear time. ftfy's loop needs a pass per level of nesting (`&amp;amp;amp;lt;` takes four), which is
+/// quadratic in the length of a word of nested entities. References never overlap and a replacement only ever
+/// makes new references, never breaks one, so the result does not depend on the order of replacements: here each
+/// reference is replaced as soon as its `;` is read, and the replacement is read again as input, so that what it
+/// forms with the text before and after it is found too.
 fn ftfy_unescape_html(s: &str) -> Option<String> {
     if !s.contains('&') {
         return None;
     }
-    let b = s.as_bytes();
     let mut out = String::with_capacity(s.len());
-    let mut last = 0;
     let mut changed = false;
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] != b'&' {
-            i += 1;
-            continue;
-        }
-        let mut j = i + 1;
-        if j < b.len() && b[j] == b'#' {
-            j += 1;
-        }
-        let start = j;
-        while j < b.len() && b[j].is_ascii_alphanumeric() {
-            j += 1;
-        }
-        let run = j - start;
-        if !(1..=24).contains(&run) || j >= b.len() || b[j] != b';' {
-            i += 1;
-            continue;
-        }
-        let m = &s[i..=j];
-        let replacement: Option<Cow<'_, str>> =
-            if let Some(v) = lookup_sorted(tables::HTML5, &m[1..]) {
-                Some(Cow::Borrowed(v))
-            } else if let Some(v) = lookup_sorted(tables::FTFY_EXTRA_ENTITIES, &m[1..]) {
-                Some(Cow::Borrowed(v))
-            } else if m.starts_with("&#") {
-                let u = html_unescape(m);
-                if u.contains(';') {
-                    None
-                } else {
-                    Some(Cow::Owned(u.into_owned()))
-                }
-            } else {
-                None
-            };
-        if let Some(r) = replacement {
-            if r != m {
-                out.push_str(&s[last..i]);
-                out.push_str(&r);
-                last = j + 1;
+    // Characters still to read, last first: the input's next one, or a replacement being read again.
+    let mut unread: Vec<char> = Vec::new();
+    for c in s.chars() {
+        unread.push(c);
+        while let Some(c) = unread.pop() {
+            out.push(c);
+            if c != ';' {
+                continue;
+            }
+            let Some(start) = reference_start(&out) else { continue };
+            if let Some(replacement) = ftfy_entity_replacement(&out[start..]) {
+                unread.extend(replacement.chars().rev());
+                out.truncate(start);
                 changed = true;
             }
         }
-        i = j + 1;
     }
-    if !changed {
+    changed.then_some(out)
+}
+
+/// Where the reference `&#?[0-9A-Za-z]{1,24};` that ends `text` (which ends with `;`) starts, if one does.
+fn reference_start(text: &str) -> Option<usize> {
+    let b = text.as_bytes();
+    let semicolon = b.len() - 1;
+    let mut i = semicolon;
+    while i > 0 && semicolon - i < 25 && b[i - 1].is_ascii_alphanumeric() {
+        i -= 1;
+    }
+    let run = semicolon - i;
+    if !(1..=24).contains(&run) || i == 0 {
         return None;
     }
-    out.push_str(&s[last..]);
-    Some(out)
+    if b[i - 1] == b'&' {
+        return Some(i - 1);
+    }
+    (b[i - 1] == b'#' && i >= 2 && b[i - 2] == b'&').then(|| i - 2)
+}
+
+/// What ftfy's `unescape_html` replaces one reference `m` (`&...;`) with, when that changes it.
+fn ftfy_entity_replacement(m: &str) -> Option<Cow<'_, str>> {
+    let replacement: Cow<'_, str> = if let Some(v) = lookup_sorted(tables::HTML5, &m[1..]) {
+        Cow::Borrowed(v)
+    } else if let Some(v) = lookup_sorted(tables::FTFY_EXTRA_ENTITIES, &m[1..]) {
+        Cow::Borrowed(v)
+    } else if m.starts_with("&#") {
+        let u = html_unescape(m);
+        if u.contains(';') {
+            return None;
+        }
+        Cow::Owned(u.into_owned())
+    } else {
+        return None;
+    };
+    (replacement != m).then_some(replacement)
 }
 
 /// `fix_c1_controls`, `fix_latin_ligatures`, `fix_character_width` and `uncurl_quotes`, in ftfy's
@@ -892,6 +920,14 @@ fn nfc_py(s: &str) -> Option<String> {
     } else {
         Some(out)
     }
+}
+
+/// The largest index `<= max` that is a char boundary of `s` (`str::floor_char_boundary`, unstable).
+fn floor_char_boundary(s: &str, max: usize) -> usize {
+    if max >= s.len() {
+        return s.len();
+    }
+    (0..=max).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0)
 }
 
 /// Python's `html.unescape`.

@@ -3,34 +3,24 @@
 use std::path::{Path, PathBuf};
 
 use clip_core::preprocess::{decode, DecodeLimits};
-use clip_core::{cosine, runtime, ClipError, ClipModel, ModelSettings};
+use clip_core::{cosine, runtime, ClipError, ClipModel, ModelSettings, Weights};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+mod common;
+use common::{floats, onnxruntime_library, reference, repo, settings};
+
+/// A fresh, empty cache of prepared weights.
+fn empty_cache(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("clip_core_test_cache_{name}_{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
 }
 
-/// The library scripts/setup.sh downloads; CLIP_ONNXRUNTIME_LIBRARY overrides it.
-fn onnxruntime_library() -> PathBuf {
-    std::env::var_os("CLIP_ONNXRUNTIME_LIBRARY")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join(".deps/onnxruntime/libonnxruntime.so.1.31.1"))
-}
-
-fn settings(model_dir: PathBuf) -> ModelSettings {
-    ModelSettings { model_dir, onnxruntime_library: onnxruntime_library(), intra_threads: 1 }
+fn shared(model_dir: PathBuf, cache: &Path) -> ModelSettings {
+    ModelSettings { weights: Weights::Shared { cache: cache.to_path_buf() }, ..settings(model_dir) }
 }
 
 fn tiny_model() -> ClipModel {
     ClipModel::open(settings(repo().join("tests/fixtures/tiny-model"))).expect("tiny model opens")
-}
-
-fn reference() -> serde_json::Value {
-    let text = std::fs::read_to_string(repo().join("tests/fixtures/tiny-model/reference.json")).unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
-fn floats(v: &serde_json::Value) -> Vec<f32> {
-    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
 }
 
 #[test]
@@ -71,9 +61,50 @@ fn batched_image_embeddings_match_open_clip() {
 }
 
 #[test]
+fn a_batch_of_encoded_images_equals_the_decoded_ones_and_keeps_only_its_tensor() {
+    let names = ["chelsea_rgb_451x300.jpg", "logo_rgba_240x240.png", "camera_l_128x128.gif"];
+    let files: Vec<Vec<u8>> =
+        names.iter().map(|n| std::fs::read(repo().join("tests/fixtures/images").join(n)).unwrap()).collect();
+    let limits = DecodeLimits { max_pixels: 50_000_000 };
+    let mut model = tiny_model();
+    let mut batch = model.image_batch(files.len());
+    for bytes in &files {
+        batch.push_encoded(bytes, &limits).unwrap();
+    }
+    assert_eq!(batch.len(), files.len());
+    let streamed = model.embed_image_batch(batch).unwrap();
+    let decoded: Vec<_> = files.iter().map(|b| decode(b, &limits).unwrap()).collect();
+    assert_eq!(streamed, model.embed_images(&decoded).unwrap());
+
+    let mut batch = model.image_batch(1);
+    let err = batch.push_encoded(b"not an image", &limits).unwrap_err();
+    assert!(err.to_string().contains("not an image"), "{err}");
+    assert!(batch.is_empty(), "a failed image adds nothing");
+}
+
+#[test]
+fn embeddings_do_not_depend_on_the_thread_count() {
+    let texts = ["a photo of a cat", "a diagram", "two dogs playing in the snow"];
+    let image = std::fs::read(repo().join("tests/fixtures/images/chelsea_rgb_451x300.jpg")).unwrap();
+    let image = decode(&image, &DecodeLimits::default()).unwrap();
+    let embed = |threads: usize| {
+        let settings = ModelSettings { intra_threads: threads, ..settings(repo().join("tests/fixtures/tiny-model")) };
+        let mut model = ClipModel::open(settings).unwrap();
+        (model.embed_texts(&texts).unwrap(), model.embed_images(std::slice::from_ref(&image)).unwrap())
+    };
+    let (one, two) = (embed(1), embed(2));
+    for (a, b) in one.0.iter().chain(&one.1).zip(two.0.iter().chain(&two.1)) {
+        assert!(cosine(a, b) >= 0.999999, "1 vs 2 threads: cosine {}", cosine(a, b));
+    }
+}
+
+#[test]
 fn runtime_reports_the_library_version() {
     tiny_model().embed_texts(&["x"]).unwrap();
-    assert_eq!(runtime::load(&onnxruntime_library()).unwrap(), "1.31.1");
+    let library = onnxruntime_library();
+    let file_name = library.file_name().unwrap().to_string_lossy().into_owned();
+    let version = runtime::load(&library).unwrap();
+    assert_eq!(file_name, format!("libonnxruntime.so.{version}"), "the version the library reports is its file's");
 }
 
 fn copy_of_tiny_model(name: &str) -> PathBuf {
@@ -126,4 +157,107 @@ fn a_missing_or_broken_model_directory_is_a_clear_error() {
     let err = model.embed_images(&[decode(&pixel, &DecodeLimits { max_pixels: 10 }).unwrap()]).unwrap_err();
     assert!(matches!(err, ClipError::ModelMissing { .. }), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+fn embed_both(model: &mut ClipModel) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+    let image = std::fs::read(repo().join("tests/fixtures/images/chelsea_rgb_451x300.jpg")).unwrap();
+    let image = decode(&image, &DecodeLimits::default()).unwrap();
+    let texts = model.embed_texts(&["a photo of a cat", "two dogs"]).unwrap();
+    (texts, model.embed_images(&[image.clone(), image]).unwrap())
+}
+
+fn prepared_files(cache: &Path, tower: &str) -> PathBuf {
+    let dirs: Vec<PathBuf> = std::fs::read_dir(cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(&format!("{tower}-")))
+        .collect();
+    assert_eq!(dirs.len(), 1, "one prepared directory for the {tower} tower: {dirs:?}");
+    dirs[0].clone()
+}
+
+#[test]
+fn shared_weights_give_the_same_embeddings_as_the_heap_and_are_mapped_from_the_cache() {
+    let cache = empty_cache("same");
+    let model_dir = repo().join("tests/fixtures/tiny-model");
+    let heap = embed_both(&mut ClipModel::open(settings(model_dir.clone())).unwrap());
+    let prepared = embed_both(&mut ClipModel::open(shared(model_dir.clone(), &cache)).unwrap());
+    assert_eq!(heap, prepared, "bit-identical");
+    // A second model (a second backend) loads what the first prepared, and maps its weights while it lives.
+    let mut second = ClipModel::open(shared(model_dir, &cache)).unwrap();
+    assert_eq!(heap, embed_both(&mut second));
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    for tower in ["text", "image"] {
+        let data = prepared_files(&cache, tower).join(format!("{tower}.data"));
+        assert!(maps.contains(data.to_str().unwrap()), "{} is mapped", data.display());
+    }
+    drop(second);
+    std::fs::remove_dir_all(cache).unwrap();
+}
+
+#[test]
+fn damaged_prepared_files_are_refused() {
+    let model_dir = repo().join("tests/fixtures/tiny-model");
+    let text_error = |cache: &Path| ClipModel::open(shared(model_dir.clone(), cache)).unwrap().embed_texts(&["x"]).unwrap_err();
+    let set_writable = |path: &Path, writable: bool| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(if writable { 0o666 } else { 0o444 })).unwrap();
+    };
+
+    // Truncated (by a rename over it: files in use are never truncated in place).
+    let cache = empty_cache("truncated");
+    ClipModel::open(shared(model_dir.clone(), &cache)).unwrap().embed_texts(&["x"]).unwrap();
+    let data = prepared_files(&cache, "text").join("text.data");
+    let bytes = std::fs::read(&data).unwrap();
+    let replacement = data.with_extension("new");
+    std::fs::write(&replacement, &bytes[..bytes.len() / 2]).unwrap();
+    set_writable(&replacement, false);
+    std::fs::rename(&replacement, &data).unwrap();
+    let err = text_error(&cache);
+    assert!(matches!(err, ClipError::ModelInvalid { .. }) && err.to_string().contains("bytes"), "{err}");
+    std::fs::remove_dir_all(&cache).unwrap();
+
+    // The same size, one byte changed: caught by the hash that the changed file identity calls for.
+    let cache = empty_cache("modified");
+    ClipModel::open(shared(model_dir.clone(), &cache)).unwrap().embed_texts(&["x"]).unwrap();
+    let data = prepared_files(&cache, "text").join("text.data");
+    let mut bytes = std::fs::read(&data).unwrap();
+    bytes[100] ^= 1;
+    let replacement = data.with_extension("new");
+    std::fs::write(&replacement, &bytes).unwrap();
+    set_writable(&replacement, false);
+    std::fs::rename(&replacement, &data).unwrap();
+    let err = text_error(&cache);
+    assert!(matches!(err, ClipError::ModelInvalid { .. }) && err.to_string().contains("sha256"), "{err}");
+
+    // A file others can write is refused before it is read.
+    set_writable(&data, true);
+    let err = text_error(&cache);
+    assert!(matches!(err, ClipError::ModelInvalid { .. }) && err.to_string().contains("no one else can write"), "{err}");
+    std::fs::remove_dir_all(&cache).unwrap();
+}
+
+#[test]
+fn two_models_preparing_at_once_end_with_one_valid_directory() {
+    let cache = empty_cache("race");
+    let model_dir = repo().join("tests/fixtures/tiny-model");
+    let reference = embed_both(&mut ClipModel::open(settings(model_dir.clone())).unwrap());
+    let results: Vec<_> = std::thread::scope(|scope| {
+        let racers: Vec<_> = (0..2)
+            .map(|_| scope.spawn(|| embed_both(&mut ClipModel::open(shared(model_dir.clone(), &cache)).unwrap())))
+            .collect();
+        racers.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    assert!(results.iter().all(|r| *r == reference));
+    for tower in ["text", "image"] {
+        let dir = prepared_files(&cache, tower);
+        assert!(dir.join("prepared.json").is_file());
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "no temporary directory is left: {leftovers:?}");
+    std::fs::remove_dir_all(cache).unwrap();
 }

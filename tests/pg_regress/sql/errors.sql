@@ -26,12 +26,34 @@ SET ROLE clip_regress_user;
 SELECT pg_temp.error_of($$SET clip.model_dir = '/etc'$$);
 SELECT pg_temp.error_of($$SET clip.onnxruntime_library = '/tmp/evil.so'$$);
 SELECT pg_temp.error_of($$SET clip.max_image_pixels = 2000000000$$);
+SELECT pg_temp.error_of($$SET clip.max_batch_size = 1024$$);
+SELECT pg_temp.error_of($$SET clip.max_intra_op_threads = 64$$);
 SET clip.intra_op_threads = 2;
 SELECT pg_temp.error_of($$SET clip.intra_op_threads = 0$$);
+-- An ordinary role may ask for more, but gets at most the superuser's ceilings (clip_info shows what is in force).
+SET clip.batch_size = 1024;
+SET clip.intra_op_threads = 64;
+SELECT clip_info()->>'batch_size' AS batch_size_in_force, clip_info()->>'intra_op_threads' AS threads_in_force;
+RESET clip.batch_size;
+RESET clip.intra_op_threads;
 -- Ordinary use needs no privilege: embeddings come from the values given, never from a path or a URL.
 SELECT vector_dims(clip_embed_text('an ordinary user embeds text')) AS dims_as_ordinary_user;
 RESET ROLE;
 DROP ROLE clip_regress_user;
+
+-- The clip. prefix is reserved: a misspelt setting is an error, not a silently kept placeholder.
+SELECT pg_temp.error_of($$SET clip.batchsize = 8$$);
+SELECT pg_temp.error_of($$SET clip.intra_op_thread = 2$$);
+
+-- A bad element of an array names its index in the message and, for programs, in the DETAIL.
+DO $$
+DECLARE detail text;
+BEGIN
+  PERFORM clip_embed_images(ARRAY[NULL, 'not an image'::bytea]);
+EXCEPTION WHEN OTHERS THEN
+  GET STACKED DIAGNOSTICS detail = PG_EXCEPTION_DETAIL;
+  RAISE NOTICE 'SQLSTATE %, message: %, detail: %', SQLSTATE, SQLERRM, detail;
+END $$;
 
 -- A missing model directory names the setting and how to install a model.
 SET clip.model_dir = '/nonexistent/model';

@@ -4,12 +4,19 @@
 \i :setup
 
 -- The C functions are STRICT and PARALLEL SAFE, the embedding ones IMMUTABLE (HNSW, generated columns); the
--- trigger function, the backfill procedure and their helpers are PL/pgSQL.
-SELECT p.oid::regprocedure AS function, p.prorettype::regtype AS returns,
+-- trigger function, the backfill procedure and their helpers are PL/pgSQL. The helpers are in the extension's
+-- own schema, not with the user's functions.
+SELECT p.pronamespace::regnamespace AS schema, p.oid::regprocedure AS function, p.prorettype::regtype AS returns,
        p.provolatile AS volatility, p.proparallel AS parallel, p.proisstrict AS strict
 FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.deptype = 'e'
 JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'clip_search'
-ORDER BY 1::text;
+ORDER BY p.pronamespace::regnamespace::text, p.oid::regprocedure::text;
+-- Every object of the extension other than its functions: the helpers' schema, the failures table, the watches
+-- and their status view.
+SELECT pg_describe_object(d.classid, d.objid, d.objsubid) AS object
+FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'clip_search'
+WHERE d.deptype = 'e' AND d.classid <> 'pg_proc'::regclass
+ORDER BY 1;
 
 -- NULL in, NULL out.
 SELECT clip_embed_text(NULL) IS NULL AS text_null, clip_embed_image(NULL) IS NULL AS image_null,

@@ -58,8 +58,8 @@ CREATE TRIGGER pictures_wrong BEFORE INSERT ON pictures
 SELECT pg_temp.error_of($$INSERT INTO pictures (name) VALUES ('x')$$);
 DROP TRIGGER pictures_wrong ON pictures;
 
--- Backfill: 3000 existing rows, one of them corrupt. The first call stops at the corrupt row's batch and
--- keeps the batches before it; after the row is fixed, a second call finishes. A counter proves that no row
+-- Backfill: 3000 existing rows, one of them corrupt. The first call stops at the corrupt row, names it, and
+-- keeps every row before it; after the row is fixed, a second call finishes. A counter proves that no row
 -- was embedded twice.
 CREATE TABLE archive (id int PRIMARY KEY, image bytea, embedding vector(32), embed_writes int NOT NULL DEFAULT 0);
 CREATE FUNCTION pg_temp.count_writes() RETURNS trigger LANGUAGE plpgsql AS $$

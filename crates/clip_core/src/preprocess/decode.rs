@@ -18,7 +18,7 @@ use super::{DecodeLimits, DecodedImage, ImageError, Layout, PilMode};
 pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage, ImageError> {
     // The decoders are not expected to panic, but this runs on untrusted bytes: a panic in one
     // of them is reported as corrupt data rather than unwinding into the caller.
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_inner(bytes, limits))) {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_unguarded(bytes, limits))) {
         Ok(result) => result,
         Err(_) => Err(ImageError::Corrupt(
             "the decoder failed on malformed data".to_string(),
@@ -26,7 +26,9 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage, Image
     }
 }
 
-fn decode_inner(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage, ImageError> {
+/// [`decode`] without its guard: a panic in a decoder unwinds to the caller. For the hostile-input
+/// tests and the fuzz target, which must see such a panic as the bug it is; callers use [`decode`].
+pub fn decode_unguarded(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage, ImageError> {
     if bytes.is_empty() {
         return Err(ImageError::Empty);
     }

@@ -55,7 +55,7 @@ mod resample;
 #[cfg(test)]
 mod tests;
 
-pub use decode::decode;
+pub use decode::{decode, decode_unguarded};
 
 /// The normalisation constants of OpenAI CLIP (`open_clip.constants.OPENAI_DATASET_MEAN`),
 /// rounded from the Python floats (doubles) to `f32` as `Normalize` does.

@@ -459,3 +459,80 @@ fn tokenizer_mojibake_cases_match_open_clip_without_fix_encoding() {
         );
     }
 }
+
+/// ftfy's `unescape_html` as ftfy runs it: one left-to-right pass, repeated until nothing changes.
+fn reference_unescape_passes(s: &str) -> String {
+    let mut text = s.to_string();
+    loop {
+        let b = text.as_bytes();
+        let mut out = String::new();
+        let (mut last, mut i) = (0, 0);
+        while i < b.len() {
+            if b[i] != b'&' {
+                i += 1;
+                continue;
+            }
+            let mut j = i + 1;
+            if j < b.len() && b[j] == b'#' {
+                j += 1;
+            }
+            let start = j;
+            while j < b.len() && b[j].is_ascii_alphanumeric() {
+                j += 1;
+            }
+            if !(1..=24).contains(&(j - start)) || j >= b.len() || b[j] != b';' {
+                i += 1;
+                continue;
+            }
+            if let Some(r) = ftfy_entity_replacement(&text[i..=j]) {
+                out.push_str(&text[last..i]);
+                out.push_str(&r);
+                last = j + 1;
+            }
+            i = j + 1;
+        }
+        if last == 0 {
+            return text;
+        }
+        out.push_str(&text[last..]);
+        text = out;
+    }
+}
+
+#[test]
+fn nested_entities_are_decoded_in_one_linear_pass_with_ftfys_result() {
+    // ftfy needs one pass per level; one call here decodes every level.
+    let nested = format!("&{}lt;", "amp;".repeat(50_000));
+    assert_eq!(ftfy_unescape_html(&nested).as_deref(), Some("<"));
+    let tok = tokenizer();
+    assert_eq!(tok.encode(&nested), tok.encode("<"));
+
+    // The same result as ftfy's repeated passes, on references that form one another in every way: nested,
+    // completed by a later `;` (`&amp&semi;`), numeric, unknown names and runs over 24 characters.
+    let parts = ["&", "amp;", "amp", "&semi;", ";", "#38;", "&#38;", "lt;", "x", "#", "gt", "&#x26;", "aaaaaaaaaaaaaaaaaaaaaaaaa;"];
+    let mut state: u64 = 7;
+    for _ in 0..3000 {
+        let mut text = String::new();
+        for _ in 0..12 {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            text.push_str(parts[(state >> 33) as usize % parts.len()]);
+        }
+        let got = ftfy_unescape_html(&text).unwrap_or_else(|| text.clone());
+        assert_eq!(got, reference_unescape_passes(&text), "{text:?}");
+    }
+}
+
+#[test]
+fn only_the_first_mebibyte_of_a_text_is_read() {
+    let tok = tokenizer();
+    let near = format!("{}a cat", " ".repeat(MAX_TEXT_BYTES - 10));
+    assert_eq!(tok.encode(&near), tok.encode("a cat"));
+    let far = format!("{}a cat", " ".repeat(MAX_TEXT_BYTES));
+    assert_eq!(tok.encode(&far), tok.encode(""), "the documented difference from open_clip");
+    // A 40 MB word costs what its first MiB costs (it took 5 s and 400 MB per 10 MB before the bound).
+    let word = "abcd".repeat(10_000_000);
+    assert_eq!(tok.encode(&word).len(), 77);
+    // The cut falls inside a two-byte character.
+    let accents = format!("x{}", "\u{e9}".repeat(MAX_TEXT_BYTES));
+    assert_eq!(tok.encode(&accents).len(), 77);
+}

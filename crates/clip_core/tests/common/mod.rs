@@ -1,0 +1,35 @@
+//! What the core's integration tests share: the fixture paths, the ONNX Runtime library and open_clip's reference
+//! embeddings of the fixture texts and images.
+use std::path::{Path, PathBuf};
+
+use clip_core::{ModelSettings, Weights};
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The library scripts/setup.sh downloads, at the version versions.env names; CLIP_ONNXRUNTIME_LIBRARY overrides it.
+pub fn onnxruntime_library() -> PathBuf {
+    if let Some(path) = std::env::var_os("CLIP_ONNXRUNTIME_LIBRARY") {
+        return PathBuf::from(path);
+    }
+    let versions = std::fs::read_to_string(repo().join("versions.env")).unwrap();
+    let version =
+        versions.lines().find_map(|line| line.strip_prefix("ORT_VERSION=")).expect("ORT_VERSION in versions.env");
+    repo().join(format!(".deps/onnxruntime/libonnxruntime.so.{}", version.trim()))
+}
+
+/// One inference thread, weights in this process's memory.
+pub fn settings(model_dir: PathBuf) -> ModelSettings {
+    ModelSettings { model_dir, onnxruntime_library: onnxruntime_library(), intra_threads: 1, weights: Weights::Heap }
+}
+
+/// open_clip's embeddings of the fixture texts and images by the fp32 tiny model (tests/fixtures/tiny-model).
+pub fn reference() -> serde_json::Value {
+    let text = std::fs::read_to_string(repo().join("tests/fixtures/tiny-model/reference.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+pub fn floats(v: &serde_json::Value) -> Vec<f32> {
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+}

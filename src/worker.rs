@@ -1,0 +1,152 @@
+//! The background worker that keeps watched columns embedded (sql/watch.sql): one per database that
+//! clip.worker_databases names, started with the server when shared_preload_libraries includes clip_search. Without
+//! that, everything else works as before and clip_watch_status says the worker is not running.
+//!
+//! Each round runs one batch of every watch, each in a transaction of its own, as the watched table's owner (so that
+//! nothing the table's owner wrote, a trigger say, runs with the worker's superuser rights), and records how it went
+//! in the watch's row. Rounds follow each other while there is work, then the worker sleeps clip.worker_naptime or
+//! until its latch is set. It does not start on a hot standby (it starts once recovery has finished).
+use std::time::{Duration, Instant};
+
+use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags};
+use pgrx::prelude::*;
+
+use crate::guc;
+
+// The watches and the functions they use, after the batch function of sql/auto_embed.sql.
+pgrx::extension_sql_file!("../sql/watch.sql", name = "watch", requires = ["auto_embed"]);
+
+/// Registers one worker per database of clip.worker_databases. Only while shared_preload_libraries is being loaded
+/// (static workers are registered by the postmaster); a no-op otherwise.
+pub fn register() {
+    // SAFETY: a plain flag PostgreSQL sets while it loads shared_preload_libraries.
+    if !unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        return;
+    }
+    for (index, database) in guc::worker_databases().iter().enumerate() {
+        BackgroundWorkerBuilder::new(&format!("clip_search worker for database {database}"))
+            .set_type("clip_search worker")
+            .set_library("clip_search")
+            .set_function("clip_search_worker_main")
+            .set_argument(Some(pg_sys::Datum::from(index)))
+            .enable_spi_access()
+            .set_start_time(BgWorkerStartTime::RecoveryFinished)
+            .set_restart_time(Some(Duration::from_secs(10)))
+            .load();
+    }
+}
+
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn clip_search_worker_main(argument: pg_sys::Datum) {
+    // SIGTERM (server shutdown, pg_terminate_backend) ends the worker at its next interrupt check, which the
+    // embedding functions make between images and batches, rather than only between rounds.
+    // SAFETY: installs PostgreSQL's own handler before the signals are unblocked below.
+    unsafe { pg_sys::pqsignal(pg_sys::SIGTERM as i32, Some(die)) };
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP);
+    let Some(database) = guc::worker_databases().into_iter().nth(argument.value()) else {
+        // clip.worker_databases changed since the postmaster started: its list then is not known here.
+        log!("clip_search worker: no database at position {} of clip.worker_databases", argument.value());
+        return;
+    };
+    BackgroundWorker::connect_worker_to_spi(Some(&database), None);
+    log!("clip_search worker: keeping watched columns of database {database} embedded");
+    loop {
+        if BackgroundWorker::sighup_received() {
+            // SAFETY: the documented way for a background worker to reload its configuration.
+            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+        }
+        let busy = run_round();
+        check_for_interrupts!();
+        if !busy && !BackgroundWorker::wait_latch(Some(guc::worker_naptime())) {
+            return; // the postmaster died
+        }
+        check_for_interrupts!();
+    }
+}
+
+/// One batch of every watch; whether any of them found work.
+fn run_round() -> bool {
+    let watches = BackgroundWorker::transaction(|| {
+        let installed = Spi::get_one::<bool>("SELECT to_regclass('clip_search_internal.watches') IS NOT NULL");
+        if installed != Ok(Some(true)) {
+            return Vec::new(); // the extension is not (yet) installed in this database
+        }
+        Spi::connect(|client| {
+            let rows = client.select(
+                "SELECT w.relation::oid, w.relation::text, w.source_column, w.target_column, c.relowner::regrole::text
+                 FROM clip_search_internal.watches w JOIN pg_class c ON c.oid = w.relation ORDER BY w.watched_at",
+                None,
+                &[],
+            )?;
+            rows.map(|row| Ok(Watch {
+                relation: row.get::<pg_sys::Oid>(1)?.expect("not null"),
+                name: row.get::<String>(2)?.expect("not null"),
+                source: row.get::<String>(3)?.expect("not null"),
+                target: row.get::<String>(4)?.expect("not null"),
+                owner: row.get::<String>(5)?.expect("not null"),
+            }))
+            .collect::<Result<Vec<Watch>, pgrx::spi::Error>>()
+        })
+        .unwrap_or_else(|e| error!("clip_search worker: cannot read the watches: {e}"))
+    });
+    let mut busy = false;
+    for watch in &watches {
+        let activity = std::ffi::CString::new(format!("embedding {}.{}", watch.name, watch.target)).unwrap_or_default();
+        // SAFETY: PostgreSQL copies the string into the backend's status entry.
+        unsafe { pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_RUNNING, activity.as_ptr()) };
+        busy |= BackgroundWorker::transaction(|| run_batch(watch));
+    }
+    // SAFETY: as above, with no text.
+    unsafe { pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_IDLE, std::ptr::null()) };
+    busy
+}
+
+unsafe extern "C-unwind" {
+    /// PostgreSQL's SIGTERM handler of backends (`die`, tcop/postgres.c), bound directly: pgrx's binding is a Rust
+    /// wrapper, which is no signal handler.
+    fn die(signal: std::ffi::c_int);
+}
+
+struct Watch {
+    relation: pg_sys::Oid,
+    name: String,
+    source: String,
+    target: String,
+    owner: String,
+}
+
+/// One batch of one watch, as the table's owner, and its outcome recorded in the watch's row. Whether it found
+/// work.
+fn run_batch(watch: &Watch) -> bool {
+    let started = Instant::now();
+    let role = format!("SET LOCAL ROLE {}", spi::quote_identifier(&watch.owner));
+    Spi::run(&role).unwrap_or_else(|e| error!("clip_search worker: {}: {e}", watch.name));
+    let (done, skipped, failure) = Spi::get_three_with_args::<i64, i64, String>(
+        "SELECT done, skipped, error FROM clip_search_internal.watch_batch($1::regclass, $2, $3, $4)",
+        &[watch.relation.into(), watch.source.as_str().into(), watch.target.as_str().into(), (guc::batch_size() as i32).into()],
+    )
+    .unwrap_or_else(|e| error!("clip_search worker: {}: {e}", watch.name));
+    Spi::run("RESET ROLE").unwrap_or_else(|e| error!("clip_search worker: {e}"));
+    let (done, skipped) = (done.unwrap_or(0), skipped.unwrap_or(0));
+    if let Some(failure) = &failure {
+        warning!("clip_search worker: {}: {failure}", watch.name);
+    }
+    if done + skipped == 0 && failure.is_none() {
+        return false;
+    }
+    let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-6);
+    Spi::run_with_args(
+        "UPDATE clip_search_internal.watches
+         SET rows_embedded = rows_embedded + $2, rows_failed = rows_failed + $3,
+             last_batch_at = CASE WHEN $2 + $3 > 0 THEN clock_timestamp() ELSE last_batch_at END,
+             last_batch_rate = CASE WHEN $2 > 0 THEN $4 ELSE last_batch_rate END,
+             last_error = coalesce($5, last_error),
+             last_error_at = CASE WHEN $5 IS NULL THEN last_error_at ELSE clock_timestamp() END
+         WHERE relation = $1::regclass",
+        &[watch.relation.into(), done.into(), skipped.into(), rate.into(), failure.into()],
+    )
+    .unwrap_or_else(|e| error!("clip_search worker: {}: {e}", watch.name));
+    // A batch that failed as a whole (the model missing, say) is not work done: sleep before trying again.
+    done + skipped > 0
+}

@@ -1,0 +1,26 @@
+-- Memory an ordinary role controls: the array functions decode, preprocess and free one image at a time, so a
+-- backend holds one decoded image however many large images a call embeds, and the batch size an ordinary role
+-- asks for is capped by clip.max_batch_size. Before this bound, 16 images of 7000x7000 in one call peaked at
+-- 3 GB. Here: 24 legal 6000x6000 PNGs (108 MB of pixels each, 2.6 GB together) in one call, in a fresh backend
+-- (its peak RSS counts only this statement), asked for in one batch.
+\getenv abs_srcdir PG_ABS_SRCDIR
+\set setup :abs_srcdir '/include/setup.psql'
+\i :setup
+\set huge :hostile 'png_huge_legal_6000x6000.png'
+CREATE TABLE huge_image AS SELECT pg_read_binary_file(:'huge') AS image;
+-- Not a superuser; pg_read_file only lets it read its own peak memory below.
+CREATE ROLE clip_memory_user LOGIN IN ROLE pg_read_server_files;
+GRANT EXECUTE ON FUNCTION pg_read_file(text) TO clip_memory_user;
+GRANT SELECT ON huge_image TO clip_memory_user;
+\c - clip_memory_user
+SET clip.batch_size = 1024;
+SELECT rolsuper FROM pg_roles WHERE rolname = current_user;
+SELECT count(e) AS embedded, bool_and(vector_dims(e) = 32) AS all_32_dims
+FROM unnest((SELECT clip_embed_images(array_fill(image, ARRAY[24])) FROM huge_image)) AS e;
+-- VmHWM, the peak resident set of this backend since it started.
+SELECT (regexp_match(pg_read_file('/proc/self/status'), 'VmHWM:\s+(\d+) kB'))[1]::bigint < 1024 * 1024
+       AS peak_rss_under_1_gb;
+\c - postgres
+DROP TABLE huge_image;
+REVOKE EXECUTE ON FUNCTION pg_read_file(text) FROM clip_memory_user;
+DROP ROLE clip_memory_user;

@@ -1,0 +1,41 @@
+-- clip_watch's SQL surface, without a worker (the worker itself: tests/watch.sh, on a cluster with
+-- shared_preload_libraries): what a watch creates and removes, who may watch what, and the status view.
+\getenv abs_srcdir PG_ABS_SRCDIR
+\set setup :abs_srcdir '/include/setup.psql'
+\i :setup
+CREATE TABLE watched (id int PRIMARY KEY, body text, embedding vector(32));
+INSERT INTO watched SELECT i, 'row ' || i FROM generate_series(1, 5) i;
+SELECT clip_watch('watched', 'body', 'embedding');
+SELECT tgname, pg_get_triggerdef(oid) ~ 'BEFORE UPDATE OF body' AS on_source_updates FROM pg_trigger
+WHERE tgrelid = 'watched'::regclass;
+SELECT indexrelid::regclass AS pending_index, pg_get_expr(indpred, indrelid) AS predicate FROM pg_index
+WHERE indrelid = 'watched'::regclass AND NOT indisprimary;
+SELECT relation, rows_pending, rows_embedded, rows_failed, worker_state FROM clip_watch_status;
+-- An update of the source clears an embedded row's target, so the worker embeds it again.
+UPDATE watched SET embedding = clip_embed_text(body) WHERE id = 1;
+UPDATE watched SET body = 'changed' WHERE id = 1;
+SELECT embedding IS NULL AS cleared FROM watched WHERE id = 1;
+SELECT pg_temp.error_of($$SELECT clip_watch('watched', 'body', 'embedding')$$);
+SELECT pg_temp.error_of($$SELECT clip_watch('watched', 'nothing', 'embedding')$$);
+
+-- Only the table's owner (or a member of its role) may watch or unwatch it.
+CREATE ROLE clip_watch_stranger;
+CREATE SCHEMA strangers AUTHORIZATION clip_watch_stranger;
+CREATE TABLE strangers.own_table (id int PRIMARY KEY, body text, embedding vector(32));
+ALTER TABLE strangers.own_table OWNER TO clip_watch_stranger;
+SET ROLE clip_watch_stranger;
+SELECT pg_temp.error_of($$SELECT clip_unwatch('watched')$$);
+SELECT pg_temp.error_of($$INSERT INTO clip_search_internal.watches (relation, source_column, target_column, pending_index)
+                          VALUES ('watched', 'body', 'embedding', 'watched_pkey')$$);
+SELECT clip_watch('strangers.own_table', 'body', 'embedding');
+SELECT relation FROM clip_watch_status ORDER BY 1;
+RESET ROLE;
+SELECT clip_unwatch('strangers.own_table');
+DROP SCHEMA strangers CASCADE;
+DROP ROLE clip_watch_stranger;
+
+SELECT clip_unwatch('watched');
+SELECT count(*) AS triggers_left FROM pg_trigger WHERE tgrelid = 'watched'::regclass;
+SELECT count(*) AS indexes_left FROM pg_index WHERE indrelid = 'watched'::regclass AND NOT indisprimary;
+SELECT pg_temp.error_of($$SELECT clip_unwatch('watched')$$);
+DROP TABLE watched;

@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# The background worker (clip_watch): on a cluster of its own with shared_preload_libraries = 'clip_search', rows
+# inserted by several sessions are embedded by the worker, as clip_embed_* embeds them; rows that existed before the
+# watch too; an update while a row waits ends with its newest source's embedding; a corrupt image is recorded in
+# clip_backfill_failures and the other rows are embedded; an immediate shutdown in the middle of the work loses
+# nothing and embeds nothing twice; a partitioned table works; clip_unwatch stops the work; pg_terminate_backend
+# stops the worker, which the postmaster starts again. Every wait is a bounded poll; nothing is timed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+cluster_env watch
+db=clip_watch
+q() { "$PG_BIN/psql" -X -q -At -v ON_ERROR_STOP=1 -d "$db" "$@"; }
+as_owner() { if [[ $(id -u) -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+# Polls SQL until it returns t, for at most $2 seconds.
+wait_for() {
+  local sql=$1 seconds=${2:-120}
+  for ((i = 0; i < seconds * 5; i++)); do
+    [[ "$(q -c "$sql" 2>/dev/null)" == t ]] && return 0
+    sleep 0.2
+  done
+  q -c "TABLE clip_watch_status" >&2 || true
+  die "watch: still not true after $seconds s: $sql"
+}
+
+scripts/cluster.sh stop watch
+rm -rf "$PGDATA"
+scripts/cluster.sh start watch
+cat >>"$PGDATA/postgresql.conf" <<CONF
+shared_preload_libraries = 'clip_search'
+clip.worker_databases = '$db'
+clip.worker_naptime = 200
+clip.batch_size = 4
+clip.model_dir = '$ROOT/tests/fixtures/tiny-model'
+CONF
+scripts/cluster.sh stop watch
+scripts/cluster.sh start watch
+trap 'scripts/cluster.sh stop watch' EXIT
+"$PG_BIN/createdb" -h "$PGSOCKET" -p "$PGPORT" -U postgres "$db"
+
+q <<SQL
+SET client_min_messages = warning;
+CREATE EXTENSION clip_search CASCADE;
+CREATE TABLE notes (id int PRIMARY KEY, body text NOT NULL, embedding vector(32));
+-- How often the worker wrote each row's embedding: once, unless the test changed the row's source.
+CREATE TABLE writes (id int PRIMARY KEY, n int NOT NULL);
+CREATE FUNCTION count_write() RETURNS trigger LANGUAGE plpgsql AS \$\$
+BEGIN
+  INSERT INTO writes VALUES (NEW.id, 1) ON CONFLICT (id) DO UPDATE SET n = writes.n + 1;
+  RETURN NEW;
+END \$\$;
+CREATE TRIGGER count_write AFTER UPDATE OF embedding ON notes FOR EACH ROW
+  WHEN (NEW.embedding IS NOT NULL) EXECUTE FUNCTION count_write();
+-- Rows that exist before the watch.
+INSERT INTO notes SELECT i, 'an older note number ' || i FROM generate_series(1, 100) i;
+SELECT clip_watch('notes', 'body', 'embedding');
+SQL
+
+log "watch: 2000 rows from 4 sessions, an immediate shutdown in the middle"
+for s in 0 1 2 3; do
+  (for i in $(seq $((1000 + s * 500)) $((1000 + s * 500 + 499))); do
+     echo "INSERT INTO notes VALUES ($i, 'note number $i about topic $((i % 37))');"
+   done | q) &
+done
+wait
+# Stop as soon as the worker has committed some of the work, not all of it (in batches of 4 it takes seconds).
+for ((i = 0; i < 600; i++)); do
+  embedded=$(q -c "SELECT count(embedding) FROM notes")
+  ((embedded > 0)) && break
+  sleep 0.1
+done
+as_owner "$PG_BIN/pg_ctl" -D "$PGDATA" -m immediate stop >/dev/null
+((embedded > 0 && embedded < 2100)) || die "watch: $embedded of 2100 rows embedded at the stop: not in the middle of the work"
+log "watch: stopped with $embedded of 2100 rows embedded"
+scripts/cluster.sh start watch
+wait_for "SELECT rows_pending = 0 FROM clip_watch_status WHERE relation = 'notes'::regclass"
+q <<'SQL'
+\pset footer off
+SELECT count(*) = 2100 AS all_rows, count(embedding) = 2100 AS all_embedded,
+       bool_and((embedding <=> clip_embed_text(body)) < 1e-6) AS each_its_own_embedding
+FROM notes \gset
+SELECT max(n) AS most_writes, count(*) AS rows_written FROM writes \gset
+\echo rows 2100: :all_rows, embedded: :all_embedded, each its own: :each_its_own_embedding, written: :rows_written, at most :most_writes times each
+SELECT :'all_rows' AND :'all_embedded' AND :'each_its_own_embedding' AND :most_writes = 1 AND :rows_written = 2100 AS ok \gset
+\if :ok
+\else
+  SELECT 1 / 0;
+\endif
+SQL
+
+log "watch: an update while the row waits, a corrupt image, a partitioned table"
+q <<SQL
+-- Updated right after the insert: whenever the worker took the row, it ends with the new source's embedding.
+INSERT INTO notes SELECT i, 'first words ' || i FROM generate_series(5001, 5050) i;
+UPDATE notes SET body = 'second words ' || id WHERE id > 5000;
+CREATE TABLE photos (id int PRIMARY KEY, image bytea NOT NULL, embedding vector(32));
+SELECT clip_watch('photos', 'image', 'embedding');
+INSERT INTO photos SELECT i, pg_read_binary_file('$ROOT/tests/fixtures/images/' || name)
+FROM unnest(ARRAY['chelsea_rgb_200x133.png', 'coffee_lossy_300x200.webp', 'camera_l_128x128.gif',
+                  'rocket_rgb_progressive_640x427.jpg']) WITH ORDINALITY AS f(name, i);
+INSERT INTO photos VALUES (99, '\x89504e470d0a1a0a0000'::bytea);
+CREATE TABLE parted (id int PRIMARY KEY, body text, embedding vector(32)) PARTITION BY HASH (id);
+CREATE TABLE parted_0 PARTITION OF parted FOR VALUES WITH (MODULUS 3, REMAINDER 0);
+CREATE TABLE parted_1 PARTITION OF parted FOR VALUES WITH (MODULUS 3, REMAINDER 1);
+CREATE TABLE parted_2 PARTITION OF parted FOR VALUES WITH (MODULUS 3, REMAINDER 2);
+SELECT clip_watch('parted', 'body', 'embedding');
+INSERT INTO parted SELECT i, 'partitioned note ' || i FROM generate_series(1, 300) i;
+SQL
+wait_for "SELECT bool_and(rows_pending = 0) FROM clip_watch_status"
+q <<'SQL'
+\pset footer off
+SELECT bool_and(body LIKE 'second words %' AND (embedding <=> clip_embed_text(body)) < 1e-6) AS newest_source
+FROM notes WHERE id > 5000 \gset
+SELECT count(embedding) = 4 AND bool_and(embedding IS NOT NULL OR id = 99) AS good_photos_embedded FROM photos \gset
+SELECT count(*) = 1 AND bool_and(row_key = '{"id": 99}' AND sqlstate = '22P03') AS corrupt_recorded
+FROM clip_backfill_failures WHERE relation = 'photos'::regclass \gset
+SELECT count(embedding) = 300 AND bool_and((embedding <=> clip_embed_text(body)) < 1e-6) AS partitioned_embedded
+FROM parted \gset
+SELECT rows_failed = 1 AND worker_state <> 'not running' AS status_shows_it
+FROM clip_watch_status WHERE relation = 'photos'::regclass \gset
+\echo newest source: :newest_source, good photos: :good_photos_embedded, corrupt recorded: :corrupt_recorded, partitioned: :partitioned_embedded, status: :status_shows_it
+SELECT :'newest_source' AND :'good_photos_embedded' AND :'corrupt_recorded' AND :'partitioned_embedded' AND :'status_shows_it' AS ok \gset
+\if :ok
+\else
+  SELECT 1 / 0;
+\endif
+SQL
+
+log "watch: a fixed image is embedded again; clip_unwatch stops the work"
+q -c "UPDATE photos SET image = (SELECT image FROM photos WHERE id = 1) WHERE id = 99"
+q -c "SELECT clip_unwatch('parted')"
+q -c "INSERT INTO parted SELECT i, 'not watched ' || i FROM generate_series(301, 320) i"
+# A row of a watched table inserted after those: once it is embedded, the worker has had a round since.
+q -c "INSERT INTO notes VALUES (9001, 'a marker note')"
+wait_for "SELECT embedding IS NOT NULL FROM notes WHERE id = 9001"
+wait_for "SELECT embedding IS NOT NULL FROM photos WHERE id = 99"
+wait_for "SELECT count(*) = 0 FROM clip_backfill_failures WHERE relation = 'photos'::regclass" 30
+[[ "$(q -c "SELECT count(embedding) FROM parted WHERE id > 300")" == 0 ]] || die "watch: an unwatched table was embedded"
+[[ "$(q -c "SELECT count(*) FROM pg_trigger WHERE tgname = 'clip_watch' AND tgrelid = 'parted'::regclass")" == 0 ]] \
+  || die "watch: clip_unwatch left its trigger"
+
+log "watch: pg_terminate_backend stops the worker; the postmaster starts it again"
+old=$(q -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'clip_search worker'")
+[[ -n $old ]] || die "watch: no worker running"
+q -c "SELECT pg_terminate_backend($old)" >/dev/null
+wait_for "SELECT NOT EXISTS (SELECT FROM pg_stat_activity WHERE pid = $old)" 30
+wait_for "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE backend_type = 'clip_search worker')" 60
+q -c "INSERT INTO notes VALUES (9002, 'after the restart')"
+wait_for "SELECT embedding IS NOT NULL FROM notes WHERE id = 9002"
+if grep -q -E 'server process .* was terminated by signal|terminating any other active server processes' "$PGDATA/server.log"; then
+  die "watch: a process crashed (see $PGDATA/server.log)"
+fi
+log "watch: all checks passed"
