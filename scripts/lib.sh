@@ -87,6 +87,7 @@ cluster_env() {
     gallery) PGPORT=${CLIP_GALLERY_PORT:-55434} ;;
     package) PGPORT=${CLIP_PACKAGE_PORT:-55435} ;;
     watch) PGPORT=${CLIP_WATCH_PORT:-55436} ;;  # tests/watch.sh: the background worker (shared_preload_libraries)
+    watch-standby) PGPORT=${CLIP_WATCH_STANDBY_PORT:-55437} ;;  # and its hot standby
     # The scaling tests' and benchmark's clusters (tests/scale_replica.sh, tests/scale_sharding.sh, bench/scale.sh).
     scale-primary) PGPORT=55540 ;;
     scale-standby) PGPORT=55541 ;;

@@ -4,7 +4,8 @@
 # watch too; an update while a row waits ends with its newest source's embedding; a corrupt image is recorded in
 # clip_backfill_failures and the other rows are embedded; an immediate shutdown in the middle of the work loses
 # nothing and embeds nothing twice; a partitioned table works; clip_unwatch stops the work; pg_terminate_backend
-# stops the worker, which the postmaster starts again. Every wait is a bounded poll; nothing is timed.
+# stops the worker, which the postmaster starts again; a hot standby of the cluster runs no worker. Every wait is a
+# bounded poll; nothing is timed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -35,7 +36,7 @@ clip.model_dir = '$ROOT/tests/fixtures/tiny-model'
 CONF
 scripts/cluster.sh stop watch
 scripts/cluster.sh start watch
-trap 'scripts/cluster.sh stop watch' EXIT
+trap 'scripts/cluster.sh stop watch; scripts/cluster.sh stop watch-standby' EXIT
 "$PG_BIN/createdb" -h "$PGSOCKET" -p "$PGPORT" -U postgres "$db"
 
 q <<SQL
@@ -150,4 +151,25 @@ wait_for "SELECT embedding IS NOT NULL FROM notes WHERE id = 9002"
 if grep -q -E 'server process .* was terminated by signal|terminating any other active server processes' "$PGDATA/server.log"; then
   die "watch: a process crashed (see $PGDATA/server.log)"
 fi
+log "watch: a hot standby runs no worker"
+primary_socket=$PGSOCKET primary_port=$PGPORT
+(
+  cluster_env watch-standby
+  scripts/cluster.sh stop watch-standby
+  rm -rf "$PGDATA" && mkdir -m 0700 "$PGDATA" && { [[ $(id -u) -ne 0 ]] || chown postgres:postgres "$PGDATA"; }
+  as_owner "$PG_BIN/pg_basebackup" -h "$primary_socket" -p "$primary_port" -U postgres -D "$PGDATA" -R -X stream -c fast
+  printf "port = %s\nunix_socket_directories = '%s'\n" "$PGPORT" "$PGSOCKET" >>"$PGDATA/postgresql.conf"
+  scripts/cluster.sh start watch-standby
+)
+q -c "INSERT INTO notes VALUES (9003, 'replayed by the standby')"
+lsn=$(q -c "SELECT pg_current_wal_insert_lsn()")
+standby() { (cluster_env watch-standby && "$PG_BIN/psql" -X -q -At -v ON_ERROR_STOP=1 -d "$db" "$@"); }
+for ((i = 0; i < 300; i++)); do
+  [[ "$(standby -c "SELECT pg_last_wal_replay_lsn() >= '$lsn'" 2>/dev/null)" == t ]] && break
+  sleep 0.2
+done
+[[ "$(standby -c "SELECT pg_is_in_recovery() AND EXISTS (SELECT FROM notes WHERE id = 9003)")" == t ]] \
+  || die "watch: the standby did not replay the primary's insert"
+[[ "$(standby -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'clip_search worker'")" == 0 ]] \
+  || die "watch: a clip_search worker runs on the hot standby"
 log "watch: all checks passed"
