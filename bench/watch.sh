@@ -33,7 +33,7 @@ CREATE EXTENSION clip_search CASCADE;
 CREATE TABLE photos_src (n int, image bytea);
 INSERT INTO photos_src SELECT row_number() OVER (), pg_read_binary_file('$(realpath "$photos")/' || f)
 FROM pg_ls_dir('$(realpath "$photos")') f;
-SELECT clip_embed_text('warm up the model files');
+SELECT vector_dims(clip_embed_text('warm up the model files'));
 SQL
 
 seconds() { date +%s.%N; }

@@ -55,6 +55,7 @@ postmaster=$(head -1 "$PGDATA/postmaster.pid")
 sampler=$!
 trap 'kill $sampler 2>/dev/null || true' EXIT
 
+log_start=$(stat -c %s "$PGDATA/server.log")
 log "pgbench: $clients clients for ${seconds}s (inserts 2 : text searches 5 : image searches 3)"
 "$PG_BIN/pgbench" -n -c "$clients" -j "$clients" -T "$seconds" -r \
   -f bench/load/insert.sql@2 -f bench/load/text_search.sql@5 -f bench/load/image_search.sql@3 \
@@ -68,15 +69,19 @@ psql_demo -v inserted="$inserted" -v started="$started" <<'SQL'
 SELECT count(*) - 16 AS rows_inserted_by_load, :inserted AS inserts_pgbench_committed,
        count(*) FILTER (WHERE embedding IS NULL) AS rows_without_embedding
 FROM load_photos;
--- Every row holds its own image's embedding, and an index search for each image finds a row of it.
-SELECT count(*) AS rows_with_wrong_embedding FROM load_photos p
-WHERE p.embedding <> (SELECT clip_embed_image(image) FROM load_sources s WHERE s.id = p.source_id);
+-- Every row holds its own image's embedding, and an index search for each image finds a row of it. Each image is
+-- embedded once, first: in the queries below, its embedding would be computed again for every row compared.
+CREATE TEMP TABLE source_embeddings AS SELECT id, clip_embed_image(image) AS embedding FROM load_sources;
+SELECT count(*) AS rows_with_wrong_embedding FROM load_photos p JOIN source_embeddings s ON s.id = p.source_id
+WHERE p.embedding <> s.embedding;
+SET enable_seqscan = off;
 SELECT count(*) FILTER (WHERE NOT found) AS images_not_found FROM (
-    SELECT (SELECT p.source_id FROM load_photos p ORDER BY p.embedding <=> q.embedding LIMIT 1) = s.id AS found
-    FROM load_sources s, LATERAL (SELECT clip_embed_image(s.image) AS embedding) q) t;
+    SELECT (SELECT p.source_id FROM load_photos p ORDER BY p.embedding <=> s.embedding LIMIT 1) = s.id AS found
+    FROM source_embeddings s) t;
+RESET enable_seqscan;
 SELECT pg_postmaster_start_time() = :'started'::timestamptz AS postmaster_never_restarted;
 SQL
-crashes=$(grep -c "terminated by signal" "$PGDATA/server.log" || true)
+crashes=$(tail -c +$((log_start + 1)) "$PGDATA/server.log" | grep -c "terminated by signal" || true)
 log "failed transactions: ${failed:-0}; backend crashes in the server log: $crashes"
 log "weights: $(psql_demo -At -c "SELECT clip_info()->'weight_sharing'")"
 # The last sample in which all the pgbench backends were alive: the end of the load.
