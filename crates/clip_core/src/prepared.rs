@@ -194,10 +194,15 @@ fn verify(request: &TowerRequest<'_>, dir: &Path) -> Result<()> {
         return hash_and_compare(dir, &record, &invalid);
     };
     let stamp_path = dir.join(format!("verified-{boot}.json"));
-    if read_json::<BTreeMap<String, Identity>>(&stamp_path).is_ok_and(|stamp| stamp == identities) {
+    let stamped = || read_json::<BTreeMap<String, Identity>>(&stamp_path).is_ok_and(|stamp| stamp == identities);
+    if stamped() {
         return Ok(());
     }
     let _lock = Lock::acquire(&request.cache.join(format!(".{}.lock", file_name(dir))))?;
+    // Backends that start together after a boot wait here for the first one's hash rather than hash again.
+    if stamped() {
+        return Ok(());
+    }
     hash_and_compare(dir, &record, &invalid)?;
     // The identities before the hash: a file changed while it was hashed does not get its new identity recorded.
     let tmp = dir.join(format!(".verified-{boot}.json.tmp"));
