@@ -77,6 +77,7 @@
 //! pass with the same result, and ftfy's fix loop is bounded (see [`MAX_FIX_ROUNDS`]), so cleaning
 //! costs time linear in the text.
 
+mod json;
 mod tables;
 #[cfg(test)]
 mod tests;
@@ -88,6 +89,7 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use rustc_hash::FxHashMap;
 use unicode_normalization::{is_nfc_quick, IsNormalized, UnicodeNormalization};
 
 /// open_clip's default context length.
@@ -176,101 +178,52 @@ impl ClipTokenizer {
         if context_length == 0 {
             return Err(TokenizerError::InvalidContextLength(context_length));
         }
-        let root: serde_json::Value = serde_json::from_slice(bytes)?;
-        let model = root
-            .get("model")
-            .and_then(|m| m.as_object())
-            .ok_or_else(|| TokenizerError::Format("missing object \"model\"".into()))?;
-        if let Some(t) = model.get("type").and_then(|t| t.as_str()) {
+        let parsed: json::TokenizerJson = serde_json::from_slice(bytes).map_err(|e| match e.classify() {
+            // Valid JSON of another shape: a missing field, a string where a number belongs...
+            serde_json::error::Category::Data => TokenizerError::Format(e.to_string()),
+            _ => TokenizerError::Json(e),
+        })?;
+        let model = parsed.model;
+        if let Some(json::JsonStr(t)) = &model.kind {
             if t != "BPE" {
-                return Err(TokenizerError::Format(format!(
-                    "model.type is {t:?}, expected \"BPE\""
-                )));
+                return Err(TokenizerError::Format(format!("model.type is {t:?}, expected \"BPE\"")));
             }
         }
-        let suffix = match model.get("end_of_word_suffix") {
-            None | Some(serde_json::Value::Null) => END_OF_WORD_SUFFIX.to_string(),
-            Some(serde_json::Value::String(s)) => s.clone(),
-            Some(_) => {
-                return Err(TokenizerError::Format(
-                    "model.end_of_word_suffix is not a string".into(),
-                ))
-            }
-        };
-        let vocab_obj = model
-            .get("vocab")
-            .and_then(|v| v.as_object())
-            .ok_or_else(|| TokenizerError::Format("missing object \"model.vocab\"".into()))?;
+        let suffix = model.end_of_word_suffix.map_or(Cow::Borrowed(END_OF_WORD_SUFFIX), |s| s.0);
+        let vocab = model.vocab;
 
-        let mut interner: HashMap<String, u32> = HashMap::with_capacity(vocab_obj.len() + 64);
-        let mut sym_ids: Vec<i64> = Vec::with_capacity(vocab_obj.len() + 64);
-        fn intern(interner: &mut HashMap<String, u32>, sym_ids: &mut Vec<i64>, s: &str) -> u32 {
-            if let Some(&id) = interner.get(s) {
-                return id;
-            }
-            let id = sym_ids.len() as u32;
-            interner.insert(s.to_string(), id);
-            sym_ids.push(-1);
-            id
+        // Every string of the vocabulary and the merges gets a symbol number; `sym_ids` maps it to its id.
+        let mut interner = Interner::with_capacity(vocab.len() + 64);
+        for (tok, &id) in &vocab {
+            let s = interner.intern_key(tok.0.clone());
+            interner.sym_ids[s as usize] = id;
         }
-        let mut vocab: HashMap<&str, i64> = HashMap::with_capacity(vocab_obj.len());
-        for (tok, id) in vocab_obj {
-            let id = id.as_i64().ok_or_else(|| {
-                TokenizerError::Format(format!("vocab id of {tok:?} is not an integer"))
-            })?;
-            vocab.insert(tok.as_str(), id);
-            let s = intern(&mut interner, &mut sym_ids, tok);
-            sym_ids[s as usize] = id;
-        }
-
-        let merges_val = model
-            .get("merges")
-            .and_then(|m| m.as_array())
-            .ok_or_else(|| TokenizerError::Format("missing array \"model.merges\"".into()))?;
-        let mut merges: PairMap =
-            PairMap::with_capacity_and_hasher(merges_val.len(), Default::default());
-        for (rank, m) in merges_val.iter().enumerate() {
-            let (a, b): (String, String) = match m {
-                serde_json::Value::String(s) => {
+        let mut merges = PairMap::with_capacity_and_hasher(model.merges.len(), Default::default());
+        let mut merged = String::new();
+        for (rank, m) in model.merges.iter().enumerate() {
+            let (a, b) = match m {
+                json::Merge::Joined(json::JsonStr(s)) => {
                     let mut parts = s.split(' ');
                     match (parts.next(), parts.next(), parts.next()) {
-                        (Some(a), Some(b), None) if !a.is_empty() && !b.is_empty() => {
-                            (a.to_string(), b.to_string())
-                        }
-                        _ => {
-                            return Err(TokenizerError::Format(format!(
-                                "merge {rank} ({s:?}) is not \"a b\""
-                            )))
-                        }
+                        (Some(a), Some(b), None) if !a.is_empty() && !b.is_empty() => (a, b),
+                        _ => return Err(TokenizerError::Format(format!("merge {rank} ({s:?}) is not \"a b\""))),
                     }
                 }
-                serde_json::Value::Array(v) => match v.as_slice() {
-                    [serde_json::Value::String(a), serde_json::Value::String(b)] => {
-                        (a.clone(), b.clone())
-                    }
-                    _ => {
-                        return Err(TokenizerError::Format(format!(
-                            "merge {rank} is not a pair of strings"
-                        )))
-                    }
-                },
-                _ => {
-                    return Err(TokenizerError::Format(format!(
-                        "merge {rank} is neither a string nor a pair"
-                    )))
-                }
+                json::Merge::Pair(json::JsonStr(a), json::JsonStr(b)) => (a.as_ref(), b.as_ref()),
             };
-            let merged = format!("{a}{b}");
-            let sa = intern(&mut interner, &mut sym_ids, &a);
-            let sb = intern(&mut interner, &mut sym_ids, &b);
-            let sm = intern(&mut interner, &mut sym_ids, &merged);
+            merged.clear();
+            merged.push_str(a);
+            merged.push_str(b);
+            let sa = interner.intern(a);
+            let sb = interner.intern(b);
+            let sm = interner.intern(&merged);
             // Python's dict(zip(merges, range(...))): a repeated pair keeps its last rank.
             merges.insert(pair_key(sa, sb), (rank as u32, sm));
         }
 
         // Added tokens: content -> id, and which of them are special.
         let mut added: Vec<(i64, String, bool)> = Vec::new();
-        if let Some(list) = root.get("added_tokens").and_then(|a| a.as_array()) {
+        if let Some(list) = parsed.added_tokens.as_ref().and_then(|a| a.as_array()) {
             for t in list {
                 let content = t.get("content").and_then(|c| c.as_str());
                 let id = t.get("id").and_then(|c| c.as_i64());
@@ -323,11 +276,8 @@ impl ClipTokenizer {
         let mut byte_sym_eow = [NO_SYM; 256];
         for b in 0..256 {
             let ch = enc[b].to_string();
-            byte_sym[b] = interner.get(&ch).copied().unwrap_or(NO_SYM);
-            byte_sym_eow[b] = interner
-                .get(&format!("{ch}{suffix}"))
-                .copied()
-                .unwrap_or(NO_SYM);
+            byte_sym[b] = interner.get(&ch);
+            byte_sym_eow[b] = interner.get(&format!("{ch}{suffix}"));
         }
 
         Ok(ClipTokenizer {
@@ -339,7 +289,7 @@ impl ClipTokenizer {
             cache_key_lens,
             byte_sym,
             byte_sym_eow,
-            sym_ids,
+            sym_ids: interner.sym_ids,
             merges,
         })
     }
@@ -574,25 +524,42 @@ fn pair_key(a: u32, b: u32) -> u64 {
     ((a as u64) << 32) | b as u64
 }
 
-/// A multiplicative hasher for the `u64` pair keys (the default SipHash is several times slower here).
-#[derive(Default, Clone, Copy)]
-struct PairHasher(u64);
+/// `pair_key(left, right)` -> (rank, merged symbol). Fx hashing: the default SipHash is several times slower here.
+type PairMap = FxHashMap<u64, (u32, u32)>;
 
-impl std::hash::Hasher for PairHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(5) ^ b as u64).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-        }
-    }
-    fn write_u64(&mut self, i: u64) {
-        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-    fn finish(&self) -> u64 {
-        self.0 ^ (self.0 >> 29)
-    }
+/// Numbers the strings of the vocabulary and the merges while the tokenizer is built. Keys are borrowed from
+/// the tokenizer.json bytes where they can be; a string seen only in a merge is copied.
+struct Interner<'a> {
+    symbols: FxHashMap<Cow<'a, str>, u32>,
+    /// Vocabulary id of each symbol, -1 for a symbol that is not in the vocabulary.
+    sym_ids: Vec<i64>,
 }
 
-type PairMap = HashMap<u64, (u32, u32), std::hash::BuildHasherDefault<PairHasher>>;
+impl<'a> Interner<'a> {
+    fn with_capacity(n: usize) -> Self {
+        Interner { symbols: FxHashMap::with_capacity_and_hasher(n, Default::default()), sym_ids: Vec::with_capacity(n) }
+    }
+
+    fn intern(&mut self, s: &str) -> u32 {
+        match self.symbols.get(s) {
+            Some(&id) => id,
+            None => self.intern_key(Cow::Owned(s.to_owned())),
+        }
+    }
+
+    fn intern_key(&mut self, s: Cow<'a, str>) -> u32 {
+        let next = self.sym_ids.len() as u32;
+        let id = *self.symbols.entry(s).or_insert(next);
+        if id == next {
+            self.sym_ids.push(-1);
+        }
+        id
+    }
+
+    fn get(&self, s: &str) -> u32 {
+        self.symbols.get(s).copied().unwrap_or(NO_SYM)
+    }
+}
 
 // ------------------------------------------------------------------------------------------------
 // Text cleaning: ftfy.fix_text, html.unescape x2, strip / split / join, lower.

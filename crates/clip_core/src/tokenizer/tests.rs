@@ -374,6 +374,36 @@ fn tokenizer_json_errors() {
     assert_eq!(tok.encode("a <end_of_text>"), vec![5, 0, 6, 6]);
 }
 
+/// A tokenizer.json with every non-ASCII character escaped (as Python's `json.dump` writes by default) holds
+/// the same tokenizer: escaped strings cannot be borrowed from the bytes and take the copying path.
+#[test]
+fn tokenizer_json_with_escapes() {
+    let bytes = std::fs::read(fixtures().join("tiny-model/tokenizer.json")).unwrap();
+    let text = String::from_utf8(bytes.clone()).unwrap();
+    let mut escaped = String::with_capacity(text.len() * 2);
+    for c in text.chars() {
+        if c.is_ascii() {
+            escaped.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                escaped.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+    assert!(escaped.len() > text.len(), "the fixture has non-ASCII tokens");
+    let plain = ClipTokenizer::from_json_bytes(&bytes, 77).unwrap();
+    let from_escaped = ClipTokenizer::from_json_bytes(escaped.as_bytes(), 77).unwrap();
+    for t in ["a photo of a cat", "caf\u{e9} na\u{ef}ve \u{1f600} \u{4e2d}\u{6587}", "&amp; <end_of_text> x"] {
+        assert_eq!(from_escaped.encode(t), plain.encode(t), "{t:?}");
+    }
+    // A merge given as a list must be a pair.
+    let triple = br#"{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [["a", "b", "c"]]}}"#;
+    assert!(matches!(ClipTokenizer::from_json_bytes(triple, 77), Err(TokenizerError::Format(_))));
+    let not_bpe = br#"{"model": {"type": "Unigram", "vocab": {"a": 0}, "merges": []}}"#;
+    assert!(matches!(ClipTokenizer::from_json_bytes(not_bpe, 77), Err(TokenizerError::Format(_))));
+}
+
 /// Development aid for exhaustive differential testing against Python: reads one JSON string per
 /// line from $CLIP_TOKENIZER_DIFF_IN and writes `{"clean": ..., "ids": [...]}` lines to
 /// $CLIP_TOKENIZER_DIFF_OUT.
