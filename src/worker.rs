@@ -2,9 +2,9 @@
 //! clip.worker_databases names, started with the server when shared_preload_libraries includes clip_search. Without
 //! that, everything else works as before and clip_watch_status says the worker is not running.
 //!
-//! Each round runs one batch of every watch, each in a transaction of its own, as the watched table's owner (so that
-//! nothing the table's owner wrote, a trigger say, runs with the worker's superuser rights), and records how it went
-//! in the watch's row. Rounds follow each other while there is work, then the worker sleeps clip.worker_naptime or
+//! Each round runs one batch of every watch, each in a transaction of its own, as the watched table's owner in a
+//! security-restricted operation (see [`as_owner`]: nothing the table's owner wrote, a trigger say, can use the
+//! worker's superuser rights), and records how it went in the watch's row. Rounds follow each other while there is work, then the worker sleeps clip.worker_naptime or
 //! until its latch is set. It does not start on a hot standby (it starts once recovery has finished).
 use std::time::{Duration, Instant};
 
@@ -74,8 +74,9 @@ fn run_round() -> bool {
         }
         Spi::connect(|client| {
             let rows = client.select(
-                "SELECT w.relation::oid, w.relation::text, w.source_column, w.target_column, c.relowner::regrole::text
-                 FROM clip_search_internal.watches w JOIN pg_class c ON c.oid = w.relation ORDER BY w.watched_at",
+                "SELECT w.relation::oid, w.relation::text, w.source_column, w.target_column, c.relowner
+                 FROM clip_search_internal.watches w JOIN pg_catalog.pg_class c ON c.oid = w.relation
+                 ORDER BY w.watched_at",
                 None,
                 &[],
             )?;
@@ -84,7 +85,7 @@ fn run_round() -> bool {
                 name: row.get::<String>(2)?.expect("not null"),
                 source: row.get::<String>(3)?.expect("not null"),
                 target: row.get::<String>(4)?.expect("not null"),
-                owner: row.get::<String>(5)?.expect("not null"),
+                owner: row.get::<pg_sys::Oid>(5)?.expect("not null"),
             }))
             .collect::<Result<Vec<Watch>, pgrx::spi::Error>>()
         })
@@ -113,21 +114,20 @@ struct Watch {
     name: String,
     source: String,
     target: String,
-    owner: String,
+    owner: pg_sys::Oid,
 }
 
 /// One batch of one watch, as the table's owner, and its outcome recorded in the watch's row. Whether it found
 /// work.
 fn run_batch(watch: &Watch) -> bool {
     let started = Instant::now();
-    let role = format!("SET LOCAL ROLE {}", spi::quote_identifier(&watch.owner));
-    Spi::run(&role).unwrap_or_else(|e| error!("clip_search worker: {}: {e}", watch.name));
-    let (done, skipped, failure) = Spi::get_three_with_args::<i64, i64, String>(
-        "SELECT done, skipped, error FROM clip_search_internal.watch_batch($1::regclass, $2, $3, $4)",
-        &[watch.relation.into(), watch.source.as_str().into(), watch.target.as_str().into(), (guc::batch_size() as i32).into()],
-    )
-    .unwrap_or_else(|e| error!("clip_search worker: {}: {e}", watch.name));
-    Spi::run("RESET ROLE").unwrap_or_else(|e| error!("clip_search worker: {e}"));
+    let (done, skipped, failure) = as_owner(watch.owner, || {
+        Spi::get_three_with_args::<i64, i64, String>(
+            "SELECT done, skipped, error FROM clip_search_internal.watch_batch($1::regclass, $2, $3, $4)",
+            &[watch.relation.into(), watch.source.as_str().into(), watch.target.as_str().into(), (guc::batch_size() as i32).into()],
+        )
+        .unwrap_or_else(|e| error!("clip_search worker: {}: {e}", watch.name))
+    });
     let (done, skipped) = (done.unwrap_or(0), skipped.unwrap_or(0));
     if let Some(failure) = &failure {
         warning!("clip_search worker: {}: {failure}", watch.name);
@@ -149,4 +149,29 @@ fn run_batch(watch: &Watch) -> bool {
     .unwrap_or_else(|e| error!("clip_search worker: {}: {e}", watch.name));
     // A batch that failed as a whole (the model missing, say) is not work done: sleep before trying again.
     done + skipped > 0
+}
+
+/// Runs `f` as the role `owner` in a security-restricted operation, as PostgreSQL itself runs an index build or a
+/// materialized view's refresh for a table's owner: code the owner wrote that runs inside (a trigger, a function
+/// in an index expression) cannot SET ROLE back to the worker's superuser, create temporary objects that would
+/// shadow the worker's, or leave settings behind, since every setting changed inside is undone afterwards. An
+/// error inside aborts the transaction, whose abort restores the user and the settings the same way.
+fn as_owner<T>(owner: pg_sys::Oid, f: impl FnOnce() -> T) -> T {
+    let mut saved_user = pg_sys::InvalidOid;
+    let mut saved_context = 0;
+    let restricted = (pg_sys::SECURITY_LOCAL_USERID_CHANGE | pg_sys::SECURITY_RESTRICTED_OPERATION) as i32;
+    // SAFETY: the backend's own user and security context, saved here and restored below; a new GUC nest level is
+    // closed by AtEOXact_GUC before this transaction ends.
+    let nest = unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_context);
+        pg_sys::SetUserIdAndSecContext(owner, saved_context | restricted);
+        pg_sys::NewGUCNestLevel()
+    };
+    let result = f();
+    // SAFETY: as above.
+    unsafe {
+        pg_sys::AtEOXact_GUC(false, nest);
+        pg_sys::SetUserIdAndSecContext(saved_user, saved_context);
+    }
+    result
 }

@@ -4,7 +4,8 @@
 # watch too; an update while a row waits ends with its newest source's embedding; a corrupt image is recorded in
 # clip_backfill_failures and the other rows are embedded; an immediate shutdown in the middle of the work loses
 # nothing and embeds nothing twice; a partitioned table works; clip_unwatch stops the work; pg_terminate_backend
-# stops the worker, which the postmaster starts again; a hot standby of the cluster runs no worker. Every wait is a
+# stops the worker, which the postmaster starts again; a table owner's trigger cannot use the worker's rights or
+# leave it a setting; a hot standby of the cluster runs no worker. Every wait is a
 # bounded poll; nothing is timed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -139,6 +140,43 @@ wait_for "SELECT count(*) = 0 FROM clip_backfill_failures WHERE relation = 'phot
 [[ "$(q -c "SELECT count(embedding) FROM parted WHERE id > 300")" == 0 ]] || die "watch: an unwatched table was embedded"
 [[ "$(q -c "SELECT count(*) FROM pg_trigger WHERE tgname = 'clip_watch' AND tgrelid = 'parted'::regclass")" == 0 ]] \
   || die "watch: clip_unwatch left its trigger"
+
+log "watch: an owner's trigger runs with the owner's rights only; an owner whose name needs quotes"
+q <<'SQL'
+SET client_min_messages = warning;
+CREATE ROLE "Mallory Owner" LOGIN;
+GRANT CREATE ON SCHEMA public TO "Mallory Owner";
+SET ROLE "Mallory Owner";
+CREATE TABLE escalate (id int PRIMARY KEY, body text, embedding vector(32));
+-- What the owner's trigger saw and could do each time the worker embedded one of its rows.
+CREATE TABLE attempts (id int, who text, left_setting text, became_superuser boolean, error text);
+CREATE FUNCTION try_escalate() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+  seen text := current_setting('clip_test.left_behind', true);
+BEGIN
+  BEGIN
+    RESET ROLE;
+    EXECUTE 'ALTER ROLE "Mallory Owner" SUPERUSER';
+    INSERT INTO attempts VALUES (NEW.id, current_user, seen, true, NULL);
+  EXCEPTION WHEN OTHERS THEN
+    INSERT INTO attempts VALUES (NEW.id, current_user, seen, false, SQLERRM);
+  END;
+  -- A session-wide setting that the worker's next batches must not inherit.
+  PERFORM set_config('clip_test.left_behind', 'yes', false);
+  RETURN NEW;
+END $$;
+CREATE TRIGGER try_escalate BEFORE UPDATE OF embedding ON escalate FOR EACH ROW EXECUTE FUNCTION try_escalate();
+SELECT clip_watch('escalate', 'body', 'embedding');
+INSERT INTO escalate VALUES (1, 'the first row of the owner');
+RESET ROLE;
+SQL
+wait_for "SELECT embedding IS NOT NULL FROM escalate WHERE id = 1"
+q -c "INSERT INTO escalate VALUES (2, 'the second row of the owner')"
+wait_for "SELECT embedding IS NOT NULL FROM escalate WHERE id = 2"
+[[ "$(q -c "SELECT rolsuper FROM pg_roles WHERE rolname = 'Mallory Owner'")" == f ]] \
+  || die "watch: a table owner's trigger made its owner a superuser through the worker"
+[[ "$(q -c "SELECT count(*) = 2 AND bool_and(who = 'Mallory Owner' AND NOT became_superuser AND coalesce(left_setting, '') = '')
+            FROM attempts")" == t ]] || { q -c "TABLE attempts" >&2; die "watch: the owner's trigger ran with other rights or settings"; }
 
 log "watch: pg_terminate_backend stops the worker; the postmaster starts it again"
 old=$(q -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'clip_search worker'")
