@@ -373,7 +373,10 @@ BEGIN
         RAISE EXCEPTION 'clip_unwatch: % is not watched', target_table USING ERRCODE = 'undefined_object';
     END IF;
     EXECUTE format('DROP TRIGGER clip_watch ON %s', target_table);
-    EXECUTE format('DROP INDEX %s', watch.pending_index);
+    -- Only an index of this table: a watch's row inserted by hand may name any index.
+    IF EXISTS (SELECT FROM pg_index WHERE indexrelid = watch.pending_index AND indrelid = target_table) THEN
+        EXECUTE format('DROP INDEX %s', watch.pending_index);
+    END IF;
 END
 $function$;
 

@@ -19,6 +19,7 @@ SELECT pg_temp.error_of($$SELECT clip_watch('watched', 'body', 'embedding')$$);
 SELECT pg_temp.error_of($$SELECT clip_watch('watched', 'nothing', 'embedding')$$);
 
 -- Only the table's owner (or a member of its role) may watch or unwatch it.
+CREATE INDEX watched_body ON watched (body);
 CREATE ROLE clip_watch_stranger;
 CREATE SCHEMA strangers AUTHORIZATION clip_watch_stranger;
 CREATE TABLE strangers.own_table (id int PRIMARY KEY, body text, embedding vector(32));
@@ -29,7 +30,18 @@ SELECT pg_temp.error_of($$INSERT INTO clip_search_internal.watches (relation, so
                           VALUES ('watched', 'body', 'embedding', 'watched_pkey')$$);
 SELECT clip_watch('strangers.own_table', 'body', 'embedding');
 SELECT relation FROM clip_watch_status ORDER BY 1;
+-- A watch's row inserted by hand for one's own table, naming another table's index: unwatching it drops only the
+-- trigger, never that index.
+SELECT clip_unwatch('strangers.own_table');
+INSERT INTO clip_search_internal.watches (relation, source_column, target_column, pending_index)
+VALUES ('strangers.own_table', 'body', 'embedding', 'watched_body');
+CREATE TRIGGER clip_watch BEFORE UPDATE OF body ON strangers.own_table FOR EACH ROW
+    EXECUTE FUNCTION clip_search_internal.watch_trigger('body', 'embedding');
 RESET ROLE;
+SELECT clip_unwatch('strangers.own_table');
+SELECT count(*) AS other_index_kept FROM pg_class WHERE relname = 'watched_body';
+DROP INDEX watched_body;
+SELECT clip_watch('strangers.own_table', 'body', 'embedding');
 SELECT clip_unwatch('strangers.own_table');
 DROP SCHEMA strangers CASCADE;
 DROP ROLE clip_watch_stranger;
