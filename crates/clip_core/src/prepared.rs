@@ -9,7 +9,8 @@
 //!
 //! Integrity, layer by layer:
 //! * prepared files are made only from source bytes whose sha256 matched the manifest;
-//! * every load checks the directory's and each file's type, size, owner and mode (nobody else may write them);
+//! * every load checks the type, owner and mode of the cache directory, of the tower's directory and of each
+//!   file, and each file's size (nobody but the server's user may write any of them);
 //! * every file is hashed in full once per boot, and the identity it had then (device, inode, size, modification
 //!   and change times) is recorded; a later load in the same boot that finds the same identity skips the hash. The
 //!   kernel sets the change time on every write, truncation, permission change or rename over the file, and user
@@ -111,8 +112,12 @@ impl TowerRequest<'_> {
 /// `data_file_name` beside it, from source bytes whose sha256 matched the manifest.
 pub fn prepared_graph(request: &TowerRequest<'_>, prepare: impl FnOnce(&Path, &str) -> Result<()>) -> Result<PathBuf> {
     let dir = request.directory();
+    create_cache(request.cache)?;
+    // Whoever can write the cache directory could swap a checked tower directory for another between the check
+    // and ONNX Runtime's opening of its files, or block it with a lock file: only the server's user may.
+    check_owned_and_private(request.cache, true)
+        .map_err(|reason| ClipError::WeightsCache { path: request.cache.to_path_buf(), reason })?;
     if !dir.join(RECORD).exists() {
-        create_cache(request.cache)?;
         let _lock = Lock::acquire(&request.cache.join(format!(".{}.lock", file_name(&dir))))?;
         // Another process may have prepared it while this one waited for the lock.
         if !dir.join(RECORD).exists() {
@@ -198,17 +203,24 @@ fn verify(request: &TowerRequest<'_>, dir: &Path) -> Result<()> {
     if stamped() {
         return Ok(());
     }
-    let _lock = Lock::acquire(&request.cache.join(format!(".{}.lock", file_name(dir))))?;
+    // The lock and the stamp only spare other backends a hash: where they cannot be written (a cache prepared
+    // elsewhere and mounted read-only, a full disk), every load hashes the files instead of failing.
+    let lock = Lock::acquire(&request.cache.join(format!(".{}.lock", file_name(dir)))).ok();
     // Backends that start together after a boot wait here for the first one's hash rather than hash again.
-    if stamped() {
+    if lock.is_some() && stamped() {
         return Ok(());
     }
     hash_and_compare(dir, &record, &invalid)?;
-    // The identities before the hash: a file changed while it was hashed does not get its new identity recorded.
-    let tmp = dir.join(format!(".verified-{boot}.json.tmp"));
-    let _ = fs::remove_file(&tmp); // left by a process that died here, under the lock this one holds now
-    write_json(&tmp, &identities)?;
-    fs::rename(&tmp, &stamp_path).map_err(|e| cache_error(&stamp_path, e))
+    if lock.is_some() {
+        // The identities before the hash: a file changed while it was hashed does not get its new identity
+        // recorded.
+        let tmp = dir.join(format!(".verified-{boot}.json.tmp"));
+        let _ = fs::remove_file(&tmp); // left by a process that died here, under the lock this one holds now
+        if write_json(&tmp, &identities).is_err() || fs::rename(&tmp, &stamp_path).is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+    }
+    Ok(())
 }
 
 fn hash_and_compare(dir: &Path, record: &Record, invalid: &dyn Fn(String) -> ClipError) -> Result<()> {
@@ -320,7 +332,13 @@ struct Lock(File);
 
 impl Lock {
     fn acquire(path: &Path) -> Result<Lock> {
-        let file = OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(path)
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
             .map_err(|e| cache_error(path, e))?;
         use std::os::fd::AsRawFd;
         loop {

@@ -238,6 +238,40 @@ fn damaged_prepared_files_are_refused() {
 }
 
 #[test]
+fn a_cache_directory_others_can_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let cache = empty_cache("open");
+    let model_dir = repo().join("tests/fixtures/tiny-model");
+    ClipModel::open(shared(model_dir.clone(), &cache)).unwrap().embed_texts(&["x"]).unwrap();
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let err = ClipModel::open(shared(model_dir, &cache)).unwrap().embed_texts(&["x"]).unwrap_err();
+    assert!(matches!(err, ClipError::WeightsCache { .. }) && err.to_string().contains("no one else can write"), "{err}");
+    std::fs::remove_dir_all(cache).unwrap();
+}
+
+/// The lock file and the once-per-boot stamp only spare later loads a hash: where neither can be written, a load
+/// hashes the files and goes on.
+#[test]
+fn prepared_files_load_where_the_lock_and_the_stamp_cannot_be_written() {
+    let cache = empty_cache("unwritable");
+    let model_dir = repo().join("tests/fixtures/tiny-model");
+    let expected = ClipModel::open(shared(model_dir.clone(), &cache)).unwrap().embed_texts(&["a cat"]).unwrap();
+    let tower = prepared_files(&cache, "text");
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    let stamp = tower.join(format!("verified-{}.json", boot.trim()));
+    std::fs::remove_file(&stamp).unwrap();
+    std::fs::create_dir(&stamp).unwrap(); // the new stamp cannot be renamed over a directory
+    let lock = cache.join(format!(".{}.lock", tower.file_name().unwrap().to_string_lossy()));
+    std::fs::remove_file(&lock).unwrap();
+    std::fs::create_dir(&lock).unwrap(); // nor the lock file opened for writing
+    for _ in 0..2 {
+        let embedded = ClipModel::open(shared(model_dir.clone(), &cache)).unwrap().embed_texts(&["a cat"]).unwrap();
+        assert_eq!(embedded, expected);
+    }
+    std::fs::remove_dir_all(cache).unwrap();
+}
+
+#[test]
 fn two_models_preparing_at_once_end_with_one_valid_directory() {
     let cache = empty_cache("race");
     let model_dir = repo().join("tests/fixtures/tiny-model");
