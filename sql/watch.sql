@@ -43,9 +43,9 @@ BEGIN
 END
 $function$;
 
--- Has the background worker keep target_column embedded from source_column in target_table (a table, a partitioned
--- table or a table with inheriting tables): rows inserted or updated from now on, and the rows whose target is NULL
--- today. Creates a trigger and a small partial index on the table; needs the rights to create them (its owner).
+-- Has the background worker keep target_column embedded from source_column in target_table (a table or a
+-- partitioned table; not a parent of inheriting tables, whose updates its trigger would not see): rows inserted or
+-- updated from now on, and the rows whose target is NULL today. Creates a trigger and a small partial index on the table; needs the rights to create them (its owner).
 -- The worker embeds as the table's owner. Rows that cannot be embedded are recorded in clip_backfill_failures and
 -- tried again when their source changes. Progress: clip_watch_status.
 CREATE FUNCTION @extschema@.clip_watch(target_table regclass, source_column text, target_column text)
@@ -59,6 +59,12 @@ BEGIN
     PERFORM clip_search_internal.embed_function(
         clip_search_internal.column_type(target_table, source_column, 'clip_watch'), 'clip_watch', true);
     PERFORM clip_search_internal.column_type(target_table, target_column, 'clip_watch');
+    IF EXISTS (SELECT FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+               WHERE i.inhparent = target_table AND NOT c.relispartition) THEN
+        RAISE EXCEPTION 'clip_watch: % has inheriting tables, whose updates a trigger on it would not see',
+            target_table USING ERRCODE = 'feature_not_supported',
+            HINT = 'Watch each of the tables, or make it a partitioned table.';
+    END IF;
     IF EXISTS (SELECT FROM clip_search_internal.watches w WHERE w.relation = target_table) THEN
         RAISE EXCEPTION 'clip_watch: % is watched already', target_table USING ERRCODE = 'duplicate_object',
             HINT = 'clip_unwatch it first to watch another column.';
@@ -123,8 +129,10 @@ $function$;
 
 -- Progress and health of each watch in this database: rows due, embedded and failed, the rate of the last batch,
 -- the last error, and the worker's state (from pg_stat_activity: "active" while it embeds, "idle" while it waits,
--- "not running" without shared_preload_libraries or when clip.worker_databases does not name this database).
-CREATE VIEW @extschema@.clip_watch_status AS
+-- "running" for a role that may not see other sessions' state, "not running" without shared_preload_libraries or
+-- when clip.worker_databases does not name this database). A security barrier: the rows of tables the viewer may
+-- not read stay hidden from functions in the viewer's own conditions.
+CREATE VIEW @extschema@.clip_watch_status WITH (security_barrier) AS
 SELECT w.relation, w.source_column, w.target_column,
        greatest(c.pending - coalesce(f.failed, 0), 0) AS rows_pending,
        c.embedded AS rows_embedded,
@@ -132,7 +140,7 @@ SELECT w.relation, w.source_column, w.target_column,
        w.rows_embedded AS rows_embedded_by_worker,
        round(w.last_batch_rate::numeric, 1) AS last_batch_rows_per_s,
        w.last_batch_at, w.last_error, w.last_error_at,
-       coalesce((SELECT coalesce(a.state, 'starting') FROM pg_stat_activity a
+       coalesce((SELECT coalesce(a.state, 'running') FROM pg_stat_activity a
                  WHERE a.backend_type = 'clip_search worker' AND a.datname = current_database() LIMIT 1),
                 'not running') AS worker_state
 FROM clip_search_internal.watches w
@@ -148,5 +156,7 @@ CREATE POLICY readers ON clip_search_internal.watches FOR SELECT USING (true);
 CREATE POLICY owners ON clip_search_internal.watches
     USING (pg_has_role((SELECT relowner FROM pg_class WHERE oid = relation), 'USAGE'))
     WITH CHECK (pg_has_role((SELECT relowner FROM pg_class WHERE oid = relation), 'USAGE'));
-GRANT SELECT, INSERT, DELETE ON clip_search_internal.watches TO PUBLIC;
+-- The counters and times are the worker's: a watch's owner cannot set them (nor move its watch first).
+GRANT SELECT, INSERT (relation, source_column, target_column, pending_index), DELETE
+    ON clip_search_internal.watches TO PUBLIC;
 GRANT SELECT ON @extschema@.clip_watch_status TO PUBLIC;

@@ -9,6 +9,7 @@
 use std::time::{Duration, Instant};
 
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags};
+use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 
 use crate::guc;
@@ -45,7 +46,7 @@ pub extern "C-unwind" fn clip_search_worker_main(argument: pg_sys::Datum) {
     unsafe { pg_sys::pqsignal(pg_sys::SIGTERM as i32, Some(die)) };
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP);
     let Some(database) = guc::worker_databases().into_iter().nth(argument.value()) else {
-        // clip.worker_databases changed since the postmaster started: its list then is not known here.
+        // Not expected: the list is a postmaster setting, read the same way when the worker was registered.
         log!("clip_search worker: no database at position {} of clip.worker_databases", argument.value());
         return;
     };
@@ -96,11 +97,59 @@ fn run_round() -> bool {
         let activity = std::ffi::CString::new(format!("embedding {}.{}", watch.name, watch.target)).unwrap_or_default();
         // SAFETY: PostgreSQL copies the string into the backend's status entry.
         unsafe { pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_RUNNING, activity.as_ptr()) };
-        busy |= BackgroundWorker::transaction(|| run_batch(watch));
+        busy |= BackgroundWorker::transaction(|| run_batch_isolated(watch));
     }
-    // SAFETY: as above, with no text.
-    unsafe { pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_IDLE, std::ptr::null()) };
+    // SAFETY: as above, with no text. Then the round's table statistics go to the cumulative statistics, from
+    // which autovacuum learns of the rows the batches updated (a worker reports them only when asked).
+    unsafe {
+        pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_IDLE, std::ptr::null());
+        pg_sys::pgstat_report_stat(false);
+    }
     busy
+}
+
+/// [`run_batch`] in a subtransaction: an error that escapes the batch function (a cancel, which PL/pgSQL does not
+/// catch, or one raised by code of the table's owner) rolls back this watch's batch only and is recorded in its
+/// row, so no watch can stop the worker or keep it from the watches after it.
+fn run_batch_isolated(watch: &Watch) -> bool {
+    // SAFETY: the subtransaction protocol of PostgreSQL's procedural languages (PL/Python's, for one): begin a
+    // subtransaction, then release it on success or roll it back on error, and either way return to the caller's
+    // memory context and resource owner.
+    let (context, owner) = unsafe { (pg_sys::CurrentMemoryContext, pg_sys::CurrentResourceOwner) };
+    unsafe {
+        pg_sys::BeginInternalSubTransaction(std::ptr::null());
+        pg_sys::MemoryContextSwitchTo(context);
+    }
+    let leave = move |commit: bool| unsafe {
+        pg_sys::MemoryContextSwitchTo(context);
+        if commit {
+            pg_sys::ReleaseCurrentSubTransaction();
+        } else {
+            pg_sys::RollbackAndReleaseCurrentSubTransaction();
+        }
+        pg_sys::MemoryContextSwitchTo(context);
+        pg_sys::CurrentResourceOwner = owner;
+    };
+    let leave = std::panic::AssertUnwindSafe(leave);
+    PgTryBuilder::new(std::panic::AssertUnwindSafe(|| {
+        let busy = run_batch(watch);
+        leave(true);
+        busy
+    }))
+    .catch_others(|caught| {
+        leave(false);
+        let report = match &caught {
+            CaughtError::PostgresError(report) | CaughtError::ErrorReport(report) => report,
+            CaughtError::RustPanic { ereport, .. } => ereport,
+        };
+        // SAFETY: unpack_sql_state returns a static buffer holding the five characters of the code.
+        let code = unsafe { std::ffi::CStr::from_ptr(pg_sys::unpack_sql_state(report.sql_error_code() as i32)) };
+        let failure = format!("{} {}", code.to_string_lossy(), report.message());
+        warning!("clip_search worker: {}: {failure}", watch.name);
+        record(watch, 0, 0, 0.0, Some(&failure));
+        false
+    })
+    .execute()
 }
 
 unsafe extern "C-unwind" {
@@ -136,6 +185,13 @@ fn run_batch(watch: &Watch) -> bool {
         return false;
     }
     let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-6);
+    record(watch, done, skipped, rate, failure.as_deref());
+    // A batch that failed as a whole (the model missing, say) is not work done: sleep before trying again.
+    done + skipped > 0
+}
+
+/// Adds a batch's outcome to the watch's row.
+fn record(watch: &Watch, done: i64, skipped: i64, rate: f64, failure: Option<&str>) {
     Spi::run_with_args(
         "UPDATE clip_search_internal.watches
          SET rows_embedded = rows_embedded + $2, rows_failed = rows_failed + $3,
@@ -147,8 +203,6 @@ fn run_batch(watch: &Watch) -> bool {
         &[watch.relation.into(), done.into(), skipped.into(), rate.into(), failure.into()],
     )
     .unwrap_or_else(|e| error!("clip_search worker: {}: {e}", watch.name));
-    // A batch that failed as a whole (the model missing, say) is not work done: sleep before trying again.
-    done + skipped > 0
 }
 
 /// Runs `f` as the role `owner` in a security-restricted operation, as PostgreSQL itself runs an index build or a

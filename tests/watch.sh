@@ -5,7 +5,8 @@
 # clip_backfill_failures and the other rows are embedded; an immediate shutdown in the middle of the work loses
 # nothing and embeds nothing twice; a partitioned table works; clip_unwatch stops the work; pg_terminate_backend
 # stops the worker, which the postmaster starts again; a table owner's trigger cannot use the worker's rights or
-# leave it a setting; a hot standby of the cluster runs no worker. Every wait is a
+# leave it a setting, and an error it raises past the batch function is recorded and stops no other watch; a hot
+# standby of the cluster runs no worker. Every wait is a
 # bounded poll; nothing is timed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -177,6 +178,29 @@ wait_for "SELECT embedding IS NOT NULL FROM escalate WHERE id = 2"
   || die "watch: a table owner's trigger made its owner a superuser through the worker"
 [[ "$(q -c "SELECT count(*) = 2 AND bool_and(who = 'Mallory Owner' AND NOT became_superuser AND coalesce(left_setting, '') = '')
             FROM attempts")" == t ]] || { q -c "TABLE attempts" >&2; die "watch: the owner's trigger ran with other rights or settings"; }
+
+log "watch: an error that escapes one watch's batch is recorded there and stops nothing else"
+pid=$(q -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'clip_search worker'")
+q <<'SQL'
+SET client_min_messages = warning;
+SET ROLE "Mallory Owner";
+CREATE TABLE poison (id int PRIMARY KEY, body text, embedding vector(32));
+-- PL/pgSQL's WHEN OTHERS does not catch a cancel: this leaves the batch function.
+CREATE FUNCTION cancel_everything() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  RAISE EXCEPTION 'a trigger of the owner cancels' USING ERRCODE = 'query_canceled';
+END $$;
+CREATE TRIGGER cancel_everything BEFORE UPDATE OF embedding ON poison FOR EACH ROW EXECUTE FUNCTION cancel_everything();
+SELECT clip_watch('poison', 'body', 'embedding');
+INSERT INTO poison VALUES (1, 'never embedded');
+RESET ROLE;
+SQL
+wait_for "SELECT last_error LIKE '57014 %' FROM clip_watch_status WHERE relation = 'poison'::regclass"
+q -c "INSERT INTO notes VALUES (9004, 'embedded while another watch fails')"
+wait_for "SELECT embedding IS NOT NULL FROM notes WHERE id = 9004"
+[[ "$(q -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'clip_search worker'")" == "$pid" ]] \
+  || die "watch: a failing watch ended the worker"
+q -c "SELECT clip_unwatch('poison')" >/dev/null
 
 log "watch: pg_terminate_backend stops the worker; the postmaster starts it again"
 old=$(q -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'clip_search worker'")

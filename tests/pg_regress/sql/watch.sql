@@ -17,6 +17,11 @@ UPDATE watched SET body = 'changed' WHERE id = 1;
 SELECT embedding IS NULL AS cleared FROM watched WHERE id = 1;
 SELECT pg_temp.error_of($$SELECT clip_watch('watched', 'body', 'embedding')$$);
 SELECT pg_temp.error_of($$SELECT clip_watch('watched', 'nothing', 'embedding')$$);
+-- A parent of inheriting tables: its trigger would not see their updates.
+CREATE TABLE inherited_parent (id int, body text, embedding vector(32));
+CREATE TABLE inherited_child () INHERITS (inherited_parent);
+SELECT pg_temp.error_of($$SELECT clip_watch('inherited_parent', 'body', 'embedding')$$);
+DROP TABLE inherited_parent CASCADE;
 
 -- Only the table's owner (or a member of its role) may watch or unwatch it.
 CREATE INDEX watched_body ON watched (body);
@@ -33,6 +38,8 @@ SELECT relation FROM clip_watch_status ORDER BY 1;
 -- A watch's row inserted by hand for one's own table, naming another table's index: unwatching it drops only the
 -- trigger, never that index.
 SELECT clip_unwatch('strangers.own_table');
+SELECT pg_temp.error_of($$INSERT INTO clip_search_internal.watches (relation, source_column, target_column,
+                          pending_index, watched_at) VALUES ('strangers.own_table', 'body', 'embedding', 'watched_body', '-infinity')$$);
 INSERT INTO clip_search_internal.watches (relation, source_column, target_column, pending_index)
 VALUES ('strangers.own_table', 'body', 'embedding', 'watched_body');
 CREATE TRIGGER clip_watch BEFORE UPDATE OF body ON strangers.own_table FOR EACH ROW
