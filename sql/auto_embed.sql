@@ -88,10 +88,11 @@ CREATE TABLE @extschema@.clip_backfill_failures (
     PRIMARY KEY (relation, source_column, row_table, row_key)
 );
 ALTER TABLE @extschema@.clip_backfill_failures ENABLE ROW LEVEL SECURITY;
+-- Column privileges count: a role granted UPDATE on the target column only may backfill it.
 CREATE POLICY readers ON @extschema@.clip_backfill_failures FOR SELECT
-    USING (has_table_privilege(relation, 'SELECT'));
+    USING (has_any_column_privilege(relation, 'SELECT'));
 CREATE POLICY backfillers ON @extschema@.clip_backfill_failures
-    USING (has_table_privilege(relation, 'UPDATE')) WITH CHECK (has_table_privilege(relation, 'UPDATE'));
+    USING (has_any_column_privilege(relation, 'UPDATE')) WITH CHECK (has_any_column_privilege(relation, 'UPDATE'));
 GRANT SELECT, INSERT, UPDATE, DELETE ON @extschema@.clip_backfill_failures TO PUBLIC;
 
 -- One batch of clip_backfill and of the background worker's watches (sql/watch.sql): locks up to batch_size rows of

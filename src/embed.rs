@@ -50,12 +50,17 @@ pub fn clip_embed_image(image: &[u8]) -> Vector {
 pub fn clip_embed_texts(inputs: Array<'_, &str>) -> Vec<Option<Vector>> {
     let inputs: Vec<Option<&str>> = inputs.iter().collect();
     let present: Vec<&str> = inputs.iter().flatten().copied().collect();
-    let mut embedded = Vec::with_capacity(present.len());
-    for chunk in present.chunks(guc::batch_size()) {
+    place(&inputs, embed_texts_in_batches("clip_embed_texts", &present))
+}
+
+/// Embeds texts in batches of clip.batch_size (so within the superuser's ceiling), cancellable between batches.
+pub fn embed_texts_in_batches(function: &'static str, texts: &[&str]) -> Vec<Vec<f32>> {
+    let mut embedded = Vec::with_capacity(texts.len());
+    for chunk in texts.chunks(guc::batch_size()) {
         check_for_interrupts!();
-        embedded.extend(with_model(|m| m.embed_texts(chunk)).or_raise("clip_embed_texts"));
+        embedded.extend(with_model(|m| m.embed_texts(chunk)).or_raise(function));
     }
-    place(&inputs, embedded)
+    embedded
 }
 
 /// Embeds an array of images in batches of clip.batch_size, in input order; NULL elements give NULL. A bad

@@ -3,7 +3,7 @@ use clip_core::model::normalised;
 use clip_core::{cosine, ClipError};
 use pgrx::prelude::*;
 
-use crate::embed::{decode_image, embed_one_image, embed_one_text};
+use crate::embed::{decode_image, embed_one_image, embed_one_text, embed_texts_in_batches};
 use crate::errors::OrRaise;
 use crate::model_cache::with_model;
 use crate::vector::Vector;
@@ -58,11 +58,12 @@ fn clip_classify(
     let prompts: Vec<&str> = prompts.iter().map(String::as_str).collect();
     let decoded = decode_image(F, image);
     check_for_interrupts!();
-    let (image_embedding, label_embeddings, logit_scale) = with_model(|m| {
+    let (image_embedding, logit_scale) = with_model(|m| {
         let image = m.embed_images(std::slice::from_ref(&decoded))?.pop().expect("one image");
-        Ok::<_, ClipError>((image, m.embed_texts(&prompts)?, m.manifest().logit_scale))
+        Ok::<_, ClipError>((image, m.manifest().logit_scale))
     })
     .or_raise(F);
+    let label_embeddings = embed_texts_in_batches(F, &prompts);
     let logits: Vec<f32> = label_embeddings.iter().map(|t| logit_scale * cosine(&image_embedding, t)).collect();
     let mut rows: Vec<(String, f32)> = labels.into_iter().zip(softmax(&logits)).collect();
     rows.sort_by(|a, b| b.1.total_cmp(&a.1));
@@ -86,6 +87,9 @@ fn clip_blend_many(vectors: Vec<Option<Vector>>, weights: Vec<Option<f32>>) -> V
         invalid_parameter(format!("{F}: {} vectors and {} weights; give one weight per vector", vectors.len(), weights.len()));
     }
     let dim = vectors[0].as_ref().map_or(0, |v| v.0.len());
+    // Only the weights' ratios matter: above 1 they are scaled down, since weights near f32's limit would
+    // overflow the sum to infinity (and the result to NaN).
+    let largest = weights.iter().flatten().fold(1f32, |m, w| if w.is_finite() { m.max(w.abs()) } else { m });
     let mut sum = vec![0f32; dim];
     for (index, (vector, weight)) in vectors.iter().zip(&weights).enumerate() {
         let (Some(vector), Some(weight)) = (vector, weight) else {
@@ -97,6 +101,7 @@ fn clip_blend_many(vectors: Vec<Option<Vector>>, weights: Vec<Option<f32>>) -> V
         if !weight.is_finite() {
             invalid_parameter(format!("{F}: weight {} is not finite", index + 1));
         }
+        let weight = weight / largest;
         for (s, x) in sum.iter_mut().zip(normalised(&vector.0)) {
             *s += weight * x;
         }

@@ -23,6 +23,11 @@ pgrx::impl_sql_translatable!(Vector, "vector");
 impl IntoDatum for Vector {
     fn into_datum(self) -> Option<pg_sys::Datum> {
         assert!(self.0.len() <= VECTOR_MAX_DIM, "vector of {} dimensions exceeds pgvector's limit", self.0.len());
+        // pgvector refuses NaN and infinities in every vector it makes; a model's broken output must not slip in.
+        if let Some(bad) = self.0.iter().find(|x| !x.is_finite()) {
+            ErrorReport::new(PgSqlErrorCode::ERRCODE_DATA_EXCEPTION, format!("{bad} not allowed in vector"), "clip_search")
+                .report(PgLogLevel::ERROR);
+        }
         let size = HEADER_BYTES + 4 * self.0.len();
         // SAFETY: palloc0 returns `size` zeroed bytes in the current memory context; every write stays inside them.
         unsafe {

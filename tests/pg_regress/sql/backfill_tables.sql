@@ -127,6 +127,19 @@ SELECT pg_temp.error_of($$INSERT INTO clip_backfill_failures (relation, source_c
 DROP TABLE own_scans;
 RESET ROLE;
 SELECT count(*) AS records_of_scans_still_there FROM clip_backfill_failures WHERE relation = 'scans'::regclass;
+-- A role granted UPDATE on the target column only (a column privilege) backfills and records its failures too.
+CREATE TABLE granted_scans (id int PRIMARY KEY, image bytea, embedding vector(32));
+INSERT INTO granted_scans (id, image) VALUES (1, :'pixel_bytes'::bytea), (2, '\x00');
+GRANT SELECT, UPDATE (embedding) ON granted_scans TO clip_backfill_user;
+SET ROLE clip_backfill_user;
+\set VERBOSITY terse
+CALL clip_backfill('granted_scans', 'image', 'embedding', on_error => 'skip');
+\set VERBOSITY default
+SELECT relation, row_key FROM clip_backfill_failures WHERE relation = 'granted_scans'::regclass;
+RESET ROLE;
+SELECT count(embedding) AS embedded FROM granted_scans;
+DELETE FROM clip_backfill_failures WHERE relation = 'granted_scans'::regclass;
+DROP TABLE granted_scans;
 REVOKE CREATE ON SCHEMA public FROM clip_backfill_user;
 DROP ROLE clip_backfill_user;
 

@@ -101,6 +101,8 @@ SELECT clip_blend(clip_embed_text('a'), clip_embed_text('b'), 0) = clip_embed_te
        round(vector_norm(clip_blend(ARRAY[clip_embed_text('a'), clip_embed_text('b'), clip_embed_text('c')], ARRAY[0.5, 0.3, -0.2]))::numeric, 4) AS unit_norm;
 SELECT name FROM pictures
 ORDER BY embedding <=> clip_blend(clip_embed_image(pg_read_binary_file(:'cat')), clip_embed_text('at night'), 0.3) LIMIT 1;
+-- Weights near real's limit: the same blend as their ratio, not an overflow.
+SELECT clip_blend(ARRAY['[1,0]', '[1,0]']::vector[], ARRAY[3e38, 3e38]::real[]) = '[1,0]' AS huge_weights_blend;
 SELECT pg_temp.error_of($$SELECT clip_blend(ARRAY['[1,0]'::vector], ARRAY[1, 2]::real[])$$);
 SELECT pg_temp.error_of($$SELECT clip_blend('[1,0]'::vector, '[1,0,0]'::vector)$$);
 SELECT pg_temp.error_of($$SELECT clip_blend(ARRAY['[1,0]', '[2,0]']::vector[], ARRAY[1, -1]::real[])$$);
