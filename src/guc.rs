@@ -110,7 +110,8 @@ pub fn register() {
         c"clip.weights_cache",
         c"Directory of the prepared weights that backends share (clip.shared_weights).",
         c"Empty means .cache/clip_search in the home directory of the server's operating-system user, shared by \
-          every cluster that user runs. Superuser only.",
+          every cluster that user runs (in the data directory when that user has no home directory). It must be \
+          a directory of that user that no one else can write. Superuser only.",
         &WEIGHTS_CACHE,
         GucContext::Suset,
         GucFlags::default(),

@@ -101,7 +101,8 @@ fn vector_type_oid() -> pg_sys::Oid {
             pg_sys::CacheRegisterSyscacheCallback(pg_sys::SysCacheIdentifier::TYPEOID as i32, Some(forget), pg_sys::Datum::from(0))
         }
     });
-    // Catalog lookups, not SPI: SPI cannot run in a parallel worker, and these functions are PARALLEL SAFE.
+    // Catalog lookups, not SPI: the SPI query this replaced failed in parallel workers ("cannot assign XIDs during
+    // a parallel operation") and cost a query per call; these functions are PARALLEL SAFE.
     // SAFETY: plain catalog reads inside a transaction; the C strings are static.
     let oid = unsafe {
         let extension = pg_sys::get_extension_oid(c"vector".as_ptr(), true);
