@@ -162,10 +162,14 @@ pub fn check_prepacked_alignment(graph: &Path) -> Result<()> {
     for found in entry.captures_iter(&bytes) {
         let offset: u64 = std::str::from_utf8(&found[1]).ok().and_then(|s| s.parse().ok()).unwrap_or(1);
         if !offset.is_multiple_of(64) {
-            return Err(ClipError::Inference(format!(
-                "ONNX Runtime stored a prepacked weight at offset {offset}, which is not 64-byte aligned: this graph \
-                 cannot use shared weights (set clip.shared_weights = off)"
-            )));
+            // Not the model's fault, nor the cache's: the error of the cache, whose hint offers the in-heap mode.
+            return Err(ClipError::WeightsCache {
+                path: graph.to_path_buf(),
+                reason: format!(
+                    "ONNX Runtime stored a prepacked weight at offset {offset}, which is not 64-byte aligned: this \
+                     graph cannot use shared weights (set clip.shared_weights = off)"
+                ),
+            });
         }
     }
     Ok(())
@@ -285,7 +289,7 @@ mod tests {
         assert!(check_prepacked_alignment(&graph).is_ok(), "6976 and 10048 are multiples of 64");
         std::fs::write(&graph, b"\x12\x1bMatMul+7507337976677454520|3205284;3072;0").unwrap();
         let err = check_prepacked_alignment(&graph).unwrap_err();
-        assert!(err.to_string().contains("3205284"), "{err}");
+        assert!(matches!(err, ClipError::WeightsCache { .. }) && err.to_string().contains("3205284"), "{err}");
         std::fs::remove_file(graph).unwrap();
     }
 
