@@ -51,8 +51,9 @@ $function$;
 CREATE FUNCTION @extschema@.clip_watch(target_table regclass, source_column text, target_column text)
 RETURNS void LANGUAGE plpgsql AS $function$
 DECLARE
-    index_name text := left(format('%s_%s_clip_pending', (SELECT relname FROM pg_class WHERE oid = target_table),
-                                   target_column), 63);
+    -- As type name, cut to 63 bytes the way PostgreSQL cuts the index's name (text's left() counts characters).
+    index_name name := format('%s_%s_clip_pending', (SELECT relname FROM pg_class WHERE oid = target_table),
+                              target_column);
     index_oid  regclass;
 BEGIN
     PERFORM clip_search_internal.check_owner(target_table, 'clip_watch');

@@ -17,6 +17,13 @@ UPDATE watched SET body = 'changed' WHERE id = 1;
 SELECT embedding IS NULL AS cleared FROM watched WHERE id = 1;
 SELECT pg_temp.error_of($$SELECT clip_watch('watched', 'body', 'embedding')$$);
 SELECT pg_temp.error_of($$SELECT clip_watch('watched', 'nothing', 'embedding')$$);
+-- A long name of multibyte characters: the index's name is cut to 63 bytes, as PostgreSQL cuts it.
+CREATE TABLE "ééééééééééééééééééééééééééééééééééééééééé" (id int PRIMARY KEY, body text, embedding vector(32));
+SELECT clip_watch('"ééééééééééééééééééééééééééééééééééééééééé"', 'body', 'embedding');
+SELECT octet_length(pending_index::text) <= 63 + 2 AS index_name_fits FROM clip_search_internal.watches
+WHERE relation = '"ééééééééééééééééééééééééééééééééééééééééé"'::regclass;
+SELECT clip_unwatch('"ééééééééééééééééééééééééééééééééééééééééé"');
+DROP TABLE "ééééééééééééééééééééééééééééééééééééééééé";
 -- A parent of inheriting tables: its trigger would not see their updates.
 CREATE TABLE inherited_parent (id int, body text, embedding vector(32));
 CREATE TABLE inherited_child () INHERITS (inherited_parent);
