@@ -25,8 +25,8 @@ impl IntoDatum for Vector {
         assert!(self.0.len() <= VECTOR_MAX_DIM, "vector of {} dimensions exceeds pgvector's limit", self.0.len());
         // pgvector refuses NaN and infinities in every vector it makes; a model's broken output must not slip in.
         if let Some(bad) = self.0.iter().find(|x| !x.is_finite()) {
-            ErrorReport::new(PgSqlErrorCode::ERRCODE_DATA_EXCEPTION, format!("{bad} not allowed in vector"), "clip_search")
-                .report(PgLogLevel::ERROR);
+            let message = format!("{bad} not allowed in vector");
+            ErrorReport::new(PgSqlErrorCode::ERRCODE_DATA_EXCEPTION, message, "clip_search").report(PgLogLevel::ERROR);
         }
         let size = HEADER_BYTES + 4 * self.0.len();
         // SAFETY: palloc0 returns `size` zeroed bytes in the current memory context; every write stays inside them.

@@ -4,8 +4,9 @@
 //!
 //! Each round runs one batch of every watch, each in a transaction of its own, as the watched table's owner in a
 //! security-restricted operation (see [`as_owner`]: nothing the table's owner wrote, a trigger say, can use the
-//! worker's superuser rights), and records how it went in the watch's row. Rounds follow each other while there is work, then the worker sleeps clip.worker_naptime or
-//! until its latch is set. It does not start on a hot standby (it starts once recovery has finished).
+//! worker's superuser rights), and records how it went in the watch's row. Rounds follow each other while there is
+//! work, then the worker sleeps clip.worker_naptime or until its latch is set. It does not start on a hot standby
+//! (it starts once recovery has finished).
 use std::time::{Duration, Instant};
 
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags};
@@ -173,7 +174,12 @@ fn run_batch(watch: &Watch) -> bool {
     let (done, skipped, failure) = as_owner(watch.owner, || {
         Spi::get_three_with_args::<i64, i64, String>(
             "SELECT done, skipped, error FROM clip_search_internal.watch_batch($1::regclass, $2, $3, $4)",
-            &[watch.relation.into(), watch.source.as_str().into(), watch.target.as_str().into(), (guc::batch_size() as i32).into()],
+            &[
+                watch.relation.into(),
+                watch.source.as_str().into(),
+                watch.target.as_str().into(),
+                (guc::batch_size() as i32).into(),
+            ],
         )
         .unwrap_or_else(|e| error!("clip_search worker: {}: {e}", watch.name))
     });
