@@ -162,7 +162,8 @@ pub fn check_prepacked_alignment(graph: &Path) -> Result<()> {
     for found in entry.captures_iter(&bytes) {
         let offset: u64 = std::str::from_utf8(&found[1]).ok().and_then(|s| s.parse().ok()).unwrap_or(1);
         if !offset.is_multiple_of(64) {
-            // Not the model's fault, nor the cache's: the error of the cache, whose hint offers the in-heap mode.
+            // Not the model's fault but a limit of shared weights: reported as the cache's error, whose hint offers
+            // the in-heap mode.
             return Err(ClipError::WeightsCache {
                 path: graph.to_path_buf(),
                 reason: format!(
