@@ -55,7 +55,7 @@ fi
 # --- Python environment for the exporter, the reference (open_clip) and the demo photos -----------------------
 if ((want_python)); then
   # Python's onnxruntime is the version of the library the extension loads, so that the two give the same outputs.
-  if ! "$VENV/bin/python" -c "import open_clip, onnx, onnxscript, onnxruntime, skimage
+  if ! "$VENV/bin/python" -c "import open_clip, onnx, onnxscript, onnxruntime, skimage, transformers, tokenizers
 assert onnxruntime.__version__ == '$ORT_VERSION'" 2>/dev/null; then
     log "creating $VENV with torch and open_clip (downloads about 3 GB)"
     python3 -m venv "$VENV"

@@ -96,6 +96,6 @@ fn place<T>(inputs: &[Option<T>], embedded: Vec<Vec<f32>>) -> Vec<Option<Vector>
 /// The token ids the model sees for a text, start and end tokens included.
 #[pg_extern(immutable, parallel_safe)]
 fn clip_tokenize(input: &str) -> Vec<i32> {
-    let ids = with_model(|m| Ok(m.tokenizer()?.encode(input))).or_raise("clip_tokenize");
+    let ids = with_model(|m| m.tokenizer()?.encode(input)).or_raise("clip_tokenize");
     ids.into_iter().map(|id| id as i32).collect()
 }

@@ -1,6 +1,6 @@
 //! Comparing embeddings: similarity, zero-shot classification, and blending query vectors.
 use clip_core::model::normalised;
-use clip_core::{cosine, ClipError};
+use clip_core::{cosine, label_probabilities, ClipError};
 use pgrx::prelude::*;
 
 use crate::embed::{decode_image, embed_one_image, embed_one_text, embed_texts_in_batches};
@@ -34,8 +34,9 @@ fn clip_similarity_vectors(a: Vector, b: Vector) -> f32 {
     cosine(&a.0, &b.0)
 }
 
-/// Zero-shot classification as CLIP does it: each label is put into `template` ("{}" marks where), and the
-/// probabilities are the softmax of the model's logit scale times the cosine of image and label texts.
+/// Zero-shot classification as open_clip does it: each label is put into `template` ("{}" marks where), and the
+/// probabilities are the softmax of the model's logit scale times the cosine of image and label texts; a sigmoid
+/// model (SigLIP) gives each label its own sigmoid of that logit plus the model's bias, which need not sum to 1.
 /// Rows come out most probable first.
 #[pg_extern(immutable, parallel_safe)]
 fn clip_classify(
@@ -58,23 +59,17 @@ fn clip_classify(
     let prompts: Vec<&str> = prompts.iter().map(String::as_str).collect();
     let decoded = decode_image(F, image);
     check_for_interrupts!();
-    let (image_embedding, logit_scale) = with_model(|m| {
-        let image = m.embed_images(std::slice::from_ref(&decoded))?.pop().expect("one image");
-        Ok::<_, ClipError>((image, m.manifest().logit_scale))
-    })
-    .or_raise(F);
+    let image_embedding = with_model(|m| Ok::<_, ClipError>(m.embed_images(std::slice::from_ref(&decoded))?))
+        .or_raise(F)
+        .pop()
+        .expect("one image");
     let label_embeddings = embed_texts_in_batches(F, &prompts);
-    let logits: Vec<f32> = label_embeddings.iter().map(|t| logit_scale * cosine(&image_embedding, t)).collect();
-    let mut rows: Vec<(String, f32)> = labels.into_iter().zip(softmax(&logits)).collect();
+    let probabilities =
+        with_model(|m| Ok::<_, ClipError>(label_probabilities(m.manifest(), &image_embedding, &label_embeddings)))
+            .or_raise(F);
+    let mut rows: Vec<(String, f32)> = labels.into_iter().zip(probabilities).collect();
     rows.sort_by(|a, b| b.1.total_cmp(&a.1));
     TableIterator::new(rows)
-}
-
-fn softmax(logits: &[f32]) -> Vec<f32> {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let exps: Vec<f64> = logits.iter().map(|l| ((l - max) as f64).exp()).collect();
-    let sum: f64 = exps.iter().sum();
-    exps.iter().map(|e| (e / sum) as f32).collect()
 }
 
 /// One query vector from several: the normalised weighted sum of the normalised inputs. "Photos like this one,

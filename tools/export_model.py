@@ -36,13 +36,18 @@ import numpy as np
 import torch
 
 import open_clip
+from open_clip.tokenizer import HFTokenizer, _clean_canonicalize, _clean_lower, _clean_whitespace
 from open_clip.transformer import text_global_pool
+from tokenizers import Tokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import tiny_models  # noqa: E402  (registers the tiny towers the test configs name)
 from tokenizer_json import write_tokenizer_json  # noqa: E402
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
+# open_clip's text cleaning functions by the name its configs and the manifest give them.
+CLEAN_NAMES = {_clean_lower: "lower", _clean_whitespace: "whitespace", _clean_canonicalize: "canonicalize"}
 ROLES = (("text", "text.onnx"), ("image", "image.onnx"), ("tokenizer", "tokenizer.json"))
 # An int8 tower's embeddings against its fp32 graph's, on the export examples: below the first the graph is broken
 # and is refused; below the second it works but misses the precision the README promises, which is said.
@@ -60,7 +65,8 @@ INT8_RECIPES = {
 
 
 class TextTower(torch.nn.Module):
-    """open_clip's CLIP.encode_text on the real token count instead of 77 padded positions.
+    """open_clip's CLIP.encode_text (OpenAI-style towers under a causal mask) on the real token count instead of 77
+    padded positions.
 
     The positional embedding and the causal mask are sliced to the input length. Pooling at the end-of-text
     token under a causal mask makes this exact: positions after it never influence it.
@@ -83,6 +89,18 @@ class TextTower(torch.nn.Module):
         return x @ m.text_projection
 
 
+class PaddedTextTower(torch.nn.Module):
+    """open_clip's encode_text on ids padded to the full context: towers without a causal mask (SigLIP, MobileCLIP)
+    attend to every position, so the pad ids are part of the input."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids):
+        return self.model.encode_text(input_ids)
+
+
 class ImageTower(torch.nn.Module):
     def __init__(self, model):
         super().__init__()
@@ -100,11 +118,26 @@ def sha256(path):
     return h.hexdigest()
 
 
+def family_preprocess(name):
+    """The image preprocessing of a model's published weights (open_clip keeps it with the pretrained tags, not in
+    the architecture's config), so that a random-weights export preprocesses as the real one. A tiny test model
+    takes that of the model it stands for (tools/tiny_models.py)."""
+    name = tiny_models.STANDS_FOR.get(name, name)
+    tags = open_clip.list_pretrained_tags_by_model(name)
+    if not tags:
+        return {}
+    cfg = open_clip.get_pretrained_cfg(name, tags[0])
+    return {k: cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in cfg}
+
+
 def create_model(args):
     open_clip.add_model_config(CONFIG_DIR)
     if args.random_seed is not None:
         torch.manual_seed(args.random_seed)
-        model, _, preprocess = open_clip.create_model_and_transforms(args.model, pretrained=None)
+        pre = family_preprocess(args.model)
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            args.model, pretrained=None, image_mean=pre.get("mean"), image_std=pre.get("std"),
+            image_interpolation=pre.get("interpolation"), image_resize_mode=pre.get("resize_mode"))
         # open_clip initialises some parameters to constants (logit scale, layer norms); randomise the layer
         # norms too so that parity tests exercise every weight.
         with torch.no_grad():
@@ -117,12 +150,56 @@ def create_model(args):
         model, _, preprocess = open_clip.create_model_and_transforms(args.model, pretrained=pretrained)
         source = f"checkpoint {os.path.basename(args.checkpoint)}" if args.checkpoint else f"pretrained {args.pretrained}"
     model.eval()
-    if not isinstance(model, open_clip.CLIP):
-        sys.exit(f"{args.model}: only open_clip CLIP models with the built-in text tower are supported "
-                 f"(this is a {type(model).__name__})")
-    if model.text_pool_type != "argmax":
-        sys.exit(f"{args.model}: text pool type {model.text_pool_type!r} is not supported (argmax only)")
+    text = model.text if isinstance(model, open_clip.CustomTextCLIP) else model
+    if not isinstance(model, open_clip.CLIP) and not isinstance(getattr(model, "text", None),
+                                                                 open_clip.transformer.TextTransformer):
+        sys.exit(f"{args.model}: only open_clip's own text transformer is supported (this is a {type(model).__name__}"
+                 f" with a {type(getattr(model, 'text', None)).__name__} text tower)")
+    pool = text.text_pool_type if text is model else text.pool_type
+    if pool not in ("argmax", "last", "eos"):
+        sys.exit(f"{args.model}: text pool type {pool!r} is not supported")
     return model, preprocess, source
+
+
+def make_tokenizer(args, model):
+    """open_clip's tokenizer for the model; --tokenizer-dir gives a Hugging Face tokenizer from a local folder
+    instead of the hub (with the cleaning and context length the model's config asks for)."""
+    if not args.tokenizer_dir:
+        return open_clip.get_tokenizer(args.model)
+    text_cfg = open_clip.get_model_config(args.model)["text_cfg"]
+    return HFTokenizer(args.tokenizer_dir, context_length=model.context_length,
+                       **text_cfg.get("tokenizer_kwargs", {}))
+
+
+def text_spec(model, tokenizer, out):
+    """How the extension turns a text into the text tower's input (the manifest's "text"), and the tokenizer.json
+    it reads. OpenAI's BPE is re-implemented exactly by the extension; a Hugging Face tokenizer is written as the
+    tokenizer that transformers built and open_clip runs, so that the extension runs the same pipeline whatever
+    transformers would build from the same files another year."""
+    causal = isinstance(model, open_clip.CLIP) and model.attn_mask is not None and model.text_pool_type == "argmax"
+    spec = {"context_length": int(model.context_length), "vocab_size": int(model.vocab_size)}
+    if isinstance(tokenizer, HFTokenizer):
+        if tokenizer.tokenizer_mode or tokenizer.strip_sep_token:
+            sys.exit("tokenizers with tokenizer_mode or strip_sep_token are not supported")
+        hf = tokenizer.tokenizer
+        if hf.padding_side != "right" or hf.truncation_side != "right" or hf.pad_token_id is None:
+            sys.exit(f"the tokenizer pads on the {hf.padding_side} and truncates on the {hf.truncation_side} (pad id "
+                     f"{hf.pad_token_id}): open_clip's models expect right padding with a pad id")
+        backend = Tokenizer.from_str(hf.backend_tokenizer.to_str())
+        backend.no_padding()
+        backend.no_truncation()
+        backend.save(str(out / "tokenizer.json"))
+        spec.update(tokenizer="huggingface", clean=CLEAN_NAMES[tokenizer.clean_fn], pad_id=int(hf.pad_token_id),
+                    pad_to_context=True)
+    else:
+        if CLEAN_NAMES.get(tokenizer.clean_fn) != "lower":
+            sys.exit("OpenAI's BPE is supported with open_clip's 'lower' cleaning only")
+        write_tokenizer_json(tokenizer, out / "tokenizer.json")
+        # Under a causal mask, pooled at the end token, padding changes nothing: the extension pads to the longest
+        # text of a batch. Any other tower sees open_clip's zero padding up to the full context.
+        spec.update(tokenizer="openai_bpe", clean="lower", pad_id=0, pad_to_context=not causal,
+                    sot_token_id=int(tokenizer.sot_token_id), eot_token_id=int(tokenizer.eot_token_id))
+    return spec
 
 
 def export_onnx(module, example, path, input_name, output_name, dynamic_shapes):
@@ -163,11 +240,34 @@ def quantize_int8(src, dst, tower, example):
         print(f"  note: below {INT8_GOOD_COSINE} on the export examples; compare both precisions on your own data")
 
 
-def example_inputs(tokenizer, size):
-    """The inputs the towers are exported and checked with: two texts cut to 12 tokens, two random images."""
-    ids = tokenizer(["a photo of a cat", "two dogs playing in the snow at night"])[:, :12]
-    ids[:, -1] = tokenizer.eot_token_id
+EXAMPLE_TEXTS = ["a photo of a cat", "two dogs playing in the snow at night"]
+
+
+def example_inputs(ids, spec, size):
+    """The inputs the towers are exported and checked with: two texts (their open_clip ids, cut to 12 tokens where
+    the extension does not pad to the context), two random images."""
+    if not spec["pad_to_context"]:
+        ids = ids[:, :12].clone()
+        ids[:, -1] = spec["eot_token_id"]
     return ids, torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+
+
+def stored_example_ids(model_dir, spec):
+    """EXAMPLE_TEXTS' ids by a model directory's own tokenizer, without the model (texts that need no cleaning)."""
+    if spec["tokenizer"] == "openai_bpe":
+        return open_clip.tokenize(EXAMPLE_TEXTS, context_length=spec["context_length"])
+    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    tokenizer.enable_truncation(spec["context_length"])
+    tokenizer.enable_padding(pad_id=spec["pad_id"], length=spec["context_length"])
+    return torch.tensor([e.ids for e in tokenizer.encode_batch(EXAMPLE_TEXTS)])
+
+
+def manifest_text_spec(manifest):
+    """The "text" of a manifest; format 1 kept its few fields at the top (OpenAI BPE, padded to the longest)."""
+    if manifest["format_version"] >= 2:
+        return manifest["text"]
+    return {"context_length": manifest["context_length"], "tokenizer": "openai_bpe", "pad_to_context": False,
+            "eot_token_id": manifest["eot_token_id"]}
 
 
 def write_manifest(out, manifest):
@@ -187,8 +287,8 @@ def convert(args):
         sys.exit("--out must differ from --from-dir")
     out.mkdir(parents=True, exist_ok=True)
     print(f"converting {src} ({manifest['weights']}) to {args.precision} in {out}")
-    open_clip.add_model_config(CONFIG_DIR)
-    ids, pixels = example_inputs(open_clip.get_tokenizer(manifest["name"]), manifest["image"]["size"])
+    spec = manifest_text_spec(manifest)
+    ids, pixels = example_inputs(stored_example_ids(src, spec), spec, manifest["image"]["size"])
     for tower, example in (("text", ids.numpy()), ("image", pixels.numpy())):
         quantize_int8(src / f"{tower}.onnx", out / f"{tower}.onnx", tower, example)
     shutil.copyfile(src / "tokenizer.json", out / "tokenizer.json")
@@ -204,19 +304,22 @@ def export(args):
     model, preprocess, source = create_model(args)
     torch.backends.mha.set_fastpath_enabled(False)
     cfg = model.visual.preprocess_cfg
-    context_length = model.context_length
     size = cfg["size"] if isinstance(cfg["size"], int) else cfg["size"][0]
-    tokenizer = open_clip.get_tokenizer(args.model)
+    tokenizer = make_tokenizer(args, model)
+    spec = text_spec(model, tokenizer, out)
 
     print(f"exporting {args.model} ({source}, {args.precision}) to {out}")
     # fp32 graphs go straight into the model directory; an int8 export quantises them from a scratch folder.
     with tempfile.TemporaryDirectory(dir=out) as scratch, torch.no_grad():
         graphs = out if args.precision == "fp32" else Path(scratch)
-        ids, pixels = example_inputs(tokenizer, size)
-        text = TextTower(model).eval()
+        ids, pixels = example_inputs(tokenizer(EXAMPLE_TEXTS), spec, size)
         batch = torch.export.Dim("batch", min=1, max=4096)
-        tokens = torch.export.Dim("tokens", min=2, max=context_length)
-        export_onnx(text, ids, graphs / "text.onnx", "input_ids", "text_embeds", {0: batch, 1: tokens})
+        if spec["pad_to_context"]:
+            text, text_dims = PaddedTextTower(model).eval(), {0: batch}
+        else:
+            tokens = torch.export.Dim("tokens", min=2, max=spec["context_length"])
+            text, text_dims = TextTower(model).eval(), {0: batch, 1: tokens}
+        export_onnx(text, ids, graphs / "text.onnx", "input_ids", "text_embeds", text_dims)
         check_onnx(graphs / "text.onnx", ids, text(ids), "text tower")
 
         image = ImageTower(model).eval()
@@ -227,17 +330,13 @@ def export(args):
             for tower, example in (("text", ids.numpy()), ("image", pixels.numpy())):
                 quantize_int8(graphs / f"{tower}.onnx", out / f"{tower}.onnx", tower, example)
 
-    write_tokenizer_json(tokenizer, out / "tokenizer.json")
+    embed_dim = image(pixels).shape[1]
     manifest = {
         "format_version": FORMAT_VERSION,
         "name": args.model,
         "weights": source if args.precision == "fp32" else f"{source}, {args.precision}",
-        "embed_dim": int(model.text_projection.shape[1] if not isinstance(model.text_projection, torch.nn.Linear)
-                         else model.text_projection.out_features),
-        "context_length": int(context_length),
-        "vocab_size": int(model.vocab_size),
-        "sot_token_id": int(tokenizer.sot_token_id),
-        "eot_token_id": int(tokenizer.eot_token_id),
+        "embed_dim": int(embed_dim),
+        "text": spec,
         "image": {
             "size": int(size),
             "resize_mode": cfg.get("resize_mode", "shortest"),
@@ -246,9 +345,11 @@ def export(args):
             "std": [float(v) for v in cfg["std"]],
         },
         "logit_scale": model.logit_scale.exp().item(),
+        # Sigmoid models (SigLIP) score a pair as sigmoid(logit_scale * cosine + logit_bias).
+        "logit_bias": None if model.logit_bias is None else model.logit_bias.item(),
     }
-    if manifest["image"]["resize_mode"] != "shortest" or manifest["image"]["interpolation"] != "bicubic":
-        sys.exit(f"{args.model}: preprocessing {manifest['image']} is not supported (shortest-side bicubic only)")
+    if manifest["image"]["resize_mode"] not in ("shortest", "squash"):
+        sys.exit(f"{args.model}: resize mode {manifest['image']['resize_mode']!r} is not supported")
     write_manifest(out, manifest)
 
     if args.reference_texts or args.reference_images:
@@ -271,18 +372,30 @@ def write_reference(args, model, preprocess, tokenizer, out):
     if args.reference_texts:
         texts = json.loads(Path(args.reference_texts).read_text())
     images = sorted(p for p in Path(args.reference_images).iterdir() if p.is_file()) if args.reference_images else []
+    ids = tokenizer(texts) if texts else None
     with torch.no_grad():
-        text_embeds = model.encode_text(tokenizer(texts), normalize=True).numpy() if texts else []
+        text_embeds = model.encode_text(ids, normalize=True).numpy() if texts else []
         image_embeds = []
         for path in images:
             pixels = preprocess(reference_image(path)).unsqueeze(0)
             image_embeds.append(model.encode_image(pixels, normalize=True)[0].numpy())
+        # open_clip's logits of every image against the first five texts, as clip_classify turns them into
+        # probabilities: a softmax over the labels, or each label's own sigmoid for sigmoid models.
+        scores = []
+        if texts and images:
+            logits = model.logit_scale.exp() * torch.tensor(np.stack(image_embeds)) @ torch.tensor(text_embeds[:5]).T
+            if model.logit_bias is not None:
+                scores = torch.sigmoid(logits + model.logit_bias).tolist()
+            else:
+                scores = logits.softmax(dim=1).tolist()
     reference = {
         "model": args.model,
         "note": "open_clip's own tokenizer, preprocessing and model (padded to the full context); images after "
                 "EXIF orientation and 16-bit scaling, as clip_search does",
-        "texts": [{"text": t, "embedding": [round(float(v), 7) for v in e]} for t, e in zip(texts, text_embeds)],
+        "texts": [{"text": t, "ids": row.tolist(), "embedding": [round(float(v), 7) for v in e]}
+                  for t, row, e in zip(texts, ids if texts else [], text_embeds)],
         "images": [{"file": p.name, "embedding": [round(float(v), 7) for v in e]} for p, e in zip(images, image_embeds)],
+        "classify": {"labels": texts[:5], "probabilities": scores},
     }
     (out / "reference.json").write_text(json.dumps(reference) + "\n")
     print(f"  wrote {out}/reference.json ({len(texts)} texts, {len(images)} images)")
@@ -296,6 +409,8 @@ def main():
     src.add_argument("--checkpoint", help="local checkpoint file")
     src.add_argument("--random-seed", type=int, help="random weights with this seed")
     src.add_argument("--from-dir", help="an fp32 model directory to convert to --precision")
+    p.add_argument("--tokenizer-dir", help="a Hugging Face tokenizer folder to use instead of the hub's (offline "
+                   "export of SigLIP and other models whose config names a Hugging Face tokenizer)")
     p.add_argument("--out", required=True, help="model directory to write")
     p.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
                    help="fp32 (default, open_clip's numbers) or int8 (dynamic quantisation: smaller, faster, approximate)")

@@ -2,6 +2,7 @@
 //! Plain Rust with no PostgreSQL in it, so all of it is tested with `cargo test -p clip_core`.
 
 pub mod error;
+pub mod hf_tokenizer;
 pub mod manifest;
 pub mod memory;
 pub mod model;
@@ -11,4 +12,6 @@ pub mod runtime;
 pub mod tokenizer;
 
 pub use error::ClipError;
-pub use model::{cosine, ClipModel, ImageBatch, ModelSettings, Weights};
+pub use hf_tokenizer::HfTokenizer;
+pub use model::{cosine, label_probabilities, ClipModel, ImageBatch, ModelSettings, Weights};
+pub use tokenizer::ClipTokenizer;

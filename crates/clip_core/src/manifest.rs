@@ -2,38 +2,78 @@
 //! Written by `tools/export_model.py`; the format is described in the README.
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{ClipError, Result};
 
 pub const MANIFEST_FILE: &str = "manifest.json";
-pub const FORMAT_VERSION: u32 = 1;
+/// The format `tools/export_model.py` writes; format 1 (OpenAI-vocabulary CLIP only) still loads.
+pub const FORMAT_VERSION: u32 = 2;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct Manifest {
     pub format_version: u32,
     pub name: String,
     /// Where the weights came from ("pretrained laion2b_s34b_b79k", "random weights, seed 0", ...).
     pub weights: String,
     pub embed_dim: usize,
-    pub context_length: usize,
-    pub vocab_size: usize,
-    pub sot_token_id: i64,
-    pub eot_token_id: i64,
+    pub text: TextSpec,
     pub image: ImageSpec,
     pub logit_scale: f32,
+    /// Sigmoid models (SigLIP) score an image and a text as `sigmoid(logit_scale * cosine + logit_bias)`; the
+    /// others compare labels by a softmax of `logit_scale * cosine`.
+    pub logit_bias: Option<f32>,
     pub files: ModelFiles,
+}
+
+/// How a text becomes the text tower's input.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TextSpec {
+    pub context_length: usize,
+    pub vocab_size: usize,
+    pub tokenizer: TokenizerKind,
+    /// open_clip's text cleaning before the tokenizer.
+    pub clean: TextClean,
+    pub pad_id: i64,
+    /// Pad every text to the full context (towers without a causal mask see the padding), or a batch to its
+    /// longest text only (under a causal mask, pooled at the end token, padding changes nothing).
+    pub pad_to_context: bool,
+    /// OpenAI's BPE: the start and end tokens, checked against its tokenizer.json.
+    #[serde(default)]
+    pub sot_token_id: Option<i64>,
+    #[serde(default)]
+    pub eot_token_id: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenizerKind {
+    /// open_clip's `SimpleTokenizer`, re-implemented exactly ([`crate::ClipTokenizer`]).
+    OpenaiBpe,
+    /// A Hugging Face `tokenizer.json` run by the `tokenizers` crate ([`crate::HfTokenizer`]).
+    Huggingface,
+}
+
+/// open_clip's `clean` option of its tokenizers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TextClean {
+    Lower,
+    Whitespace,
+    Canonicalize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct ImageSpec {
     pub size: u32,
-    pub resize_mode: String,
-    pub interpolation: String,
+    pub resize_mode: ResizeMode,
+    pub interpolation: Interpolation,
     pub mean: [f32; 3],
     pub std: [f32; 3],
 }
+
+pub use crate::preprocess::{Interpolation, ResizeMode};
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct ModelFiles {
@@ -48,6 +88,39 @@ pub struct FileEntry {
     pub sha256: String,
 }
 
+/// Format 2 as written.
+#[derive(Deserialize)]
+struct ManifestV2 {
+    name: String,
+    weights: String,
+    embed_dim: usize,
+    text: TextSpec,
+    image: ImageSpec,
+    logit_scale: f32,
+    logit_bias: Option<f32>,
+    files: ModelFiles,
+}
+
+/// Format 1: OpenAI's BPE, its few text fields at the top.
+#[derive(Deserialize)]
+struct ManifestV1 {
+    name: String,
+    weights: String,
+    embed_dim: usize,
+    context_length: usize,
+    vocab_size: usize,
+    sot_token_id: i64,
+    eot_token_id: i64,
+    image: ImageSpec,
+    logit_scale: f32,
+    files: ModelFiles,
+}
+
+#[derive(Deserialize)]
+struct Version {
+    format_version: u32,
+}
+
 impl Manifest {
     /// Reads and validates `dir/manifest.json`. Files are checked against their checksums when they are read.
     pub fn load(dir: &Path) -> Result<Manifest> {
@@ -55,22 +128,66 @@ impl Manifest {
         let text = std::fs::read_to_string(&path)
             .map_err(|e| ClipError::ModelMissing { path: path.clone(), reason: e.to_string() })?;
         let invalid = |reason: String| ClipError::ModelInvalid { dir: dir.to_path_buf(), reason };
-        let m: Manifest = serde_json::from_str(&text).map_err(|e| invalid(format!("{MANIFEST_FILE}: {e}")))?;
-        if m.format_version != FORMAT_VERSION {
-            return Err(invalid(format!("format_version {} is not {FORMAT_VERSION}", m.format_version)));
-        }
-        if m.image.resize_mode != "shortest" || m.image.interpolation != "bicubic" {
-            return Err(invalid(format!(
-                "image preprocessing {}/{} is not supported (shortest/bicubic only)",
-                m.image.resize_mode, m.image.interpolation
-            )));
-        }
+        let json_error = |e: serde_json::Error| invalid(format!("{MANIFEST_FILE}: {e}"));
+        let version: Version = serde_json::from_str(&text).map_err(json_error)?;
+        let m = match version.format_version {
+            1 => {
+                let v1: ManifestV1 = serde_json::from_str(&text).map_err(json_error)?;
+                Manifest {
+                    format_version: 1,
+                    name: v1.name,
+                    weights: v1.weights,
+                    embed_dim: v1.embed_dim,
+                    text: TextSpec {
+                        context_length: v1.context_length,
+                        vocab_size: v1.vocab_size,
+                        tokenizer: TokenizerKind::OpenaiBpe,
+                        clean: TextClean::Lower,
+                        pad_id: 0,
+                        pad_to_context: false,
+                        sot_token_id: Some(v1.sot_token_id),
+                        eot_token_id: Some(v1.eot_token_id),
+                    },
+                    image: v1.image,
+                    logit_scale: v1.logit_scale,
+                    logit_bias: None,
+                    files: v1.files,
+                }
+            }
+            FORMAT_VERSION => {
+                let v2: ManifestV2 = serde_json::from_str(&text).map_err(json_error)?;
+                Manifest {
+                    format_version: FORMAT_VERSION,
+                    name: v2.name,
+                    weights: v2.weights,
+                    embed_dim: v2.embed_dim,
+                    text: v2.text,
+                    image: v2.image,
+                    logit_scale: v2.logit_scale,
+                    logit_bias: v2.logit_bias,
+                    files: v2.files,
+                }
+            }
+            other => return Err(invalid(format!("format_version {other} is not 1 or {FORMAT_VERSION}"))),
+        };
         if m.embed_dim == 0 || m.embed_dim > 16000 {
             // pgvector's vector type holds at most 16000 dimensions.
             return Err(invalid(format!("embed_dim {} is out of range 1..16000", m.embed_dim)));
         }
-        if m.context_length < 2 || m.image.size == 0 || m.image.std.iter().any(|s| *s <= 0.0) {
+        let t = &m.text;
+        if t.context_length < 2 || m.image.size == 0 || m.image.std.iter().any(|s| *s <= 0.0) {
             return Err(invalid("context_length, image size or std out of range".into()));
+        }
+        if t.pad_id < 0 || t.pad_id as usize >= t.vocab_size {
+            return Err(invalid(format!("pad_id {} is not an id of the vocabulary ({})", t.pad_id, t.vocab_size)));
+        }
+        if t.tokenizer == TokenizerKind::OpenaiBpe
+            && (t.clean != TextClean::Lower || t.sot_token_id.is_none() || t.eot_token_id.is_none())
+        {
+            return Err(invalid("OpenAI's BPE needs clean \"lower\", sot_token_id and eot_token_id".into()));
+        }
+        if !(m.logit_scale.is_finite() && m.logit_bias.is_none_or(f32::is_finite)) {
+            return Err(invalid("logit_scale or logit_bias is not a finite number".into()));
         }
         for entry in [&m.files.text, &m.files.image, &m.files.tokenizer] {
             if entry.path.contains('/') || entry.path.starts_with('.') {

@@ -6,7 +6,8 @@ use ort::session::Session;
 use ort::value::Tensor;
 
 use crate::error::{ClipError, Result};
-use crate::manifest::{read_verified, FileEntry, Manifest};
+use crate::hf_tokenizer::HfTokenizer;
+use crate::manifest::{read_verified, FileEntry, Manifest, TokenizerKind};
 use crate::preprocess::{decode, preprocess_into, DecodeLimits, DecodedImage, ImageError, PreprocessConfig};
 use crate::prepared::{prepared_graph, TowerRequest};
 use crate::runtime::{self, SessionSource};
@@ -34,7 +35,7 @@ pub enum Weights {
 pub struct ClipModel {
     settings: ModelSettings,
     manifest: Manifest,
-    tokenizer: Option<ClipTokenizer>,
+    tokenizer: Option<TextTokenizer>,
     text: Option<Session>,
     image: Option<Session>,
 }
@@ -59,7 +60,13 @@ impl ClipModel {
 
     pub fn preprocess_config(&self) -> PreprocessConfig {
         let spec = &self.manifest.image;
-        PreprocessConfig { image_size: spec.size, mean: spec.mean, std: spec.std }
+        PreprocessConfig {
+            image_size: spec.size,
+            resize_mode: spec.resize_mode,
+            interpolation: spec.interpolation,
+            mean: spec.mean,
+            std: spec.std,
+        }
     }
 
     /// Which towers this model has loaded so far: (text, image).
@@ -67,17 +74,26 @@ impl ClipModel {
         (self.text.is_some(), self.image.is_some())
     }
 
-    pub fn tokenizer(&mut self) -> Result<&ClipTokenizer> {
+    pub fn tokenizer(&mut self) -> Result<&TextTokenizer> {
         if self.tokenizer.is_none() {
             let dir = &self.settings.model_dir;
+            let spec = &self.manifest.text;
             let bytes = read_verified(dir, &self.manifest.files.tokenizer)?;
-            let tokenizer = ClipTokenizer::from_json_bytes(&bytes, self.manifest.context_length)
-                .map_err(|e| ClipError::ModelInvalid { dir: dir.clone(), reason: format!("tokenizer: {e}") })?;
-            if tokenizer.sot_id() != self.manifest.sot_token_id || tokenizer.eot_id() != self.manifest.eot_token_id {
-                return Err(ClipError::ModelInvalid {
-                    dir: dir.clone(),
-                    reason: "tokenizer special tokens differ from the manifest".into(),
-                });
+            let tokenizer = match spec.tokenizer {
+                TokenizerKind::OpenaiBpe => {
+                    let t = ClipTokenizer::from_json_bytes(&bytes, spec.context_length);
+                    t.map(TextTokenizer::OpenAiBpe)
+                }
+                TokenizerKind::Huggingface => {
+                    let t = HfTokenizer::from_json_bytes(&bytes, spec.clean, spec.context_length);
+                    t.map(TextTokenizer::HuggingFace)
+                }
+            }
+            .map_err(|e| invalid(dir, format!("tokenizer: {e}")))?;
+            if let TextTokenizer::OpenAiBpe(t) = &tokenizer {
+                if Some(t.sot_id()) != spec.sot_token_id || Some(t.eot_id()) != spec.eot_token_id {
+                    return Err(invalid(dir, "tokenizer special tokens differ from the manifest".into()));
+                }
             }
             self.tokenizer = Some(tokenizer);
         }
@@ -90,11 +106,17 @@ impl ClipModel {
             return Ok(Vec::new());
         }
         let tokenizer = self.tokenizer()?;
-        let ids: Vec<Vec<i64>> = texts.iter().map(|t| tokenizer.encode(t)).collect();
-        // Pad to the longest sequence in the batch with 0. Pooling happens at the end-of-text token, the highest
-        // id, under a causal mask, so padding after it changes nothing.
-        let width = ids.iter().map(Vec::len).max().unwrap_or(2);
-        let mut flat = vec![0i64; ids.len() * width];
+        let ids = texts.iter().map(|t| tokenizer.encode(t)).collect::<Result<Vec<Vec<i64>>>>()?;
+        let spec = &self.manifest.text;
+        // Towers without a causal mask see every position: pad to the full context with the model's pad id, as
+        // open_clip does. Under a causal mask, pooled at the end token, padding after it changes nothing: pad to
+        // the longest text of the batch only.
+        let width = if spec.pad_to_context {
+            spec.context_length
+        } else {
+            ids.iter().map(Vec::len).max().unwrap_or(2)
+        };
+        let mut flat = vec![spec.pad_id; ids.len() * width];
         for (row, seq) in flat.chunks_mut(width).zip(&ids) {
             row[..seq.len()].copy_from_slice(seq);
         }
@@ -186,6 +208,22 @@ impl ClipModel {
     }
 }
 
+/// The tokenizer a model's manifest names.
+pub enum TextTokenizer {
+    OpenAiBpe(ClipTokenizer),
+    HuggingFace(HfTokenizer),
+}
+
+impl TextTokenizer {
+    /// The model's token ids of `text`, truncated to the context with the end token kept, not padded.
+    pub fn encode(&self, text: &str) -> Result<Vec<i64>> {
+        match self {
+            TextTokenizer::OpenAiBpe(t) => Ok(t.encode(text)),
+            TextTokenizer::HuggingFace(t) => t.encode(text).map_err(|e| ClipError::Inference(format!("tokenizer: {e}"))),
+        }
+    }
+}
+
 /// Images preprocessed into one input tensor, ready for [`ClipModel::embed_image_batch`]. Each image is
 /// preprocessed when it is added, so its decoded pixels can be freed at once: a batch holds its tensor (0.6 MB per
 /// 224-pixel image), never its decoded images, however large they were.
@@ -252,6 +290,23 @@ pub fn normalised(v: &[f32]) -> Vec<f32> {
     let norm = v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
     let scale = if norm > 0.0 { (1.0 / norm) as f32 } else { 0.0 };
     v.iter().map(|x| x * scale).collect()
+}
+
+/// The probability of each label for an image, as open_clip's logits `logit_scale * cosine (+ logit_bias)` give
+/// it: each label's own sigmoid for sigmoid models (SigLIP: the labels are independent, and need not sum to 1),
+/// a softmax over the labels otherwise.
+pub fn label_probabilities(manifest: &Manifest, image: &[f32], labels: &[Vec<f32>]) -> Vec<f32> {
+    let logits = labels.iter().map(|label| manifest.logit_scale * cosine(image, label));
+    match manifest.logit_bias {
+        Some(bias) => logits.map(|l| (1.0 / (1.0 + (-f64::from(l + bias)).exp())) as f32).collect(),
+        None => {
+            let logits: Vec<f32> = logits.collect();
+            let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let exps: Vec<f64> = logits.iter().map(|l| f64::from(l - max).exp()).collect();
+            let sum: f64 = exps.iter().sum();
+            exps.iter().map(|e| (e / sum) as f32).collect()
+        }
+    }
 }
 
 /// Cosine similarity; 0 when either vector is zero.

@@ -144,6 +144,12 @@ pub fn prepare_session_files(library: &Path, model: Vec<u8>, graph: &Path, data_
     drop(session);
     drop(model);
     release_free_heap();
+    // A graph without an initializer of MIN_EXTERNAL_BYTES gets no data file: write an empty one, so that every
+    // prepared tower has the same files to check.
+    let data = graph.with_file_name(data_file);
+    if !data.exists() {
+        std::fs::File::create(&data).map_err(|e| ClipError::Inference(format!("{}: {e}", data.display())))?;
+    }
     Ok(())
 }
 

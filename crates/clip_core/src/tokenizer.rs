@@ -567,17 +567,39 @@ impl<'a> Interner<'a> {
 
 /// open_clip's `_clean_lower`: `whitespace_clean(basic_clean(text)).lower()`.
 pub fn clean_lower(text: &str) -> String {
+    py_lower(&clean_whitespace(text))
+}
+
+/// open_clip's `_clean_whitespace`: `whitespace_clean(basic_clean(text))`.
+pub fn clean_whitespace(text: &str) -> String {
+    join_words(&basic_clean(text))
+}
+
+/// open_clip's `_clean_canonicalize`: `canonicalize_text(basic_clean(text))`, which turns `_` into a space, removes
+/// ASCII punctuation (Python's `string.punctuation`), lower-cases and joins the words with single spaces.
+pub fn clean_canonicalize(text: &str) -> String {
+    let kept: String = basic_clean(text)
+        .chars()
+        .map(|c| if c == '_' { ' ' } else { c })
+        .filter(|c| !c.is_ascii_punctuation())
+        .collect();
+    join_words(&py_lower(&kept))
+}
+
+/// `ftfy.fix_text` and `html.unescape` twice (`basic_clean` without its `strip`, which the callers' word joining
+/// makes redundant).
+fn basic_clean(text: &str) -> String {
     let mut cleaned = String::new();
     for_each_clean_chunk(text, |chunk| {
         cleaned.push_str(chunk);
         ControlFlow::Continue(())
     });
-    let joined = cleaned
-        .split(py_isspace)
-        .filter(|w| !w.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ");
-    py_lower(&joined)
+    cleaned
+}
+
+/// Python's `" ".join(text.split())`.
+fn join_words(text: &str) -> String {
+    text.split(py_isspace).filter(|w| !w.is_empty()).collect::<Vec<_>>().join(" ")
 }
 
 /// Runs `ftfy.fix_text` and then `html.unescape` twice over `text`, handing the result to `sink` in
@@ -890,7 +912,7 @@ fn nfc_py(s: &str) -> Option<String> {
 }
 
 /// The largest index `<= max` that is a char boundary of `s` (`str::floor_char_boundary`, unstable).
-fn floor_char_boundary(s: &str, max: usize) -> usize {
+pub(crate) fn floor_char_boundary(s: &str, max: usize) -> usize {
     if max >= s.len() {
         return s.len();
     }

@@ -4,7 +4,8 @@
 //! the default `resize_mode='shortest'`) with torchvision and Pillow:
 //!
 //! 1. `Resize(size, BICUBIC)` on the PIL image: the shorter side becomes `size`, the longer side
-//!    `int(size * long / short)`; done by Pillow's `Image.resize`.
+//!    `int(size * long / short)`; done by Pillow's `Image.resize`. SigLIP's `resize_mode='squash'`
+//!    resizes to `size` x `size` instead (and skips step 2); MobileCLIP's weights ask for BILINEAR.
 //! 2. `CenterCrop(size)`: offsets `int(round((n - size) / 2.0))` (Python rounds half to even).
 //! 3. `convert('RGB')`, AFTER resizing and cropping.
 //! 4. `ToTensor` (`/255` in float32) and `Normalize(mean, std)`.
@@ -71,14 +72,35 @@ pub const OPENAI_DATASET_STD: [f32; 3] = [
     0.27577711f64 as f32,
 ];
 
-/// How to turn an image into the model input: resize the shortest side to `image_size` (bicubic,
-/// as Pillow), centre-crop `image_size`x`image_size`, scale to `[0, 1]` and normalise with
-/// `(x - mean) / std` per channel, exactly as open_clip's inference transform.
+/// How to turn an image into the model input: resize (the shortest side to `image_size` and
+/// centre-crop, or squash to `image_size`x`image_size`; bicubic or bilinear, as Pillow), scale to
+/// `[0, 1]` and normalise with `(x - mean) / std` per channel, exactly as open_clip's inference
+/// transform.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PreprocessConfig {
     pub image_size: u32,
+    pub resize_mode: ResizeMode,
+    pub interpolation: Interpolation,
     pub mean: [f32; 3],
     pub std: [f32; 3],
+}
+
+/// open_clip's `resize_mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResizeMode {
+    /// The shorter side to the size, then a centre crop.
+    Shortest,
+    /// Both sides to the size, whatever the aspect ratio.
+    Squash,
+}
+
+/// open_clip's `interpolation`: Pillow's filter for the resize.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Interpolation {
+    Bicubic,
+    Bilinear,
 }
 
 impl PreprocessConfig {
@@ -86,6 +108,8 @@ impl PreprocessConfig {
     pub fn openai(image_size: u32) -> Self {
         PreprocessConfig {
             image_size,
+            resize_mode: ResizeMode::Shortest,
+            interpolation: Interpolation::Bicubic,
             mean: OPENAI_DATASET_MEAN,
             std: OPENAI_DATASET_STD,
         }
@@ -302,7 +326,7 @@ pub fn preprocess_into(image: &DecodedImage, cfg: &PreprocessConfig, out: &mut [
     if plane == 0 {
         return;
     }
-    let rgb = resized_crop_rgb(image, cfg.image_size);
+    let rgb = resized_crop_rgb(image, cfg);
     for c in 0..3 {
         let (mean, std) = (cfg.mean[c], cfg.std[c]);
         let dst = &mut out[c * plane..(c + 1) * plane];
@@ -319,9 +343,8 @@ pub fn preprocess(image: &DecodedImage, cfg: &PreprocessConfig) -> Vec<f32> {
     out
 }
 
-/// The 8-bit RGB centre crop before normalisation (`size * size * 3` bytes, HWC): what
-/// open_clip's `Resize`, `CenterCrop` and `convert('RGB')` produce, byte for byte for lossless
-/// inputs.
-pub fn resized_crop_rgb(image: &DecodedImage, image_size: u32) -> Vec<u8> {
-    resample::resized_crop_rgb(image, image_size)
+/// The 8-bit RGB image before normalisation (`size * size * 3` bytes, HWC): what open_clip's
+/// `Resize`, `CenterCrop` and `convert('RGB')` produce, byte for byte for lossless inputs.
+pub fn resized_crop_rgb(image: &DecodedImage, cfg: &PreprocessConfig) -> Vec<u8> {
+    resample::resized_crop_rgb(image, cfg.image_size, cfg.resize_mode, cfg.interpolation)
 }

@@ -1,10 +1,10 @@
-//! torchvision `Resize(size)` + `CenterCrop(size)` + `convert('RGB')` on a PIL image, computed
-//! only for the kept window, following Pillow 13's `Image.resize` and `libImaging/Resample.c` /
-//! `Geometry.c` to the bit.
+//! torchvision `Resize(size)` + `CenterCrop(size)` (or `Resize((size, size))`) + `convert('RGB')`
+//! on a PIL image, computed only for the kept window, following Pillow 13's `Image.resize` and
+//! `libImaging/Resample.c` / `Geometry.c` to the bit.
 
 use std::ops::Range;
 
-use super::{DecodedImage, Layout};
+use super::{DecodedImage, Interpolation, Layout, ResizeMode};
 
 /// Pillow: `PRECISION_BITS = 32 - 8 - 2`.
 const PRECISION_BITS: u32 = 22;
@@ -31,14 +31,26 @@ pub(crate) fn crop_offset(n: u32, size: u32) -> u32 {
     (f64::from(n - size) / 2.0).round_ties_even() as u32
 }
 
-pub(crate) fn resized_crop_rgb(image: &DecodedImage, size: u32) -> Vec<u8> {
+pub(crate) fn resized_crop_rgb(
+    image: &DecodedImage,
+    size: u32,
+    mode: ResizeMode,
+    interpolation: Interpolation,
+) -> Vec<u8> {
     if size == 0 {
         return Vec::new();
     }
     let (w, h) = (image.width as usize, image.height as usize);
-    let (tw, th) = resized_size(image.width, image.height, size);
+    let (tw, th) = match mode {
+        ResizeMode::Shortest => resized_size(image.width, image.height, size),
+        ResizeMode::Squash => (size, size),
+    };
     let left = crop_offset(tw, size) as usize;
     let top = crop_offset(th, size) as usize;
+    let filter = match interpolation {
+        Interpolation::Bicubic => Filter::BICUBIC,
+        Interpolation::Bilinear => Filter::BILINEAR,
+    };
     let s = size as usize;
     let (tw, th) = (tw as usize, th as usize);
     let layout = image.layout;
@@ -51,11 +63,12 @@ pub(crate) fn resized_crop_rgb(image: &DecodedImage, size: u32) -> Vec<u8> {
     } else if image.nearest() {
         nearest_window(&image.data, w, h, ch, tw, th, left..left + s, top..top + s)
     } else {
-        bicubic_window(
+        resample_window(
             &image.data,
             w,
             h,
             layout,
+            filter,
             tw,
             th,
             left..left + s,
@@ -147,6 +160,29 @@ fn nearest_window(
     out
 }
 
+/// A Pillow resampling filter: its kernel and its support at scale 1.
+#[derive(Clone, Copy)]
+struct Filter {
+    support: f64,
+    kernel: fn(f64) -> f64,
+}
+
+impl Filter {
+    const BICUBIC: Filter = Filter { support: 2.0, kernel: bicubic_filter };
+    const BILINEAR: Filter = Filter { support: 1.0, kernel: bilinear_filter };
+}
+
+/// Pillow's bilinear (triangle) filter.
+#[inline]
+fn bilinear_filter(x: f64) -> f64 {
+    let x = x.abs();
+    if x < 1.0 {
+        1.0 - x
+    } else {
+        0.0
+    }
+}
+
 /// Pillow's bicubic filter (`a = -0.5`).
 #[inline]
 fn bicubic_filter(x: f64) -> f64 {
@@ -174,11 +210,11 @@ struct Coeffs {
 }
 
 impl Coeffs {
-    fn new(in_size: usize, out_size: usize, outputs: Range<usize>) -> Coeffs {
+    fn new(filter: Filter, in_size: usize, out_size: usize, outputs: Range<usize>) -> Coeffs {
         // box = (0, in_size) as floats; scale = (double)(in1 - in0) / outSize
         let scale = f64::from(in_size as f32) / out_size as f64;
         let filterscale = if scale < 1.0 { 1.0 } else { scale };
-        let support = 2.0 * filterscale;
+        let support = filter.support * filterscale;
         let ksize = (support.ceil() as usize) * 2 + 1;
         let inv_filterscale = 1.0 / filterscale;
         let n = outputs.len();
@@ -195,7 +231,7 @@ impl Coeffs {
             let xmin = xmin as usize;
             let mut ww = 0.0;
             for (x, wx) in w.iter_mut().enumerate().take(count) {
-                let v = bicubic_filter(((x + xmin) as f64 - center + 0.5) * inv_filterscale);
+                let v = (filter.kernel)(((x + xmin) as f64 - center + 0.5) * inv_filterscale);
                 *wx = v;
                 ww += v;
             }
@@ -330,32 +366,34 @@ fn unpremultiply(pixels: &mut [u8], ch: usize) {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn bicubic_window(
+fn resample_window(
     data: &[u8],
     w: usize,
     h: usize,
     layout: Layout,
+    filter: Filter,
     tw: usize,
     th: usize,
     cols: Range<usize>,
     rows: Range<usize>,
 ) -> Vec<u8> {
     match layout.channels() {
-        1 => bicubic_window_c::<1>(data, w, h, false, tw, th, cols, rows),
-        2 => bicubic_window_c::<2>(data, w, h, true, tw, th, cols, rows),
-        3 => bicubic_window_c::<3>(data, w, h, false, tw, th, cols, rows),
-        _ => bicubic_window_c::<4>(data, w, h, true, tw, th, cols, rows),
+        1 => resample_window_c::<1>(data, w, h, false, filter, tw, th, cols, rows),
+        2 => resample_window_c::<2>(data, w, h, true, filter, tw, th, cols, rows),
+        3 => resample_window_c::<3>(data, w, h, false, filter, tw, th, cols, rows),
+        _ => resample_window_c::<4>(data, w, h, true, filter, tw, th, cols, rows),
     }
 }
 
 /// Pillow `ImagingResampleInner` restricted to the output window `cols` x `rows` of a `tw` x `th`
 /// resize.
 #[allow(clippy::too_many_arguments)]
-fn bicubic_window_c<const C: usize>(
+fn resample_window_c<const C: usize>(
     data: &[u8],
     w: usize,
     h: usize,
     alpha: bool,
+    filter: Filter,
     tw: usize,
     th: usize,
     cols: Range<usize>,
@@ -363,8 +401,8 @@ fn bicubic_window_c<const C: usize>(
 ) -> Vec<u8> {
     let need_h = tw != w;
     let need_v = th != h;
-    let hc = need_h.then(|| Coeffs::new(w, tw, cols.clone()));
-    let vc = need_v.then(|| Coeffs::new(h, th, rows.clone()));
+    let hc = need_h.then(|| Coeffs::new(filter, w, tw, cols.clone()));
+    let vc = need_v.then(|| Coeffs::new(filter, h, th, rows.clone()));
     // The source region the kept window depends on.
     let src_cols = hc.as_ref().map_or(cols.clone(), Coeffs::source_span);
     let src_rows = vc.as_ref().map_or(rows.clone(), Coeffs::source_span);
@@ -463,7 +501,7 @@ mod tests {
     #[test]
     fn preprocess_coefficients_sum_to_one_in_fixed_point() {
         for (i, o) in [(1000, 224), (224, 1000), (3, 224), (300, 224)] {
-            let c = Coeffs::new(i, o, 0..o);
+            let c = Coeffs::new(Filter::BICUBIC, i, o, 0..o);
             for j in 0..o {
                 let (_, k) = c.taps(j);
                 let sum: i64 = k.iter().map(|&v| i64::from(v)).sum();

@@ -78,7 +78,7 @@ fn preprocess_fixtures_match_open_clip() {
             );
         }
         let reference = read_reference_png(f[ref_key].as_str().unwrap());
-        let crop = resized_crop_rgb(&img, 224);
+        let crop = resized_crop_rgb(&img, &PreprocessConfig::openai(224));
         let (max, mean) = diff_stats(&crop, &reference);
         let tensor = preprocess(&img, &cfg);
         let tmean = tensor.iter().map(|&v| f64::from(v)).sum::<f64>() / tensor.len() as f64;
@@ -123,7 +123,7 @@ fn preprocess_tensor_is_normalised_crop() {
     )
     .unwrap();
     let cfg = PreprocessConfig::openai(224);
-    let crop = resized_crop_rgb(&img, 224);
+    let crop = resized_crop_rgb(&img, &PreprocessConfig::openai(224));
     let t = preprocess(&img, &cfg);
     assert_eq!(t.len(), 3 * 224 * 224);
     for c in 0..3 {
@@ -142,10 +142,10 @@ fn preprocess_tensor_is_normalised_crop() {
 fn preprocess_other_sizes_and_tiny_images() {
     let img = decode(&read_fixture("tiny_rgb_1x1.png"), &DecodeLimits::default()).unwrap();
     assert_eq!((img.width(), img.height()), (1, 1));
-    let crop = resized_crop_rgb(&img, 224);
+    let crop = resized_crop_rgb(&img, &PreprocessConfig::openai(224));
     assert!(crop.chunks_exact(3).all(|p| p == [200, 30, 90]));
-    assert_eq!(resized_crop_rgb(&img, 336).len(), 336 * 336 * 3);
-    assert!(resized_crop_rgb(&img, 0).is_empty());
+    assert_eq!(resized_crop_rgb(&img, &PreprocessConfig::openai(336)).len(), 336 * 336 * 3);
+    assert!(resized_crop_rgb(&img, &PreprocessConfig::openai(0)).is_empty());
 
     // A 10000x10 strip (within the pixel limit) is upscaled to 224 rows; only the centre window of
     // the 224000-pixel-wide resize is computed.
@@ -157,7 +157,7 @@ fn preprocess_other_sizes_and_tiny_images() {
         })
         .collect();
     let strip = DecodedImage::from_rgb8(w, h, data).unwrap();
-    let crop = resized_crop_rgb(&strip, 224);
+    let crop = resized_crop_rgb(&strip, &PreprocessConfig::openai(224));
     assert_eq!(crop.len(), 224 * 224 * 3);
     let t = preprocess(&strip, &PreprocessConfig::openai(384));
     assert_eq!(t.len(), 3 * 384 * 384);
@@ -419,7 +419,7 @@ fn preprocess_rejects_truncated_and_damaged_files_without_panicking() {
         for i in (n / 10..n).step_by(n / 7) {
             bytes[i] ^= 0x5A;
         }
-        let _ = decode(&bytes, &limits).map(|img| resized_crop_rgb(&img, 224));
+        let _ = decode(&bytes, &limits).map(|img| resized_crop_rgb(&img, &PreprocessConfig::openai(224)));
     }
 }
 
@@ -488,7 +488,7 @@ fn preprocess_fuzz_fixtures() {
             match decode(&bytes, &limits) {
                 Ok(img) => {
                     ok += 1;
-                    let _ = resized_crop_rgb(&img, 224);
+                    let _ = resized_crop_rgb(&img, &PreprocessConfig::openai(224));
                 }
                 Err(_) => err += 1,
             }

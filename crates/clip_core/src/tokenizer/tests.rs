@@ -566,3 +566,18 @@ fn only_the_first_mebibyte_of_a_text_is_read() {
     let accents = format!("x{}", "\u{e9}".repeat(MAX_TEXT_BYTES));
     assert_eq!(tok.encode(&accents).len(), 77);
 }
+
+#[test]
+fn whitespace_and_canonicalize_cleaning_equal_open_clip() {
+    // open_clip's _clean_whitespace and _clean_canonicalize of these texts (HFTokenizer's cleaning for SigLIP and
+    // the multilingual models).
+    let cases = [
+        ("  Hello,   World! snake_case &amp; more\u{a0}text ", "hello world snake case more text", "Hello, World! snake_case & more text"),
+        ("Ünïcode—dash “quotes” ΣΑΣ. end_", "ünïcode—dash quotes σας end", "Ünïcode—dash \"quotes\" ΣΑΣ. end_"),
+        ("&lt;b&gt;bold&lt;/b&gt;\t\nnext", "bboldb next", "<b>bold</b> next"),
+    ];
+    for (text, canonical, whitespace) in cases {
+        assert_eq!(clean_canonicalize(text), canonical, "{text:?}");
+        assert_eq!(clean_whitespace(text), whitespace, "{text:?}");
+    }
+}

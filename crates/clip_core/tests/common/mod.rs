@@ -1,3 +1,4 @@
+#![allow(dead_code)] // each test file uses a part of it
 //! What the core's integration tests share: the fixture paths, the ONNX Runtime library and open_clip's reference
 //! embeddings of the fixture texts and images.
 use std::path::{Path, PathBuf};

@@ -1,0 +1,123 @@
+//! The model families besides OpenAI-vocabulary CLIP (tests/fixtures/families, from tools/make_family_fixtures.py):
+//! each tiny model's token ids equal open_clip's, and its text and image embeddings match open_clip's.
+use clip_core::preprocess::{decode, DecodeLimits};
+use clip_core::{cosine, label_probabilities, ClipError, ClipModel, ModelSettings, Weights};
+
+mod common;
+use common::{floats, repo, settings};
+
+const FAMILIES: [&str; 3] = ["siglip", "siglip2", "mobileclip"];
+
+fn family(name: &str) -> (ClipModel, serde_json::Value) {
+    let dir = repo().join("tests/fixtures/families").join(name);
+    let reference = std::fs::read_to_string(dir.join("reference.json")).unwrap();
+    (ClipModel::open(settings(dir)).expect("the fixture opens"), serde_json::from_str(&reference).unwrap())
+}
+
+#[test]
+fn token_ids_equal_open_clip() {
+    for name in FAMILIES {
+        let (mut model, reference) = family(name);
+        let spec = model.manifest().text.clone();
+        let tokenizer = model.tokenizer().unwrap();
+        for case in reference["texts"].as_array().unwrap() {
+            let text = case["text"].as_str().unwrap();
+            let mut ids = tokenizer.encode(text).unwrap();
+            // open_clip's ids are padded to the context; these families are padded so (pad_to_context).
+            assert!(spec.pad_to_context, "{name}");
+            ids.resize(spec.context_length, spec.pad_id);
+            let expected: Vec<i64> = case["ids"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+            assert_eq!(ids, expected, "{name}: {text:?}");
+        }
+    }
+}
+
+#[test]
+fn embeddings_match_open_clip() {
+    let limits = DecodeLimits { max_pixels: 50_000_000 };
+    for name in FAMILIES {
+        let (mut model, reference) = family(name);
+        let cases = reference["texts"].as_array().unwrap();
+        let texts: Vec<&str> = cases.iter().map(|c| c["text"].as_str().unwrap()).collect();
+        for (case, got) in cases.iter().zip(model.embed_texts(&texts).unwrap()) {
+            let similarity = cosine(&got, &floats(&case["embedding"]));
+            assert!(similarity >= 0.9999, "{name}: {:?}: {similarity}", case["text"]);
+        }
+        let cases = reference["images"].as_array().unwrap();
+        let images: Vec<_> = cases
+            .iter()
+            .map(|c| {
+                let path = repo().join("tests/fixtures/images").join(c["file"].as_str().unwrap());
+                decode(&std::fs::read(path).unwrap(), &limits).unwrap()
+            })
+            .collect();
+        for (case, got) in cases.iter().zip(model.embed_images(&images).unwrap()) {
+            let similarity = cosine(&got, &floats(&case["embedding"]));
+            assert!(similarity >= 0.999, "{name}: {:?}: {similarity}", case["file"]);
+        }
+    }
+}
+
+#[test]
+fn label_probabilities_follow_open_clip_logits() {
+    let limits = DecodeLimits { max_pixels: 50_000_000 };
+    for name in FAMILIES {
+        let (mut model, reference) = family(name);
+        let classify = &reference["classify"];
+        let labels: Vec<&str> = classify["labels"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
+        let label_embeddings = model.embed_texts(&labels).unwrap();
+        let rows = classify["probabilities"].as_array().unwrap();
+        assert_eq!(rows.len(), reference["images"].as_array().unwrap().len());
+        for (image, expected) in reference["images"].as_array().unwrap().iter().zip(rows) {
+            let path = repo().join("tests/fixtures/images").join(image["file"].as_str().unwrap());
+            let decoded = decode(&std::fs::read(path).unwrap(), &limits).unwrap();
+            let embedding = model.embed_images(&[decoded]).unwrap().pop().unwrap();
+            let got = label_probabilities(model.manifest(), &embedding, &label_embeddings);
+            for (g, e) in got.iter().zip(floats(expected)) {
+                // Sigmoid probabilities of random weights are tiny (logit bias -10): compare relatively.
+                assert!((g - e).abs() <= 0.01 * e.abs().max(*g), "{name}: {:?}: {got:?} vs {expected}", image["file"]);
+            }
+        }
+        let sums: f32 = label_probabilities(model.manifest(), &label_embeddings[0], &label_embeddings).iter().sum();
+        assert_eq!(model.manifest().logit_bias.is_some(), (sums - 1.0).abs() > 1e-3, "{name}: sigmoid or softmax");
+    }
+}
+
+#[test]
+fn a_manifest_of_an_unknown_format_or_with_a_foreign_pad_id_is_refused() {
+    let source = repo().join("tests/fixtures/families/siglip");
+    let dir = std::env::temp_dir().join(format!("clip_core_family_manifest_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let manifest = std::fs::read_to_string(source.join("manifest.json")).unwrap();
+    for (from, to, says) in [
+        ("\"format_version\": 2", "\"format_version\": 3", "format_version 3"),
+        ("\"pad_id\": 1", "\"pad_id\": 1000", "pad_id 1000"),
+        ("\"resize_mode\": \"squash\"", "\"resize_mode\": \"longest\"", "unknown variant `longest`"),
+        ("\"clean\": \"canonicalize\"", "\"clean\": \"none\"", "unknown variant `none`"),
+    ] {
+        assert!(manifest.contains(from), "{from}");
+        std::fs::write(dir.join("manifest.json"), manifest.replace(from, to)).unwrap();
+        let err = ClipModel::open(settings(dir.clone())).err().expect(to);
+        assert!(matches!(err, ClipError::ModelInvalid { .. }) && err.to_string().contains(says), "{err}");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn shared_weights_give_the_same_embeddings() {
+    // The tiny towers have no initializer large enough for the prepared data file: it is written empty.
+    let cache = std::env::temp_dir().join(format!("clip_core_family_cache_{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&cache);
+    let pixel = std::fs::read(repo().join("tests/fixtures/images/chelsea_rgb_451x300.jpg")).unwrap();
+    let image = decode(&pixel, &DecodeLimits { max_pixels: 50_000_000 }).unwrap();
+    for name in FAMILIES {
+        let (mut heap, _) = family(name);
+        let dir = repo().join("tests/fixtures/families").join(name);
+        let mut shared =
+            ClipModel::open(ModelSettings { weights: Weights::Shared { cache: cache.clone() }, ..settings(dir) }).unwrap();
+        assert_eq!(shared.embed_texts(&["a cat"]).unwrap(), heap.embed_texts(&["a cat"]).unwrap(), "{name}");
+        let (a, b) = (shared.embed_images(std::slice::from_ref(&image)), heap.embed_images(std::slice::from_ref(&image)));
+        assert_eq!(a.unwrap(), b.unwrap(), "{name}");
+    }
+    std::fs::remove_dir_all(cache).unwrap();
+}
