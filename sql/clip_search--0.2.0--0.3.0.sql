@@ -1,10 +1,19 @@
 -- clip_search 0.2.0 -> 0.3.0: the auto-embedding helpers move to the extension's own schema clip_search_internal
 -- (out of the user's list of functions); clip_backfill is correct on partitioned and inheritance tables, names
 -- the key of a row it cannot embed, and can skip such rows (on_error => 'skip'), recording them in the new table
--- clip_backfill_failures; clip_watch has the background worker keep a column embedded. Stored vectors stay valid.
--- From here on this file repeats sql/auto_embed.sql, except that the trigger function, which user triggers depend
--- on, is replaced rather than created, and then sql/watch.sql.
+-- clip_backfill_failures; clip_watch has the background worker keep a column embedded; clip_embed_text takes a
+-- language for models that mark it (NLLB). Stored vectors stay valid.
+-- After that function, this file repeats sql/auto_embed.sql, except that the trigger function, which user
+-- triggers depend on, is replaced rather than created, and then sql/watch.sql.
 \echo Use "ALTER EXTENSION clip_search UPDATE TO '0.3.0'" to load this file. \quit
+
+CREATE FUNCTION @extschema@."clip_embed_text"(
+	"input" TEXT, /* &str */
+	"language" TEXT /* &str */
+) RETURNS vector /* Vector */
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'clip_embed_text_in_wrapper';
 
 DROP FUNCTION @extschema@.clip_column_type(regclass, text, text);
 DROP FUNCTION @extschema@.clip_embed_function(regtype, text, boolean);

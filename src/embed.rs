@@ -19,9 +19,10 @@ pub fn decode_image(function: &'static str, bytes: &[u8]) -> DecodedImage {
     decode(bytes, &decode_limits()).or_raise(function)
 }
 
-pub fn embed_one_text(function: &'static str, text: &str) -> Vector {
+/// One text's embedding; `language` is a code for models that take one (NLLB), `None` for the model's default.
+pub fn embed_one_text(function: &'static str, text: &str, language: Option<&str>) -> Vector {
     check_for_interrupts!();
-    let mut rows = with_model(|m| m.embed_texts(&[text])).or_raise(function);
+    let mut rows = with_model(|m| m.embed_texts_in(&[text], language)).or_raise(function);
     Vector(rows.pop().expect("one text gives one row"))
 }
 
@@ -36,7 +37,15 @@ pub fn embed_one_image(function: &'static str, image: &[u8]) -> Vector {
 /// truncated as open_clip truncates them.
 #[pg_extern(immutable, parallel_safe)]
 pub fn clip_embed_text(input: &str) -> Vector {
-    embed_one_text("clip_embed_text", input)
+    embed_one_text("clip_embed_text", input, None)
+}
+
+/// The embedding of a text in `language`, for models that mark a text's language with a code token (NLLB-CLIP:
+/// 'eng_Latn', 'fra_Latn', 'zho_Hans', ...; `clip_info()->'languages'` lists them). The one-argument form uses the
+/// model's default language; a model without languages refuses one.
+#[pg_extern(immutable, parallel_safe, name = "clip_embed_text")]
+pub fn clip_embed_text_in(input: &str, language: &str) -> Vector {
+    embed_one_text("clip_embed_text", input, Some(language))
 }
 
 /// The L2-normalised CLIP embedding of an image (JPEG, PNG, WebP, GIF, BMP or TIFF).
@@ -96,6 +105,6 @@ fn place<T>(inputs: &[Option<T>], embedded: Vec<Vec<f32>>) -> Vec<Option<Vector>
 /// The token ids the model sees for a text, start and end tokens included.
 #[pg_extern(immutable, parallel_safe)]
 fn clip_tokenize(input: &str) -> Vec<i32> {
-    let ids = with_model(|m| m.tokenizer()?.encode(input)).or_raise("clip_tokenize");
+    let ids = with_model(|m| m.tokenizer()?.encode(input, None)).or_raise("clip_tokenize");
     ids.into_iter().map(|id| id as i32).collect()
 }

@@ -47,6 +47,10 @@ fn report(function: &'static str, message: String, detail: Option<String>, err: 
             Some("Supported formats: JPEG, PNG, WebP, GIF, BMP, TIFF."),
         ),
         ClipError::Image(_) => (ERRCODE_INVALID_BINARY_REPRESENTATION, None),
+        ClipError::Language(_) => (
+            ERRCODE_INVALID_PARAMETER_VALUE,
+            Some("clip_info()->'languages' lists the model's language codes (NLLB: eng_Latn, fra_Latn, zho_Hans, ...)."),
+        ),
         ClipError::Inference(_) => (ERRCODE_INTERNAL_ERROR, None),
     };
     let mut report = ErrorReport::new(code, message, function);

@@ -29,6 +29,7 @@ fn clip_info() -> JsonB {
             "tokenizer": man.text.tokenizer,
             "text_clean": man.text.clean,
             "text_padding": if man.text.pad_to_context { "context" } else { "longest" },
+            "languages": man.text.languages.as_ref().map(|l| json!({"default": l.default, "codes": l.codes})),
             "image_size": man.image.size,
             "image_resize_mode": man.image.resize_mode,
             "image_interpolation": man.image.interpolation,

@@ -22,7 +22,7 @@ fn clip_similarity_text_image(text: &str, image: &[u8]) -> f32 {
     const F: &str = "clip_similarity";
     // The image first: a bad image fails before any model is loaded.
     let image = embed_one_image(F, image);
-    cosine(&embed_one_text(F, text).0, &image.0)
+    cosine(&embed_one_text(F, text, None).0, &image.0)
 }
 
 /// Cosine similarity of two vectors (1 - the `<=>` distance).

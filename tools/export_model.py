@@ -1,11 +1,16 @@
 #!/usr/bin/env python3
 """Export an open_clip model into a clip_search model directory.
 
-A model directory holds:
-  manifest.json   name, dimensions, preprocessing, logit scale, files with sha256 (checked at load)
+A model directory holds (README, "Model directory format"):
+  manifest.json   name, dimension, how texts are tokenized and padded, image preprocessing, logit scale and bias,
+                  files with sha256 (checked at load)
   text.onnx       input_ids int64 [batch, tokens] -> text_embeds float32 [batch, dim] (not normalised)
   image.onnx      pixel_values float32 [batch, 3, size, size] -> image_embeds float32 [batch, dim] (not normalised)
-  tokenizer.json  CLIP's BPE vocabulary and merges, Hugging Face format
+  tokenizer.json  OpenAI's BPE vocabulary and merges, or the Hugging Face tokenizer open_clip runs
+
+Families: open_clip's CLIP (OpenAI vocabulary), SigLIP and SigLIP 2, MobileCLIP, and Hugging Face text towers
+(XLM-RoBERTa, NLLB). A model whose config names a Hugging Face tokenizer reads it from the hub, or offline from
+--tokenizer-dir; `local-dir:FOLDER` models (open_clip_config.json) work as open_clip loads them.
 
 Weights come from one of:
   --pretrained TAG      open_clip's pretrained tag, downloaded from the hub (e.g. ViT-B-32 laion2b_s34b_b79k)
@@ -20,8 +25,9 @@ about 4x smaller and the model runs faster than fp32 (1.5x to 2.9x here, on AVX-
 slightly from open_clip's: scripts/bench.sh reports its speed and its cosine against fp32 on the CPU it runs on.
 Same inputs, outputs and manifest format: clip_search loads either. The manifest's "weights" names the precision.
 
---reference-texts/--reference-images also write reference.json: open_clip's own embeddings of those inputs,
-computed by open_clip's tokenizer and preprocessing, for parity tests of the extension.
+--reference-texts/--reference-images also write reference.json: open_clip's own token ids and embeddings of those
+inputs, computed by open_clip's tokenizer and preprocessing, and its classification probabilities, for parity
+tests of the extension.
 """
 import argparse
 import hashlib
@@ -36,6 +42,7 @@ import numpy as np
 import torch
 
 import open_clip
+from open_clip.hf_model import HFTextEncoder
 from open_clip.tokenizer import HFTokenizer, _clean_canonicalize, _clean_lower, _clean_whitespace
 from open_clip.transformer import text_global_pool
 from tokenizers import Tokenizer
@@ -89,9 +96,9 @@ class TextTower(torch.nn.Module):
         return x @ m.text_projection
 
 
-class PaddedTextTower(torch.nn.Module):
-    """open_clip's encode_text on ids padded to the full context: towers without a causal mask (SigLIP, MobileCLIP)
-    attend to every position, so the pad ids are part of the input."""
+class EncodeTextTower(torch.nn.Module):
+    """open_clip's encode_text as it is: for towers without a causal mask (SigLIP, MobileCLIP), which attend to every
+    position and so take ids padded to the full context, and for Hugging Face encoders, which mask their pads."""
 
     def __init__(self, model):
         super().__init__()
@@ -136,7 +143,7 @@ def create_model(args):
         torch.manual_seed(args.random_seed)
         pre = family_preprocess(args.model)
         model, _, preprocess = open_clip.create_model_and_transforms(
-            args.model, pretrained=None, image_mean=pre.get("mean"), image_std=pre.get("std"),
+            args.model, pretrained=None, pretrained_text=False, image_mean=pre.get("mean"), image_std=pre.get("std"),
             image_interpolation=pre.get("interpolation"), image_resize_mode=pre.get("resize_mode"))
         # open_clip initialises some parameters to constants (logit scale, layer norms); randomise the layer
         # norms too so that parity tests exercise every weight.
@@ -151,13 +158,15 @@ def create_model(args):
         source = f"checkpoint {os.path.basename(args.checkpoint)}" if args.checkpoint else f"pretrained {args.pretrained}"
     model.eval()
     text = model.text if isinstance(model, open_clip.CustomTextCLIP) else model
-    if not isinstance(model, open_clip.CLIP) and not isinstance(getattr(model, "text", None),
-                                                                 open_clip.transformer.TextTransformer):
-        sys.exit(f"{args.model}: only open_clip's own text transformer is supported (this is a {type(model).__name__}"
-                 f" with a {type(getattr(model, 'text', None)).__name__} text tower)")
-    pool = text.text_pool_type if text is model else text.pool_type
-    if pool not in ("argmax", "last", "eos"):
-        sys.exit(f"{args.model}: text pool type {pool!r} is not supported")
+    if isinstance(text, HFTextEncoder):
+        # A Hugging Face encoder masks its pad positions itself (attention mask = ids != pad id) and pools by
+        # that mask or at the first token: padding to the longest text of a batch is exact.
+        if type(text.pooler).__name__ not in ("MeanPooler", "ClsPooler"):
+            sys.exit(f"{args.model}: pooler {type(text.pooler).__name__} is not supported")
+    elif not isinstance(model, open_clip.CLIP) and not isinstance(text, open_clip.transformer.TextTransformer):
+        sys.exit(f"{args.model}: text tower {type(text).__name__} is not supported")
+    elif (text.text_pool_type if text is model else text.pool_type) not in ("argmax", "last", "eos"):
+        sys.exit(f"{args.model}: text pool type is not supported")
     return model, preprocess, source
 
 
@@ -171,13 +180,37 @@ def make_tokenizer(args, model):
                        **text_cfg.get("tokenizer_kwargs", {}))
 
 
+def language_spec(hf):
+    """NLLB's tokenizers mark a text's language with a code token placed by the post-processor's template
+    (`<code> $A </s>`). The manifest keeps the codes, the default (open_clip's: the tokenizer's own) and the
+    template with `{language}` for the code, so that the extension tokenizes any language as set_language would."""
+    default = hf.src_lang
+    post = json.loads(hf.backend_tokenizer.to_str())["post_processor"]
+    if post.get("type") != "TemplateProcessing":
+        sys.exit(f"a language tokenizer with a {post.get('type')} post-processor is not supported")
+    template = []
+    for item in post["single"]:
+        if "Sequence" in item:
+            template.append("$A")
+        else:
+            token = item["SpecialToken"]["id"]
+            template.append("{language}" if token == default else token)
+    codes = list(hf.extra_special_tokens)
+    if template.count("{language}") != 1 or template.count("$A") != 1 or default not in codes:
+        sys.exit(f"the language template {post['single']} is not understood")
+    return {"default": default, "codes": codes, "template": template}
+
+
 def text_spec(model, tokenizer, out):
     """How the extension turns a text into the text tower's input (the manifest's "text"), and the tokenizer.json
     it reads. OpenAI's BPE is re-implemented exactly by the extension; a Hugging Face tokenizer is written as the
     tokenizer that transformers built and open_clip runs, so that the extension runs the same pipeline whatever
     transformers would build from the same files another year."""
     causal = isinstance(model, open_clip.CLIP) and model.attn_mask is not None and model.text_pool_type == "argmax"
-    spec = {"context_length": int(model.context_length), "vocab_size": int(model.vocab_size)}
+    hf_encoder = isinstance(getattr(model, "text", None), HFTextEncoder)
+    # A Hugging Face tokenizer truncates to the config's context, which can be shorter than its encoder's positions.
+    context = tokenizer.context_length if isinstance(tokenizer, HFTokenizer) else model.context_length
+    spec = {"context_length": int(context), "vocab_size": int(model.vocab_size)}
     if isinstance(tokenizer, HFTokenizer):
         if tokenizer.tokenizer_mode or tokenizer.strip_sep_token:
             sys.exit("tokenizers with tokenizer_mode or strip_sep_token are not supported")
@@ -189,8 +222,12 @@ def text_spec(model, tokenizer, out):
         backend.no_padding()
         backend.no_truncation()
         backend.save(str(out / "tokenizer.json"))
+        if hf_encoder and hf.pad_token_id != model.text.config.pad_token_id:
+            sys.exit(f"the tokenizer pads with {hf.pad_token_id}, the text tower masks {model.text.config.pad_token_id}")
         spec.update(tokenizer="huggingface", clean=CLEAN_NAMES[tokenizer.clean_fn], pad_id=int(hf.pad_token_id),
-                    pad_to_context=True)
+                    pad_to_context=not hf_encoder)
+        if hasattr(tokenizer, "set_lang_fn"):
+            spec["languages"] = language_spec(hf)
     else:
         if CLEAN_NAMES.get(tokenizer.clean_fn) != "lower":
             sys.exit("OpenAI's BPE is supported with open_clip's 'lower' cleaning only")
@@ -248,7 +285,8 @@ def example_inputs(ids, spec, size):
     the extension does not pad to the context), two random images."""
     if not spec["pad_to_context"]:
         ids = ids[:, :12].clone()
-        ids[:, -1] = spec["eot_token_id"]
+        if spec["tokenizer"] == "openai_bpe":
+            ids[:, -1] = spec["eot_token_id"]
     return ids, torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
 
 
@@ -314,10 +352,12 @@ def export(args):
         graphs = out if args.precision == "fp32" else Path(scratch)
         ids, pixels = example_inputs(tokenizer(EXAMPLE_TEXTS), spec, size)
         batch = torch.export.Dim("batch", min=1, max=4096)
+        tokens = torch.export.Dim("tokens", min=2, max=spec["context_length"])
         if spec["pad_to_context"]:
-            text, text_dims = PaddedTextTower(model).eval(), {0: batch}
+            text, text_dims = EncodeTextTower(model).eval(), {0: batch}
+        elif spec["tokenizer"] == "huggingface":
+            text, text_dims = EncodeTextTower(model).eval(), {0: batch, 1: tokens}
         else:
-            tokens = torch.export.Dim("tokens", min=2, max=spec["context_length"])
             text, text_dims = TextTower(model).eval(), {0: batch, 1: tokens}
         export_onnx(text, ids, graphs / "text.onnx", "input_ids", "text_embeds", text_dims)
         check_onnx(graphs / "text.onnx", ids, text(ids), "text tower")
@@ -333,7 +373,7 @@ def export(args):
     embed_dim = image(pixels).shape[1]
     manifest = {
         "format_version": FORMAT_VERSION,
-        "name": args.model,
+        "name": args.model.removeprefix("local-dir:").rstrip("/").rsplit("/", 1)[-1],
         "weights": source if args.precision == "fp32" else f"{source}, {args.precision}",
         "embed_dim": int(embed_dim),
         "text": spec,
@@ -388,6 +428,19 @@ def write_reference(args, model, preprocess, tokenizer, out):
                 scores = torch.sigmoid(logits + model.logit_bias).tolist()
             else:
                 scores = logits.softmax(dim=1).tolist()
+    # Language tokenizers (NLLB): the first five texts again, marked as French. open_clip's set_language has no
+    # effect with transformers 5 (its tokenizer puts back the code of `src_lang` at each call), so the language is
+    # set as transformers expects it, through `src_lang`.
+    languages = {}
+    if texts and hasattr(tokenizer, "set_lang_fn"):
+        hf = tokenizer.tokenizer
+        default, hf.src_lang = hf.src_lang, "fra_Latn"
+        french = tokenizer(texts[:5])
+        hf.src_lang = default
+        with torch.no_grad():
+            embeds = model.encode_text(french, normalize=True).numpy()
+        languages["fra_Latn"] = [{"text": t, "ids": row.tolist(), "embedding": [round(float(v), 7) for v in e]}
+                                 for t, row, e in zip(texts, french, embeds)]
     reference = {
         "model": args.model,
         "note": "open_clip's own tokenizer, preprocessing and model (padded to the full context); images after "
@@ -396,6 +449,7 @@ def write_reference(args, model, preprocess, tokenizer, out):
                   for t, row, e in zip(texts, ids if texts else [], text_embeds)],
         "images": [{"file": p.name, "embedding": [round(float(v), 7) for v in e]} for p, e in zip(images, image_embeds)],
         "classify": {"labels": texts[:5], "probabilities": scores},
+        "languages": languages,
     }
     (out / "reference.json").write_text(json.dumps(reference) + "\n")
     print(f"  wrote {out}/reference.json ({len(texts)} texts, {len(images)} images)")

@@ -23,9 +23,19 @@ pub enum ClipError {
     /// The input image was rejected.
     #[error(transparent)]
     Image(#[from] ImageError),
+    /// A text's language is not one the model knows, or the model takes no language.
+    #[error("{0}")]
+    Language(String),
     /// ONNX Runtime failed while running a loaded model.
     #[error("inference failed: {0}")]
     Inference(String),
+}
+
+impl ClipError {
+    /// A language given to a model that takes none.
+    pub(crate) fn takes_no_language(code: &str) -> ClipError {
+        ClipError::Language(format!("this model takes no language (got {code:?})"))
+    }
 }
 
 impl From<ort::Error> for ClipError {

@@ -44,6 +44,20 @@ pub struct TextSpec {
     pub sot_token_id: Option<i64>,
     #[serde(default)]
     pub eot_token_id: Option<i64>,
+    /// Models that mark a text's language with a code token (NLLB).
+    #[serde(default)]
+    pub languages: Option<Languages>,
+}
+
+/// A text's language as a code token placed by a template: NLLB's tokenizer turns a text into
+/// `<code> tokens </s>`, the code being the tokenizer's `src_lang`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Languages {
+    /// The code of texts given without one (open_clip's: the tokenizer's own `src_lang`).
+    pub default: String,
+    pub codes: Vec<String>,
+    /// The special tokens around the text (`$A`), `{language}` standing for the code.
+    pub template: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -147,6 +161,7 @@ impl Manifest {
                         pad_to_context: false,
                         sot_token_id: Some(v1.sot_token_id),
                         eot_token_id: Some(v1.eot_token_id),
+                        languages: None,
                     },
                     image: v1.image,
                     logit_scale: v1.logit_scale,
@@ -185,6 +200,16 @@ impl Manifest {
             && (t.clean != TextClean::Lower || t.sot_token_id.is_none() || t.eot_token_id.is_none())
         {
             return Err(invalid("OpenAI's BPE needs clean \"lower\", sot_token_id and eot_token_id".into()));
+        }
+        if let Some(l) = &t.languages {
+            let count = |item: &str| l.template.iter().filter(|t| *t == item).count();
+            if t.tokenizer != TokenizerKind::Huggingface || !l.codes.contains(&l.default) || count("$A") != 1
+                || count("{language}") != 1
+            {
+                return Err(invalid("languages: a Hugging Face tokenizer, a default among the codes, and a template \
+                                    with one $A and one {language}"
+                    .into()));
+            }
         }
         if !(m.logit_scale.is_finite() && m.logit_bias.is_none_or(f32::is_finite)) {
             return Err(invalid("logit_scale or logit_bias is not a finite number".into()));

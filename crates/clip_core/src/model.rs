@@ -85,7 +85,7 @@ impl ClipModel {
                     t.map(TextTokenizer::OpenAiBpe)
                 }
                 TokenizerKind::Huggingface => {
-                    let t = HfTokenizer::from_json_bytes(&bytes, spec.clean, spec.context_length);
+                    let t = HfTokenizer::from_json_bytes(&bytes, spec.clean, spec.context_length, spec.languages.as_ref());
                     t.map(TextTokenizer::HuggingFace)
                 }
             }
@@ -102,11 +102,17 @@ impl ClipModel {
 
     /// Embeds texts in one batch. Each row is L2-normalised.
     pub fn embed_texts(&mut self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        self.embed_texts_in(texts, None)
+    }
+
+    /// Embeds texts of one language in one batch: `language` is a code of the manifest's languages (NLLB), or
+    /// `None` for the model's default; a model without languages refuses one.
+    pub fn embed_texts_in(&mut self, texts: &[&str], language: Option<&str>) -> Result<Vec<Vec<f32>>> {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
         let tokenizer = self.tokenizer()?;
-        let ids = texts.iter().map(|t| tokenizer.encode(t)).collect::<Result<Vec<Vec<i64>>>>()?;
+        let ids = texts.iter().map(|t| tokenizer.encode(t, language)).collect::<Result<Vec<Vec<i64>>>>()?;
         let spec = &self.manifest.text;
         // Towers without a causal mask see every position: pad to the full context with the model's pad id, as
         // open_clip does. Under a causal mask, pooled at the end token, padding after it changes nothing: pad to
@@ -215,11 +221,15 @@ pub enum TextTokenizer {
 }
 
 impl TextTokenizer {
-    /// The model's token ids of `text`, truncated to the context with the end token kept, not padded.
-    pub fn encode(&self, text: &str) -> Result<Vec<i64>> {
-        match self {
-            TextTokenizer::OpenAiBpe(t) => Ok(t.encode(text)),
-            TextTokenizer::HuggingFace(t) => t.encode(text).map_err(|e| ClipError::Inference(format!("tokenizer: {e}"))),
+    /// The model's token ids of `text` (in `language`, for models that take one), truncated to the context with
+    /// the end token kept, not padded.
+    pub fn encode(&self, text: &str, language: Option<&str>) -> Result<Vec<i64>> {
+        match (self, language) {
+            (TextTokenizer::OpenAiBpe(t), None) => Ok(t.encode(text)),
+            (TextTokenizer::OpenAiBpe(_), Some(code)) => {
+                Err(ClipError::takes_no_language(code))
+            }
+            (TextTokenizer::HuggingFace(t), language) => t.encode(text, language),
         }
     }
 }

@@ -6,7 +6,7 @@ use clip_core::{cosine, label_probabilities, ClipError, ClipModel, ModelSettings
 mod common;
 use common::{floats, repo, settings};
 
-const FAMILIES: [&str; 3] = ["siglip", "siglip2", "mobileclip"];
+const FAMILIES: [&str; 5] = ["siglip", "siglip2", "mobileclip", "xlm-roberta", "nllb"];
 
 fn family(name: &str) -> (ClipModel, serde_json::Value) {
     let dir = repo().join("tests/fixtures/families").join(name);
@@ -22,9 +22,8 @@ fn token_ids_equal_open_clip() {
         let tokenizer = model.tokenizer().unwrap();
         for case in reference["texts"].as_array().unwrap() {
             let text = case["text"].as_str().unwrap();
-            let mut ids = tokenizer.encode(text).unwrap();
-            // open_clip's ids are padded to the context; these families are padded so (pad_to_context).
-            assert!(spec.pad_to_context, "{name}");
+            let mut ids = tokenizer.encode(text, None).unwrap();
+            // open_clip pads every text to the context (the extension does so where the tower needs it).
             ids.resize(spec.context_length, spec.pad_id);
             let expected: Vec<i64> = case["ids"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
             assert_eq!(ids, expected, "{name}: {text:?}");
@@ -120,4 +119,32 @@ fn shared_weights_give_the_same_embeddings() {
         assert_eq!(a.unwrap(), b.unwrap(), "{name}");
     }
     std::fs::remove_dir_all(cache).unwrap();
+}
+
+#[test]
+fn a_language_code_marks_the_text_as_nllb_does() {
+    let (mut model, reference) = family("nllb");
+    let spec = model.manifest().text.clone();
+    let cases = reference["languages"]["fra_Latn"].as_array().unwrap();
+    let texts: Vec<&str> = cases.iter().map(|c| c["text"].as_str().unwrap()).collect();
+    let tokenizer = model.tokenizer().unwrap();
+    for case in cases {
+        let mut ids = tokenizer.encode(case["text"].as_str().unwrap(), Some("fra_Latn")).unwrap();
+        ids.resize(spec.context_length, spec.pad_id);
+        let expected: Vec<i64> = case["ids"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+        assert_eq!(ids, expected, "{:?}", case["text"]);
+    }
+    let french = model.embed_texts_in(&texts, Some("fra_Latn")).unwrap();
+    for (case, got) in cases.iter().zip(&french) {
+        assert!(cosine(got, &floats(&case["embedding"])) >= 0.9999, "{:?}", case["text"]);
+    }
+    // The default is the tokenizer's own (English), and another language gives another embedding.
+    assert_eq!(model.embed_texts_in(&texts, Some("eng_Latn")).unwrap(), model.embed_texts(&texts).unwrap());
+    assert!(cosine(&french[0], &model.embed_texts(&texts[..1]).unwrap()[0]) < 0.9999);
+
+    let err = model.embed_texts_in(&["a cat"], Some("xx_Latn")).unwrap_err();
+    assert!(matches!(err, ClipError::Language(_)) && err.to_string().contains("xx_Latn"), "{err}");
+    let (mut siglip, _) = family("siglip");
+    let err = siglip.embed_texts_in(&["a cat"], Some("fra_Latn")).unwrap_err();
+    assert!(matches!(err, ClipError::Language(_)), "{err}");
 }

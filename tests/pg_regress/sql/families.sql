@@ -1,14 +1,14 @@
 -- Model families besides OpenAI-vocabulary CLIP (tests/fixtures/families, tiny models with random weights and
 -- stand-in tokenizers, from tools/make_family_fixtures.py): through SQL, each one's embeddings match open_clip's
--- (texts at cosine >= 0.9999, images >= 0.999), its vectors have its dimension, clip_info() says how it reads
--- texts and scores, and clip_classify gives open_clip's probabilities: a sigmoid per label for SigLIP.
+-- (texts at cosine >= 0.9999, images >= 0.999), clip_info() says how it reads texts and scores, clip_classify
+-- gives open_clip's probabilities (a sigmoid per label for SigLIP), and NLLB takes the text's language.
 \getenv abs_srcdir PG_ABS_SRCDIR
 \set setup :abs_srcdir '/include/setup.psql'
 \i :setup
 \set families :abs_srcdir '/../fixtures/families/'
 CREATE TEMP TABLE family (name text PRIMARY KEY, reference jsonb);
 INSERT INTO family
-SELECT f, pg_read_file(:'families' || f || '/reference.json')::jsonb FROM unnest(ARRAY['siglip', 'siglip2', 'mobileclip']) AS f;
+SELECT f, pg_read_file(:'families' || f || '/reference.json')::jsonb FROM unnest(ARRAY['siglip', 'siglip2', 'mobileclip', 'xlm-roberta', 'nllb']) AS f;
 CREATE TEMP TABLE result (family text, kind text, input text, cosine float8);
 CREATE FUNCTION pg_temp.check_family(f text, dir text, images text) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
@@ -62,4 +62,19 @@ SELECT (SELECT probability FROM clip_classify(pg_read_binary_file(:'images' || '
   AS independent_of_other_labels;
 -- The tokenizer's ids before padding: the stand-in Unigram's pieces and its end token.
 SELECT clip_tokenize('Hello, World!') AS ids;
+-- A model without languages refuses one.
+SELECT pg_temp.error_of($$SELECT clip_embed_text('a cat', 'fra_Latn')$$);
+
+-- NLLB: a text's language is a code token; the one-argument form is the model's default (English), and texts
+-- marked as French match open_clip's French ones.
+\set nllb :families 'nllb'
+SET clip.model_dir = :'nllb';
+SELECT clip_info()->'languages'->>'default' AS default_language,
+       jsonb_array_length(clip_info()->'languages'->'codes') AS codes;
+SELECT count(*) AS texts,
+       min(1 - (clip_embed_text(t->>'text', 'fra_Latn') <=> (t->'embedding')::text::vector)) >= 0.9999 AS french_matches_open_clip,
+       bool_and(clip_embed_text(t->>'text', 'eng_Latn') = clip_embed_text(t->>'text')) AS english_is_the_default,
+       bool_and(clip_embed_text(t->>'text', 'fra_Latn') <> clip_embed_text(t->>'text')) AS french_differs
+FROM family, jsonb_array_elements(reference->'languages'->'fra_Latn') AS t WHERE name = 'nllb';
+SELECT pg_temp.error_of($$SELECT clip_embed_text('a cat', 'xx_Latn')$$);
 RESET clip.model_dir;
