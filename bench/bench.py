@@ -286,6 +286,38 @@ def interleaved_speed(args, settings):
     return out
 
 
+def run_families(args):
+    """Each model family's base model (random weights, the real architecture) beside the benchmark's ViT-B-32, in
+    one warm backend per model with the same settings: one image per call over the photos and short-text latency,
+    medians over the rounds."""
+    out = []
+    for model_dir in [args.model_dir] + args.family_dirs:
+        manifest = json.loads((Path(model_dir) / "manifest.json").read_text())
+        image_ms, text_ms = [], []
+        with Backend(sql_settings(args, model_dir)) as b:
+            b.query(WORKLOAD)
+            for _ in range(args.rounds):
+                image_ms += b.json("SELECT to_json(bench.time_images(1))")
+                text_ms += b.json(f"SELECT to_json(bench.time_texts({SHORT_TEXTS}, 1))")
+            info = b.json("SELECT clip_info()")
+        out.append({"model": manifest["name"], "dim": manifest["embed_dim"], "context": info["context_length"],
+                    "image_size": manifest["image"]["size"], "images_per_s": 1000 / statistics.median(image_ms),
+                    "short_text_ms": statistics.median(text_ms)})
+    return out
+
+
+def families_table(res):
+    if "families" not in res:
+        return []
+    lines = ["", "Model families (random weights, real architectures; clip_search SQL, one warm backend each, "
+                 "one image per call, short texts; medians):",
+             f"{'model':<28}{'dim':>6}{'context':>9}{'image px':>10}{'images/s':>10}{'short text ms':>15}"]
+    for f in res["families"]:
+        lines.append(f"{f['model']:<28}{f['dim']:>6}{f['context']:>9}{f['image_size']:>10}"
+                     f"{f['images_per_s']:>10.1f}{f['short_text_ms']:>15.1f}")
+    return lines
+
+
 def concurrent_pss(args, settings, counts):
     """(b): backends that each embedded texts and a batch of images, started one after another and all kept
     alive; at each count, the sum of their memory. A backend is started only while the memory available leaves
@@ -581,6 +613,7 @@ def table(res, args):
         for s in h["hnsw_search"]:
             lines.append(f"{s['ef_search']:>10}{s['recall_at_10']:>12.3f}{pct(s['ms'], .5):>10.2f}{pct(s['ms'], .95):>10.2f}")
     lines += weights_table(res, args)
+    lines += families_table(res)
     return "\n".join(lines)
 
 
@@ -669,6 +702,8 @@ def main():
     p.add_argument("--weights-first-calls", type=int, default=3, help="fresh backends timed for the warm first call")
     p.add_argument("--weights-backends", type=int, nargs="+", default=[1, 4, 16],
                    help="numbers of concurrent backends whose PSS the weights part sums")
+    p.add_argument("--family-dirs", nargs="*", default=[],
+                   help="model directories of other families to time beside --model-dir (the families part)")
     p.add_argument("--skip", nargs="*", default=[], choices=("peers", "int8", "hnsw", "weights"))
     p.add_argument("--report", help="append the run, as Markdown, to this file")
     p.add_argument("--json", help="write every measurement to this file")
@@ -725,6 +760,9 @@ def main():
         if int8_dir:
             step("weights_int8", "weights shared vs heap, int8", lambda: run_weights(args, int8_dir, names[0]),
                  sql_blocked or int8_missing)
+
+    if args.family_dirs:
+        step("families", "model families", lambda: run_families(args), sql_blocked)
 
     # Cosines: open_clip is the reference; int8 is also compared with the fp32 model through SQL.
     par = {}

@@ -18,6 +18,8 @@
 #   --quick            fewer repetitions, a 20k-vector HNSW part, at most 4 concurrent backends in the weights
 #                      part: a smoke run, not for quoting
 #   --skip peers|int8|hnsw|weights ...   leave parts out
+#   --families         also time one base model of each other family beside ViT-B-32 (random weights, the real
+#                      architectures, exported offline by tools/family_models.py: the first run takes half an hour)
 # Sets up and uses the private 'demo' cluster as scripts/demo.sh does, with a database of its own, clip_bench.
 # A part that fails (the int8 conversion, a peer, a SQL session, the HNSW or weights part) is reported and the
 # others go on.
@@ -26,13 +28,14 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 export CARGO_BUILD_JOBS=2
 
-threads=1 wait_idle=0 report="" skip_int8=0 extra=()
+threads=1 wait_idle=0 report="" skip_int8=0 families=0 extra=()
 command_line="scripts/bench.sh${*:+ $*}"
 while (($#)); do
   case "$1" in
     --threads) threads=${2:?}; shift 2 ;;
     --wait-idle) wait_idle=1; shift ;;
     --report) report=${2:?}; shift 2 ;;
+    --families) families=1; shift ;;
     --quick) extra+=(--rounds 1 --copies 1 --hnsw-rows 20000 --hnsw-queries 30 --weights-rounds 2
                      --weights-first-calls 1 --weights-backends 1 4); shift ;;
     --skip) shift; skip=(); while (($#)) && [[ $1 != --* ]]; do skip+=("$1"); [[ $1 == int8 ]] && skip_int8=1; shift; done
@@ -56,6 +59,18 @@ if ((!skip_int8)); then
       grep -v -i warn >&2 || true
   fi
   extra+=(--int8-dir "$int8_dir")
+fi
+if ((families)); then
+  family_dirs=()
+  for model in ViT-B-16-SigLIP ViT-B-16-SigLIP2 MobileCLIP-S1 xlm-roberta-base-ViT-B-32 nllb-clip-base; do
+    dir=$(random_model_dir "$model")
+    if [[ ! -f "$dir/manifest.json" ]]; then
+      log "exporting $model with random weights (seed 0) to $dir"
+      "$VENV/bin/python" tools/family_models.py export "$model" "$dir" 2>&1 | grep -v -i warn >&2
+    fi
+    family_dirs+=("$dir")
+  done
+  extra+=(--family-dirs "${family_dirs[@]}")
 fi
 mkdir -p "$DEPS/bench"
 export PATH="$PG_BIN:$PATH"

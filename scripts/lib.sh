@@ -102,6 +102,10 @@ cluster_env() {
   export PGHOST="$PGSOCKET" PGUSER=postgres PGDATABASE=postgres
 }
 
+# Where an open_clip model exported with random weights (seed 0) lives, for the demo, the benchmark and the
+# parity check.
+random_model_dir() { echo "$DEPS/models/$1-random"; }
+
 # The demo's set-up, shared by demo.sh, gallery.sh and loadtest.sh: installs everything (with the Python
 # exporter), builds and installs a release build, exports ViT-B-32 with random weights unless CLIP_MODEL_DIR
 # names a model, copies 16 photos from scikit-image's wheel, starts the 'demo' cluster with that model.
@@ -109,7 +113,7 @@ cluster_env() {
 prepare_demo() {
   scripts/setup.sh --python
   scripts/install.sh
-  DEMO_MODEL_DIR=${CLIP_MODEL_DIR:-$DEPS/models/ViT-B-32-random}
+  DEMO_MODEL_DIR=${CLIP_MODEL_DIR:-$(random_model_dir ViT-B-32)}
   if [[ ! -f "$DEMO_MODEL_DIR/manifest.json" ]]; then
     log "exporting ViT-B-32 with random weights (seed 0) to $DEMO_MODEL_DIR"
     "$VENV/bin/python" tools/export_model.py --model ViT-B-32 --random-seed 0 --out "$DEMO_MODEL_DIR" 2>&1 \

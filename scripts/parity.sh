@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Full-size parity: exports an open_clip model (default ViT-B-32; one of each family: ViT-B-16-SigLIP,
-# ViT-B-16-SigLIP2, MobileCLIP-S1) with random weights (seed 0) together with open_clip's own embeddings of
-# tests/fixtures/family_texts.json and of real photos (the test fixtures in many formats plus scikit-image's
-# full-size photos), then embeds the same inputs through SQL and prints min/mean cosine against open_clip. SigLIP's
-# Hugging Face tokenizers are not reachable here: stand-ins of the same kinds (tools/make_family_fixtures.py).
+# Full-size parity: exports an open_clip model (default ViT-B-32; one of each other family: ViT-B-16-SigLIP,
+# ViT-B-16-SigLIP2, MobileCLIP-S1, xlm-roberta-base-ViT-B-32, nllb-clip-base) with random weights (seed 0) together
+# with open_clip's own embeddings of tests/fixtures/family_texts.json and of real photos (the test fixtures in many
+# formats plus scikit-image's full-size photos), then embeds the same inputs through SQL and prints min/mean cosine
+# against open_clip. No hub is reachable here: Hugging Face tokenizers are stand-ins of the same kinds and Hugging
+# Face text towers are built from their known configs (tools/family_models.py export).
 # Needs torch (installed by scripts/setup.sh --python); takes a few minutes per model. Not part of the test suite.
 #   scripts/parity.sh [MODEL]
 set -euo pipefail
@@ -21,19 +22,9 @@ for f in astronaut.png chelsea.png coffee.png rocket.jpg hubble_deep_field.jpg m
   cp "$skimage_data/$f" "$photos/"
 done
 model=${1:-ViT-B-32}
-model_dir="$DEPS/models/$model-parity"
-tokenizer=()
-case $model in
-  *SigLIP2*) stand_in=byte_fallback_bpe ;;
-  *SigLIP*) stand_in=unigram ;;
-  *) stand_in= ;;
-esac
-if [[ -n $stand_in ]]; then
-  "$VENV/bin/python" tools/make_family_fixtures.py --stand-in-tokenizer "$stand_in" "$DEPS/stand-in-$stand_in"
-  tokenizer=(--tokenizer-dir "$DEPS/stand-in-$stand_in")
-fi
+model_dir=$(random_model_dir "$model")
 log "exporting $model (random weights, seed 0) with open_clip reference embeddings"
-"$VENV/bin/python" tools/export_model.py --model "$model" --random-seed 0 --out "$model_dir" "${tokenizer[@]}" \
+"$VENV/bin/python" tools/family_models.py export "$model" "$model_dir" \
   --reference-texts tests/fixtures/family_texts.json --reference-images "$photos" 2>&1 | grep -v -i warn >&2
 
 scripts/cluster.sh start demo

@@ -244,6 +244,16 @@ def export_onnx(module, example, path, input_name, output_name, dynamic_shapes):
         module, (example,), str(path), dynamo=True, input_names=[input_name], output_names=[output_name],
         dynamic_shapes={input_name: dynamic_shapes}, external_data=False, optimize=True, verbose=False,
     )
+    # torch writes the weights of a large graph (NLLB's text tower, 1.7 GB) to a separate file whatever
+    # external_data says; a model directory holds one file per tower, which protobuf allows up to 2 GB.
+    data = Path(f"{path}.data")
+    if data.exists():
+        import onnx
+        graph = onnx.load(str(path))
+        if graph.ByteSize() >= 2**31:
+            sys.exit(f"{path.name}: {graph.ByteSize() / 2**30:.1f} GB, over the 2 GB one ONNX file can hold")
+        onnx.save_model(graph, str(path))
+        data.unlink()
 
 
 def run_onnx(path, example):

@@ -1,5 +1,5 @@
 -- Model families besides OpenAI-vocabulary CLIP (tests/fixtures/families, tiny models with random weights and
--- stand-in tokenizers, from tools/make_family_fixtures.py): through SQL, each one's embeddings match open_clip's
+-- stand-in tokenizers, from tools/family_models.py): through SQL, each one's embeddings match open_clip's
 -- (texts at cosine >= 0.9999, images >= 0.999), clip_info() says how it reads texts and scores, clip_classify
 -- gives open_clip's probabilities (a sigmoid per label for SigLIP), and NLLB takes the text's language.
 \getenv abs_srcdir PG_ABS_SRCDIR
