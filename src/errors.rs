@@ -49,7 +49,8 @@ fn report(function: &'static str, message: String, detail: Option<String>, err: 
         ClipError::Image(_) => (ERRCODE_INVALID_BINARY_REPRESENTATION, None),
         ClipError::Language(_) => (
             ERRCODE_INVALID_PARAMETER_VALUE,
-            Some("clip_info()->'languages' lists the model's language codes (NLLB: eng_Latn, fra_Latn, zho_Hans, ...)."),
+            Some("clip_info()->'languages' lists the codes of a model that takes a language (NLLB-CLIP: eng_Latn, \
+                  fra_Latn, zho_Hans, ...); it is null for the others, which take clip_embed_text(text) only."),
         ),
         ClipError::Inference(_) => (ERRCODE_INTERNAL_ERROR, None),
     };

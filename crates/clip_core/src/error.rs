@@ -34,8 +34,17 @@ pub enum ClipError {
 impl ClipError {
     /// A language given to a model that takes none.
     pub(crate) fn takes_no_language(code: &str) -> ClipError {
-        ClipError::Language(format!("this model takes no language (got {code:?})"))
+        ClipError::Language(format!("this model takes no language (got {:?})", quoted_start(code)))
     }
+}
+
+/// The start of a string given by a user, for an error message.
+pub(crate) fn quoted_start(s: &str) -> String {
+    let mut start: String = s.chars().take(40).collect();
+    if start.len() < s.len() {
+        start.push_str("...");
+    }
+    start
 }
 
 impl From<ort::Error> for ClipError {

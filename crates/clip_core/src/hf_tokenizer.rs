@@ -5,19 +5,22 @@
 //!
 //! `tools/export_model.py` writes the tokenizer transformers built for open_clip, so no version of transformers
 //! is involved here. Padding is the caller's ([`crate::ClipModel`] pads with the manifest's pad id).
-use tokenizers::{Tokenizer, TruncationParams};
+use tokenizers::{PostProcessor, Tokenizer, TruncationParams};
 
-use crate::error::ClipError;
+use crate::error::{quoted_start, ClipError};
 use crate::manifest::{Languages, TextClean};
 use crate::tokenizer::{
     clean_canonicalize, clean_lower, clean_whitespace, floor_char_boundary, TokenizerError, MAX_TEXT_BYTES,
 };
 
-/// Characters of cleaned text tokenized per token of context. The tokenizers crate tokenizes a whole text before
-/// truncating (a MiB took 1-1.5 s and 200 MB here), so the cleaned text is cut first, far enough that the context
-/// is full before the cut unless tokens average more than this many characters (cleaning has already folded runs
-/// of whitespace), which no vocabulary of these models comes near.
+/// Characters of cleaned text first tokenized per token of context. The tokenizers crate tokenizes a whole text
+/// before truncating (a MiB took 1-1.5 s and 200 MB here), so a prefix of the cleaned text is tokenized instead,
+/// four times longer each time it gives fewer than the context and [`MARGIN_TOKENS`] more tokens (a run of
+/// characters the vocabulary lacks can be one token): what is cut lies past the context, and a text of ordinary
+/// words costs its first few thousand characters.
 const CHARS_PER_TOKEN: usize = 64;
+/// Tokens past the context before the cut, so that where the cut splits a word changes none of the context's.
+const MARGIN_TOKENS: usize = 8;
 
 pub struct HfTokenizer {
     inner: Tokenizer,
@@ -57,10 +60,18 @@ impl HfTokenizer {
         inner
             .with_truncation(Some(TruncationParams { max_length: context_length, ..TruncationParams::default() }))
             .map_err(format)?;
+        // The crate truncates a text to the context less the special tokens: there must be room for one token.
+        let special = inner.get_post_processor().map_or(0, |p| p.added_tokens(false));
+        if special >= context_length {
+            let reason = format!("{special} special tokens leave no room in a context of {context_length}");
+            return Err(TokenizerError::Format(reason));
+        }
         let languages = match languages {
             None => None,
             Some(l) => {
-                let id = |token: &str| inner.token_to_id(token).ok_or_else(|| TokenizerError::MissingSpecialToken(token.into()));
+                let id = |token: &str| {
+                    inner.token_to_id(token).ok_or_else(|| TokenizerError::MissingSpecialToken(token.into()))
+                };
                 for code in &l.codes {
                     id(code)?;
                 }
@@ -73,6 +84,11 @@ impl HfTokenizer {
                         token => id(token).map(TemplateItem::Token),
                     })
                     .collect::<Result<Vec<_>, _>>()?;
+                let count = |wanted: fn(&TemplateItem) -> bool| items.iter().filter(|i| wanted(i)).count();
+                let texts = count(|i| matches!(i, TemplateItem::Text));
+                if (texts, count(|i| matches!(i, TemplateItem::Language))) != (1, 1) {
+                    return Err(TokenizerError::Format("a language template needs one $A and one {language}".into()));
+                }
                 if items.len() > context_length {
                     return Err(TokenizerError::InvalidContextLength(context_length));
                 }
@@ -83,8 +99,8 @@ impl HfTokenizer {
     }
 
     /// The ids open_clip's `HFTokenizer` gives `text`, before padding. Only the first [`MAX_TEXT_BYTES`] of the
-    /// text are read, as by the CLIP tokenizer, and only the first [`CHARS_PER_TOKEN`] characters per token of
-    /// context of the cleaned text are tokenized; the context is full long before. `language` is the code of the
+    /// text are read, as by the CLIP tokenizer, and only a prefix of the cleaned text whose tokens fill the context
+    /// is tokenized (see [`CHARS_PER_TOKEN`]). `language` is the code of the
     /// text's language for models that take one (NLLB; their default when `None`).
     pub fn encode(&self, text: &str, language: Option<&str>) -> Result<Vec<i64>, ClipError> {
         let text = &text[..floor_char_boundary(text, MAX_TEXT_BYTES)];
@@ -93,25 +109,22 @@ impl HfTokenizer {
             TextClean::Whitespace => clean_whitespace(text),
             TextClean::Canonicalize => clean_canonicalize(text),
         };
-        if let Some((cut, _)) = cleaned.char_indices().nth(self.context_length * CHARS_PER_TOKEN) {
-            cleaned.truncate(cut);
-        }
-        let failed = |e: tokenizers::Error| ClipError::Inference(format!("tokenizer: {e}"));
+        self.cut_past_the_context(&mut cleaned)?;
         let Some(template) = &self.languages else {
             if let Some(code) = language {
                 return Err(ClipError::takes_no_language(code));
             }
-            let encoding = self.inner.encode(cleaned, true).map_err(failed)?;
+            let encoding = self.inner.encode(cleaned, true).map_err(tokenizer_failed)?;
             return Ok(encoding.get_ids().iter().map(|&id| i64::from(id)).collect());
         };
         let code = language.unwrap_or(&template.default);
         if !template.codes.iter().any(|c| c == code) {
-            return Err(ClipError::Language(format!("{code:?} is not a language code of this model")));
+            return Err(ClipError::Language(format!("{:?} is not a language code of this model", quoted_start(code))));
         }
         let code_id = self.inner.token_to_id(code).expect("codes are checked when the tokenizer is read");
         // What the tokenizers crate does with a template post-processor: the text's own tokens, cut so that the
         // template's tokens fit in the context, then the template around them.
-        let encoding = self.inner.encode(cleaned, false).map_err(failed)?;
+        let encoding = self.inner.encode(cleaned, false).map_err(tokenizer_failed)?;
         let room = self.context_length - (template.items.len() - 1);
         let tokens = &encoding.get_ids()[..encoding.get_ids().len().min(room)];
         let mut ids = Vec::with_capacity(tokens.len() + template.items.len());
@@ -124,4 +137,24 @@ impl HfTokenizer {
         }
         Ok(ids)
     }
+
+    /// Cuts `cleaned` where its tokens run past the context by [`MARGIN_TOKENS`] (see [`CHARS_PER_TOKEN`]).
+    fn cut_past_the_context(&self, cleaned: &mut String) -> Result<(), ClipError> {
+        let mut chars = self.context_length * CHARS_PER_TOKEN;
+        while let Some((cut, _)) = cleaned.char_indices().nth(chars) {
+            // Truncated to the context, the rest of the tokens are in the overflowing parts.
+            let encoding = self.inner.encode(&cleaned[..cut], false).map_err(tokenizer_failed)?;
+            let tokens = encoding.len() + encoding.get_overflowing().iter().map(|o| o.len()).sum::<usize>();
+            if tokens >= self.context_length + MARGIN_TOKENS {
+                cleaned.truncate(cut);
+                break;
+            }
+            chars *= 4;
+        }
+        Ok(())
+    }
+}
+
+fn tokenizer_failed(e: tokenizers::Error) -> ClipError {
+    ClipError::Inference(format!("tokenizer: {e}"))
 }

@@ -8,6 +8,9 @@ use sha2::{Digest, Sha256};
 use crate::error::{ClipError, Result};
 
 pub const MANIFEST_FILE: &str = "manifest.json";
+/// The longest context a manifest may give (open_clip's models use 16 to 77).
+pub const MAX_CONTEXT_LENGTH: usize = 1024;
+
 /// The format `tools/export_model.py` writes; format 1 (OpenAI-vocabulary CLIP only) still loads.
 pub const FORMAT_VERSION: u32 = 2;
 
@@ -51,7 +54,7 @@ pub struct TextSpec {
 
 /// A text's language as a code token placed by a template: NLLB's tokenizer turns a text into
 /// `<code> tokens </s>`, the code being the tokenizer's `src_lang`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct Languages {
     /// The code of texts given without one (open_clip's: the tokenizer's own `src_lang`).
     pub default: String,
@@ -190,8 +193,9 @@ impl Manifest {
             return Err(invalid(format!("embed_dim {} is out of range 1..16000", m.embed_dim)));
         }
         let t = &m.text;
-        if t.context_length < 2 || m.image.size == 0 || m.image.std.iter().any(|s| *s <= 0.0) {
-            return Err(invalid("context_length, image size or std out of range".into()));
+        // The context bounds what a text costs (its ids, the cleaned characters a Hugging Face tokenizer reads).
+        if !(2..=MAX_CONTEXT_LENGTH).contains(&t.context_length) || m.image.size == 0 || m.image.std.iter().any(|s| *s <= 0.0) {
+            return Err(invalid(format!("context_length (2..{MAX_CONTEXT_LENGTH}), image size or std out of range")));
         }
         if t.pad_id < 0 || t.pad_id as usize >= t.vocab_size {
             return Err(invalid(format!("pad_id {} is not an id of the vocabulary ({})", t.pad_id, t.vocab_size)));

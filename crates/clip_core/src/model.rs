@@ -114,13 +114,18 @@ impl ClipModel {
         let tokenizer = self.tokenizer()?;
         let ids = texts.iter().map(|t| tokenizer.encode(t, language)).collect::<Result<Vec<Vec<i64>>>>()?;
         let spec = &self.manifest.text;
+        // The tokenizers truncate to the context; a row that is empty (a tokenizer that adds no special token, on
+        // an empty text) would give the tower nothing to pool.
+        if ids.iter().any(|row| row.is_empty() || row.len() > spec.context_length) {
+            return Err(ClipError::Inference("the tokenizer gave no tokens, or more than the context, for a text".into()));
+        }
         // Towers without a causal mask see every position: pad to the full context with the model's pad id, as
         // open_clip does. Under a causal mask, pooled at the end token, padding after it changes nothing: pad to
         // the longest text of the batch only.
         let width = if spec.pad_to_context {
             spec.context_length
         } else {
-            ids.iter().map(Vec::len).max().unwrap_or(2)
+            ids.iter().map(Vec::len).max().expect("texts is not empty")
         };
         let mut flat = vec![spec.pad_id; ids.len() * width];
         for (row, seq) in flat.chunks_mut(width).zip(&ids) {
@@ -226,9 +231,7 @@ impl TextTokenizer {
     pub fn encode(&self, text: &str, language: Option<&str>) -> Result<Vec<i64>> {
         match (self, language) {
             (TextTokenizer::OpenAiBpe(t), None) => Ok(t.encode(text)),
-            (TextTokenizer::OpenAiBpe(_), Some(code)) => {
-                Err(ClipError::takes_no_language(code))
-            }
+            (TextTokenizer::OpenAiBpe(_), Some(code)) => Err(ClipError::takes_no_language(code)),
             (TextTokenizer::HuggingFace(t), language) => t.encode(text, language),
         }
     }

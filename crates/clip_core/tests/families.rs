@@ -92,6 +92,7 @@ fn a_manifest_of_an_unknown_format_or_with_a_foreign_pad_id_is_refused() {
     for (from, to, says) in [
         ("\"format_version\": 2", "\"format_version\": 3", "format_version 3"),
         ("\"pad_id\": 1", "\"pad_id\": 1000", "pad_id 1000"),
+        ("\"context_length\": 64", "\"context_length\": 100000", "context_length (2..1024)"),
         ("\"resize_mode\": \"squash\"", "\"resize_mode\": \"longest\"", "unknown variant `longest`"),
         ("\"clean\": \"canonicalize\"", "\"clean\": \"none\"", "unknown variant `none`"),
     ] {
@@ -152,9 +153,9 @@ fn a_language_code_marks_the_text_as_nllb_does() {
 
 #[test]
 fn cutting_a_long_text_before_the_tokenizer_changes_no_id() {
-    // The cleaned text is cut after 64 characters per token of context before the tokenizers crate sees it (a MiB
-    // took it 1-1.5 s and 200 MB): the ids equal those of the whole text, for words, one long word and a script
-    // without spaces, and a MiB costs what its first few thousand characters cost.
+    // The cleaned text is cut past the context before the tokenizers crate sees it (a MiB took it 1-1.5 s and
+    // 200 MB): the ids equal those of the whole text, for words, one long word, a script without spaces and a run
+    // of unknown characters before words.
     for name in FAMILIES.into_iter().filter(|f| *f != "mobileclip") {
         let (mut model, _) = family(name);
         let spec = model.manifest().text.clone();
@@ -168,8 +169,12 @@ fn cutting_a_long_text_before_the_tokenizer_changes_no_id() {
             TextClean::Canonicalize => tokenizer::clean_canonicalize,
         };
         let tokenizer = model.tokenizer().unwrap();
-        for unit in ["a photo of a cat on the sofa ", "abcd", "猫がソファの上で寝ている"] {
-            let text = unit.repeat(3 * spec.context_length * 64 / unit.chars().count());
+        let cut = spec.context_length * 64;
+        // A run of characters the vocabulary lacks can be one token (Unigram fuses unknown characters): the cut
+        // then moves further, so the words after the run still count.
+        let unknown = format!("{}{}", "\u{13000}".repeat(cut + 500), " a photo of a cat".repeat(30));
+        for unit in ["a photo of a cat on the sofa ", "abcd", "猫がソファの上で寝ている", unknown.as_str()] {
+            let text = unit.repeat((3 * cut / unit.chars().count()).max(1));
             let expected: Vec<i64> =
                 whole.encode(clean(&text), true).unwrap().get_ids().iter().map(|&id| i64::from(id)).collect();
             assert_eq!(tokenizer.encode(&text, None).unwrap(), expected, "{name}: {unit:?}");
