@@ -19,7 +19,8 @@ use crate::tokenizer::{
 /// characters the vocabulary lacks can be one token): what is cut lies past the context, and a text of ordinary
 /// words costs its first few thousand characters.
 const CHARS_PER_TOKEN: usize = 64;
-/// Tokens past the context before the cut, so that where the cut splits a word changes none of the context's.
+/// Tokens past the context before the cut: where the cut splits a word changes the tokens of that word, which then
+/// lie past the context unless the word is longer than this (one MiB-long word gave the same ids in the tests).
 const MARGIN_TOKENS: usize = 8;
 
 pub struct HfTokenizer {
@@ -100,8 +101,8 @@ impl HfTokenizer {
 
     /// The ids open_clip's `HFTokenizer` gives `text`, before padding. Only the first [`MAX_TEXT_BYTES`] of the
     /// text are read, as by the CLIP tokenizer, and only a prefix of the cleaned text whose tokens fill the context
-    /// is tokenized (see [`CHARS_PER_TOKEN`]). `language` is the code of the
-    /// text's language for models that take one (NLLB; their default when `None`).
+    /// is tokenized (see [`CHARS_PER_TOKEN`]). `language` is the code of the text's language for models that take
+    /// one (NLLB; their default when `None`).
     pub fn encode(&self, text: &str, language: Option<&str>) -> Result<Vec<i64>, ClipError> {
         let text = &text[..floor_char_boundary(text, MAX_TEXT_BYTES)];
         let mut cleaned = match self.clean {
