@@ -19,7 +19,6 @@ fn clip_info() -> JsonB {
         let man = m.manifest();
         let (text_loaded, image_loaded) = m.loaded_towers();
         let s = m.settings();
-        let file = |f: &clip_core::manifest::FileEntry| json!({"path": f.path, "sha256": f.sha256});
         Ok::<_, ClipError>(json!({
             "model": man.name,
             "weights": man.weights,
@@ -38,7 +37,7 @@ fn clip_info() -> JsonB {
             "logit_scale": man.logit_scale,
             "logit_bias": man.logit_bias,
             "scoring": if man.logit_bias.is_some() { "sigmoid" } else { "softmax" },
-            "files": {"text": file(&man.files.text), "image": file(&man.files.image), "tokenizer": file(&man.files.tokenizer)},
+            "files": man.files,
             "loaded": {"text": text_loaded, "image": image_loaded},
             "onnxruntime_version": version,
             "onnxruntime_library": s.onnxruntime_library,

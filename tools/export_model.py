@@ -7,6 +7,7 @@ A model directory holds (README, "Model directory format"):
   text.onnx       input_ids int64 [batch, tokens] -> text_embeds float32 [batch, dim] (not normalised)
   image.onnx      pixel_values float32 [batch, 3, size, size] -> image_embeds float32 [batch, dim] (not normalised)
   tokenizer.json  OpenAI's BPE vocabulary and merges, or the Hugging Face tokenizer open_clip runs
+  <tower>.onnx.data  the tower's weights, for towers over the 2 GB one ONNX file can hold (or --external-data)
 
 Families: open_clip's CLIP (OpenAI vocabulary), SigLIP and SigLIP 2, MobileCLIP, and Hugging Face text towers
 (XLM-RoBERTa, NLLB). A model whose config names a Hugging Face tokenizer reads it from the hub, or offline from
@@ -55,6 +56,8 @@ FORMAT_VERSION = 2
 CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
 # open_clip's text cleaning functions by the name its configs and the manifest give them.
 CLEAN_NAMES = {_clean_lower: "lower", _clean_whitespace: "whitespace", _clean_canonicalize: "canonicalize"}
+# The largest graph kept in one file: protobuf's 2 GB, less a margin for what the graph adds to its weights.
+INLINE_LIMIT = 2**31 - 2**26
 ROLES = (("text", "text.onnx"), ("image", "image.onnx"), ("tokenizer", "tokenizer.json"))
 # An int8 tower's embeddings against its fp32 graph's, on the export examples: below the first the graph is broken
 # and is refused; below the second it works but misses the precision the README promises, which is said.
@@ -239,21 +242,37 @@ def text_spec(model, tokenizer, out):
     return spec
 
 
-def export_onnx(module, example, path, input_name, output_name, dynamic_shapes):
+def export_onnx(module, example, path, input_name, output_name, dynamic_shapes, external):
     torch.onnx.export(
         module, (example,), str(path), dynamo=True, input_names=[input_name], output_names=[output_name],
         dynamic_shapes={input_name: dynamic_shapes}, external_data=False, optimize=True, verbose=False,
     )
-    # torch writes the weights of a large graph (NLLB's text tower, 1.7 GB) to a separate file whatever
-    # external_data says; a model directory holds one file per tower, which protobuf allows up to 2 GB.
-    data = Path(f"{path}.data")
-    if data.exists():
-        import onnx
-        graph = onnx.load(str(path))
-        if graph.ByteSize() >= 2**31:
-            sys.exit(f"{path.name}: {graph.ByteSize() / 2**30:.1f} GB, over the 2 GB one ONNX file can hold")
+    store_weights(path, external)
+
+
+def store_weights(path, external):
+    """Puts a tower's weights where the model directory keeps them: inside its graph, or, with --external-data and
+    for graphs near the 2 GB one ONNX file can hold (protobuf's limit), in one file beside it, `<graph>.data`
+    (the manifest's `data`). torch writes the weights of a large graph (NLLB's text tower, 1.7 GB) to that same
+    name whatever its external_data says; they are rewritten in any case so that the file holds this tower's
+    weights only, from a known layout."""
+    data = data_path(path)
+    if not external and not data.exists():
+        return
+    import onnx
+    size = path.stat().st_size + (data.stat().st_size if data.exists() else 0)
+    graph = onnx.load(str(path))
+    data.unlink(missing_ok=True)
+    if not external and size < INLINE_LIMIT:
         onnx.save_model(graph, str(path))
-        data.unlink()
+        return
+    onnx.save_model(graph, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=data.name, size_threshold=1024)
+    print(f"  {path.name}: weights in {data.name} ({data.stat().st_size / 2**20:.0f} MB)")
+
+
+def data_path(graph):
+    return Path(f"{graph}.data")
 
 
 def run_onnx(path, example):
@@ -270,14 +289,16 @@ def check_onnx(path, example, expected, what):
         sys.exit(f"{what}: the exported graph disagrees with torch")
 
 
-def quantize_int8(src, dst, tower, example):
+def quantize_int8(src, dst, tower, example, external):
     """ONNX Runtime's dynamic quantisation of one fp32 tower by its INT8_RECIPES entry: 8-bit weights for MatMul
     and Gemm, and for the text tower's token embedding (Gather); activations are quantised at run time. Checked
     against the fp32 graph on `example` by cosine, since int8 is approximate by design."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
     recipe = dict(INT8_RECIPES[tower], weight_type=QuantType[INT8_RECIPES[tower]["weight_type"]])
     ops = ["MatMul", "Gemm"] + (["Gather"] if tower == "text" else [])
-    quantize_dynamic(str(src), str(dst), op_types_to_quantize=ops, **recipe)
+    data_path(dst).unlink(missing_ok=True)  # a data file from an earlier export must not stay beside dst
+    # The quantiser writes its external data to `<dst>.data`, the name store_weights gives it.
+    quantize_dynamic(str(src), str(dst), op_types_to_quantize=ops, use_external_data_format=external, **recipe)
     a, b = run_onnx(src, example), run_onnx(dst, example)
     cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
     print(f"  {tower} tower int8: {os.path.getsize(dst) / 2**20:.0f} MB, min cosine vs fp32 {cos.min():.5f}")
@@ -320,6 +341,11 @@ def manifest_text_spec(manifest):
 
 def write_manifest(out, manifest):
     manifest["files"] = {role: {"path": name, "sha256": sha256(out / name)} for role, name in ROLES}
+    for role, name in ROLES:
+        data = data_path(out / name)
+        if data.exists():
+            data.chmod((out / name).stat().st_mode & 0o777)  # onnx creates it private; the server must read it
+            manifest["files"][role]["data"] = {"path": data.name, "sha256": sha256(data)}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     print(f"  wrote {out}/manifest.json (dim {manifest['embed_dim']}, image {manifest['image']['size']}px, "
           f"weights: {manifest['weights']})")
@@ -338,7 +364,7 @@ def convert(args):
     spec = manifest_text_spec(manifest)
     ids, pixels = example_inputs(stored_example_ids(src, spec), spec, manifest["image"]["size"])
     for tower, example in (("text", ids.numpy()), ("image", pixels.numpy())):
-        quantize_int8(src / f"{tower}.onnx", out / f"{tower}.onnx", tower, example)
+        quantize_int8(src / f"{tower}.onnx", out / f"{tower}.onnx", tower, example, args.external_data)
     shutil.copyfile(src / "tokenizer.json", out / "tokenizer.json")
     if (src / "reference.json").exists():  # open_clip's own embeddings: int8 parity can be checked against them
         shutil.copyfile(src / "reference.json", out / "reference.json")
@@ -369,16 +395,17 @@ def export(args):
             text, text_dims = EncodeTextTower(model).eval(), {0: batch, 1: tokens}
         else:
             text, text_dims = TextTower(model).eval(), {0: batch, 1: tokens}
-        export_onnx(text, ids, graphs / "text.onnx", "input_ids", "text_embeds", text_dims)
+        export_onnx(text, ids, graphs / "text.onnx", "input_ids", "text_embeds", text_dims, args.external_data)
         check_onnx(graphs / "text.onnx", ids, text(ids), "text tower")
 
         image = ImageTower(model).eval()
-        export_onnx(image, pixels, graphs / "image.onnx", "pixel_values", "image_embeds", {0: batch})
+        export_onnx(image, pixels, graphs / "image.onnx", "pixel_values", "image_embeds", {0: batch},
+                    args.external_data)
         check_onnx(graphs / "image.onnx", pixels, image(pixels), "image tower")
 
         if args.precision == "int8":
             for tower, example in (("text", ids.numpy()), ("image", pixels.numpy())):
-                quantize_int8(graphs / f"{tower}.onnx", out / f"{tower}.onnx", tower, example)
+                quantize_int8(graphs / f"{tower}.onnx", out / f"{tower}.onnx", tower, example, args.external_data)
 
     embed_dim = image(pixels).shape[1]
     manifest = {
@@ -478,6 +505,9 @@ def main():
     p.add_argument("--out", required=True, help="model directory to write")
     p.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
                    help="fp32 (default, open_clip's numbers) or int8 (dynamic quantisation: smaller, faster, approximate)")
+    p.add_argument("--external-data", action="store_true",
+                   help="write each tower's weights to a file beside its graph (<tower>.onnx.data); towers over the "
+                   "2 GB one ONNX file can hold get one in any case")
     p.add_argument("--reference-texts", help="JSON list of texts to write open_clip reference embeddings for")
     p.add_argument("--reference-images", help="folder of images to write open_clip reference embeddings for")
     args = p.parse_args()

@@ -28,8 +28,8 @@ pub struct ModelInfo {
     pub model: String,
     pub weights: String,
     pub embed_dim: i32,
-    /// Name, weights and the checksums of both towers and of the tokenizer: the stored vectors are valid while
-    /// this stays the same.
+    /// Name, weights and the checksums of both towers (and of their data files, for models that have them) and of
+    /// the tokenizer: the stored vectors are valid while this stays the same.
     pub identity: String,
 }
 
@@ -38,7 +38,8 @@ async fn model_info(client: &impl GenericClient) -> Result<ModelInfo, String> {
         .query_one(
             "SELECT i->>'model', i->>'weights', (i->>'embed_dim')::int,
                     concat_ws(' ', i->>'model', i->>'weights', i->'files'->'text'->>'sha256',
-                              i->'files'->'image'->>'sha256', i->'files'->'tokenizer'->>'sha256')
+                              i->'files'->'text'->'data'->>'sha256', i->'files'->'image'->>'sha256',
+                              i->'files'->'image'->'data'->>'sha256', i->'files'->'tokenizer'->>'sha256')
              FROM (SELECT clip_info() AS i) s",
             &[],
         )

@@ -1,6 +1,9 @@
 //! The model directory's `manifest.json`: what the model is, how to feed it, and the checksums of its files.
 //! Written by `tools/export_model.py`; the format is described in the README.
+use std::fs::File;
+use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -92,14 +95,34 @@ pub struct ImageSpec {
 
 pub use crate::preprocess::{Interpolation, ResizeMode};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct ModelFiles {
-    pub text: FileEntry,
-    pub image: FileEntry,
+    pub text: TowerFiles,
+    pub image: TowerFiles,
     pub tokenizer: FileEntry,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// A tower's ONNX graph and, for towers over the 2 GB one ONNX file can hold, the file its weights are in.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct TowerFiles {
+    #[serde(flatten)]
+    pub graph: FileEntry,
+    /// The graph's external data: every initializer it stores outside itself names this file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<FileEntry>,
+}
+
+impl TowerFiles {
+    /// What the tower's weights are made from: the graph's sha256, and its data file's where it has one.
+    pub fn source_sha256(&self) -> String {
+        match &self.data {
+            Some(data) => format!("{}+{}", self.graph.sha256, data.sha256),
+            None => self.graph.sha256.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct FileEntry {
     pub path: String,
     pub sha256: String,
@@ -218,7 +241,10 @@ impl Manifest {
         if !(m.logit_scale.is_finite() && m.logit_bias.is_none_or(f32::is_finite)) {
             return Err(invalid("logit_scale or logit_bias is not a finite number".into()));
         }
-        for entry in [&m.files.text, &m.files.image, &m.files.tokenizer] {
+        let f = &m.files;
+        let towers = [&f.text, &f.image];
+        let entries = towers.iter().flat_map(|t| [Some(&t.graph), t.data.as_ref()]).flatten().chain([&f.tokenizer]);
+        for entry in entries {
             if entry.path.contains('/') || entry.path.starts_with('.') {
                 return Err(invalid(format!("file name {:?} must be a plain name inside the directory", entry.path)));
             }
@@ -230,16 +256,39 @@ impl Manifest {
 /// Reads one model file and checks it against the manifest's checksum, so that what is hashed is what is loaded.
 pub fn read_verified(dir: &Path, entry: &FileEntry) -> Result<Vec<u8>> {
     let path: PathBuf = dir.join(&entry.path);
-    let bytes =
-        std::fs::read(&path).map_err(|e| ClipError::ModelMissing { path: path.clone(), reason: e.to_string() })?;
-    let digest = hex(&Sha256::digest(&bytes));
+    let bytes = std::fs::read(&path).map_err(|e| missing(&path, e))?;
+    check_digest(dir, entry, &bytes)?;
+    Ok(bytes)
+}
+
+/// [`read_verified`] into a buffer that ONNX Runtime can be handed as an external data file, without a copy
+/// (these files are gigabytes).
+pub fn read_verified_shared(dir: &Path, entry: &FileEntry) -> Result<Arc<[u8]>> {
+    let path: PathBuf = dir.join(&entry.path);
+    let mut file = File::open(&path).map_err(|e| missing(&path, e))?;
+    let len = file.metadata().map_err(|e| missing(&path, e))?.len();
+    let len = usize::try_from(len).map_err(|e| missing(&path, std::io::Error::other(e)))?;
+    // SAFETY: zeroed bytes are initialised u8s.
+    let mut bytes: Arc<[u8]> = unsafe { Arc::<[u8]>::new_zeroed_slice(len).assume_init() };
+    let buffer = Arc::get_mut(&mut bytes).expect("just created, not shared");
+    file.read_exact(buffer).map_err(|e| missing(&path, e))?;
+    check_digest(dir, entry, &bytes)?;
+    Ok(bytes)
+}
+
+fn missing(path: &Path, e: std::io::Error) -> ClipError {
+    ClipError::ModelMissing { path: path.to_path_buf(), reason: e.to_string() }
+}
+
+fn check_digest(dir: &Path, entry: &FileEntry, bytes: &[u8]) -> Result<()> {
+    let digest = hex(&Sha256::digest(bytes));
     if !digest.eq_ignore_ascii_case(&entry.sha256) {
         return Err(ClipError::ModelInvalid {
             dir: dir.to_path_buf(),
             reason: format!("{} has sha256 {digest}, the manifest says {}", entry.path, entry.sha256),
         });
     }
-    Ok(bytes)
+    Ok(())
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {

@@ -7,10 +7,10 @@ use ort::value::Tensor;
 
 use crate::error::{ClipError, Result};
 use crate::hf_tokenizer::HfTokenizer;
-use crate::manifest::{read_verified, FileEntry, Manifest, TokenizerKind};
+use crate::manifest::{read_verified, read_verified_shared, Manifest, TokenizerKind, TowerFiles};
 use crate::preprocess::{decode, preprocess_into, DecodeLimits, DecodedImage, ImageError, PreprocessConfig};
 use crate::prepared::{prepared_graph, TowerRequest};
-use crate::runtime::{self, SessionSource};
+use crate::runtime::{self, GraphBytes, SessionSource};
 use crate::tokenizer::ClipTokenizer;
 
 /// Everything that decides which model is loaded and how. A change of any field means a new `ClipModel`.
@@ -180,7 +180,7 @@ impl ClipModel {
     }
 
     fn session(&mut self, tower: Tower) -> Result<&mut Session> {
-        let (slot, entry): (&mut Option<Session>, &FileEntry) = match tower {
+        let (slot, files): (&mut Option<Session>, &TowerFiles) = match tower {
             Tower::Text => (&mut self.text, &self.manifest.files.text),
             Tower::Image => (&mut self.image, &self.manifest.files.image),
         };
@@ -188,24 +188,30 @@ impl ClipModel {
             let s = &self.settings;
             let dir = &s.model_dir;
             let named = |e: ClipError| match e {
-                ClipError::Inference(reason) => invalid(dir, format!("{}: {reason}", entry.path)),
+                ClipError::Inference(reason) => invalid(dir, format!("{}: {reason}", files.graph.path)),
                 other => other,
+            };
+            let read = || -> Result<GraphBytes> {
+                let graph = read_verified(dir, &files.graph)?;
+                let data = match &files.data {
+                    Some(entry) => Some((entry.path.clone(), read_verified_shared(dir, entry)?)),
+                    None => None,
+                };
+                Ok(GraphBytes { graph, data })
             };
             let session = match &s.weights {
                 Weights::Heap => {
-                    let bytes = read_verified(dir, entry)?;
-                    runtime::create_session(&s.onnxruntime_library, SessionSource::Memory(bytes), s.intra_threads)
+                    runtime::create_session(&s.onnxruntime_library, SessionSource::Memory(read()?), s.intra_threads)
                 }
                 Weights::Shared { cache } => {
                     let request = TowerRequest {
                         cache,
                         tower: tower.name(),
-                        source_sha256: &entry.sha256,
+                        source_sha256: &files.source_sha256(),
                         onnxruntime_version: runtime::load(&s.onnxruntime_library)?,
                     };
                     let graph = prepared_graph(&request, |graph, data_file| {
-                        let bytes = read_verified(dir, entry)?;
-                        runtime::prepare_session_files(&s.onnxruntime_library, bytes, graph, data_file)?;
+                        runtime::prepare_session_files(&s.onnxruntime_library, read()?, graph, data_file)?;
                         runtime::check_prepacked_alignment(graph)
                     })
                     .map_err(named)?;

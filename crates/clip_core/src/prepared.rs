@@ -82,7 +82,7 @@ pub struct TowerRequest<'a> {
     pub cache: &'a Path,
     /// "text" or "image": the name of the graph and data files.
     pub tower: &'a str,
-    /// The sha256 the manifest gives the source graph.
+    /// The sha256 the manifest gives the source graph (and its data file: [`crate::manifest::TowerFiles::source_sha256`]).
     pub source_sha256: &'a str,
     pub onnxruntime_version: &'a str,
 }

@@ -5,7 +5,7 @@
 //! library path is refused rather than silently ignored.
 use std::ffi::{CStr, CString};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use ort::environment::Environment;
 use ort::ep::CPU;
@@ -91,12 +91,20 @@ pub fn load(library: &Path) -> Result<&'static str> {
 
 /// Where a session's graph and weights come from.
 pub enum SessionSource<'a> {
-    /// An ONNX graph with inline weights, in memory: optimised at load, its weights copied and prepacked into this
+    /// An ONNX graph and its weights, in memory: optimised at load, its weights copied and prepacked into this
     /// process's heap. The bytes are freed as soon as the session is built.
-    Memory(Vec<u8>),
+    Memory(GraphBytes),
     /// A graph written by [`prepare_session_files`]: already optimised, its weights (prepacked ones included)
     /// mapped read-only from the data file beside it, so that every process shares one copy in the page cache.
     Prepared(&'a Path),
+}
+
+/// A tower's ONNX graph, read and verified, with its weights inline or in an external data file.
+pub struct GraphBytes {
+    pub graph: Vec<u8>,
+    /// The external data file, for graphs over the 2 GB one ONNX file can hold: the name the graph's initializers
+    /// give it, and its bytes.
+    pub data: Option<(String, Arc<[u8]>)>,
 }
 
 /// Creates a session with `intra_threads` threads (1 means ONNX Runtime runs on the calling thread only).
@@ -113,7 +121,8 @@ pub fn create_session(library: &Path, source: SessionSource<'_>, intra_threads: 
     let session = with_signals_blocked(|| -> Result<Session> {
         Ok(match &source {
             SessionSource::Memory(model) => {
-                session_builder(rt, GraphOptimizationLevel::Level3, intra_threads)?.commit_from_memory(model)?
+                with_data(session_builder(rt, GraphOptimizationLevel::Level3, intra_threads)?, model)?
+                    .commit_from_memory(&model.graph)?
             }
             // The graph was optimised when it was prepared: optimising again would gain nothing.
             SessionSource::Prepared(graph) => {
@@ -130,16 +139,16 @@ pub fn create_session(library: &Path, source: SessionSource<'_>, intra_threads: 
 /// `<graph's directory>/<data_file>`, the weights prepacked for this CPU and this ONNX Runtime included, so that
 /// sessions created from it ([`SessionSource::Prepared`]) map them instead of computing private copies. The data
 /// file's name is recorded in the graph relative to it: the directory can be moved as a whole.
-pub fn prepare_session_files(library: &Path, model: Vec<u8>, graph: &Path, data_file: &str) -> Result<()> {
+pub fn prepare_session_files(library: &Path, model: GraphBytes, graph: &Path, data_file: &str) -> Result<()> {
     let rt = runtime(library)?;
     let session = with_signals_blocked(|| -> Result<Session> {
-        Ok(session_builder(rt, GraphOptimizationLevel::Level3, 1)?
+        Ok(with_data(session_builder(rt, GraphOptimizationLevel::Level3, 1)?, &model)?
             .with_optimized_model_path(graph)
             .and_then(|b| b.with_config_entry("session.optimized_model_external_initializers_file_name", data_file))
             .and_then(|b| b.with_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", MIN_EXTERNAL_BYTES))
             .and_then(|b| b.with_config_entry("session.save_external_prepacked_constant_initializers", "1"))
             .map_err(without_builder)?
-            .commit_from_memory(&model)?)
+            .commit_from_memory(&model.graph)?)
     })?;
     drop(session);
     drop(model);
@@ -191,6 +200,22 @@ fn session_builder(rt: &Runtime, level: GraphOptimizationLevel, intra_threads: u
         .and_then(|b| b.with_inter_op_spinning(false))
         .and_then(|b| b.with_execution_providers([CPU::default().with_arena_allocator(false).build()]))
         .map_err(without_builder)?)
+}
+
+/// Hands ONNX Runtime the graph's external data file, from memory: the bytes that were verified are the ones used.
+/// ONNX Runtime copies what it keeps while it creates the session (zeroing the buffer afterwards changes no
+/// embedding), so the bytes are freed with the [`GraphBytes`].
+///
+/// A graph loaded from memory that names a data file not in the table would have it read from the process's working
+/// directory (a backend's is the data directory), unverified; given a table, ONNX Runtime refuses any name not in it.
+/// A graph without a data file in the manifest gets a table holding only a name no graph can use.
+fn with_data(builder: SessionBuilder, model: &GraphBytes) -> Result<SessionBuilder> {
+    static NO_DATA: OnceLock<Arc<[u8]>> = OnceLock::new();
+    let (name, bytes) = match &model.data {
+        Some((name, bytes)) => (name.as_str(), bytes.clone()),
+        None => ("/", NO_DATA.get_or_init(|| Arc::from([0u8].as_slice())).clone()),
+    };
+    Ok(builder.with_external_initializer_file_in_memory(name, bytes).map_err(without_builder)?)
 }
 
 /// A builder's error without the builder it hands back for recovery.

@@ -3,21 +3,10 @@
 use std::path::{Path, PathBuf};
 
 use clip_core::preprocess::{decode, DecodeLimits};
-use clip_core::{cosine, runtime, ClipError, ClipModel, ModelSettings, Weights};
+use clip_core::{cosine, runtime, ClipError, ClipModel, ModelSettings};
 
 mod common;
-use common::{floats, onnxruntime_library, reference, repo, settings};
-
-/// A fresh, empty cache of prepared weights.
-fn empty_cache(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("clip_core_test_cache_{name}_{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
-fn shared(model_dir: PathBuf, cache: &Path) -> ModelSettings {
-    ModelSettings { weights: Weights::Shared { cache: cache.to_path_buf() }, ..settings(model_dir) }
-}
+use common::{embed_both, empty_cache, floats, onnxruntime_library, reference, repo, settings, shared};
 
 fn tiny_model() -> ClipModel {
     ClipModel::open(settings(repo().join("tests/fixtures/tiny-model"))).expect("tiny model opens")
@@ -157,13 +146,6 @@ fn a_missing_or_broken_model_directory_is_a_clear_error() {
     let err = model.embed_images(&[decode(&pixel, &DecodeLimits { max_pixels: 10 }).unwrap()]).unwrap_err();
     assert!(matches!(err, ClipError::ModelMissing { .. }), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
-}
-
-fn embed_both(model: &mut ClipModel) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
-    let image = std::fs::read(repo().join("tests/fixtures/images/chelsea_rgb_451x300.jpg")).unwrap();
-    let image = decode(&image, &DecodeLimits::default()).unwrap();
-    let texts = model.embed_texts(&["a photo of a cat", "two dogs"]).unwrap();
-    (texts, model.embed_images(&[image.clone(), image]).unwrap())
 }
 
 fn prepared_files(cache: &Path, tower: &str) -> PathBuf {

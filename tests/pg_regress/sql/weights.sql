@@ -46,6 +46,23 @@ SELECT count(*) AS weights_mapped_in_heap_mode
 FROM regexp_split_to_table(pg_read_file('/proc/self/maps'), E'\n') AS line WHERE line ~ '\.data$' AND line LIKE '%weights-cache%';
 RESET clip.shared_weights;
 
+-- A model whose towers keep their weights in data files beside their graphs (as towers over 2 GB are stored): the
+-- tiny model's weights, so the same embeddings, shared and in heap.
+\set external :abs_srcdir '/../fixtures/tiny-model-external'
+SET clip.model_dir = :'external';
+SELECT clip_info()->'files'->'text'->'data'->>'path' AS text_data, clip_info()->'files'->'image'->'data'->>'path' AS image_data;
+SELECT clip_info()->'weight_sharing'->>'mode' AS mode,
+       clip_embed_texts(ARRAY['a cat', 'two dogs in the snow']) = texts AS same_texts,
+       clip_embed_images(ARRAY[pg_read_binary_file(:'image'), pg_read_binary_file(:'images' || 'logo_rgba_240x240.png')]) = images AS same_images
+FROM shared_embeddings;
+SET clip.shared_weights = off;
+SELECT clip_info()->'weight_sharing'->>'mode' AS mode,
+       clip_embed_texts(ARRAY['a cat', 'two dogs in the snow']) = texts AS same_texts,
+       clip_embed_images(ARRAY[pg_read_binary_file(:'image'), pg_read_binary_file(:'images' || 'logo_rgba_240x240.png')]) = images AS same_images
+FROM shared_embeddings;
+RESET clip.shared_weights;
+RESET clip.model_dir;
+
 -- A cache directory the server cannot write is a clear error, with what to do.
 SET clip.weights_cache = '/proc/clip_search_cache';
 SELECT pg_temp.error_of($$SELECT clip_embed_text('x')$$);

@@ -3,7 +3,8 @@
 //! embeddings of the fixture texts and images.
 use std::path::{Path, PathBuf};
 
-use clip_core::{ModelSettings, Weights};
+use clip_core::preprocess::{decode, DecodeLimits};
+use clip_core::{ClipModel, ModelSettings, Weights};
 
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -33,4 +34,23 @@ pub fn reference() -> serde_json::Value {
 
 pub fn floats(v: &serde_json::Value) -> Vec<f32> {
     v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+}
+
+/// A fresh, empty cache of prepared weights.
+pub fn empty_cache(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("clip_core_test_cache_{name}_{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+pub fn shared(model_dir: PathBuf, cache: &Path) -> ModelSettings {
+    ModelSettings { weights: Weights::Shared { cache: cache.to_path_buf() }, ..settings(model_dir) }
+}
+
+/// Two texts and two images, in one batch each.
+pub fn embed_both(model: &mut ClipModel) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+    let image = std::fs::read(repo().join("tests/fixtures/images/chelsea_rgb_451x300.jpg")).unwrap();
+    let image = decode(&image, &DecodeLimits::default()).unwrap();
+    let texts = model.embed_texts(&["a photo of a cat", "two dogs"]).unwrap();
+    (texts, model.embed_images(&[image.clone(), image]).unwrap())
 }
