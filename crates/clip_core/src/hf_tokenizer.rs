@@ -9,9 +9,7 @@ use tokenizers::{PostProcessor, Tokenizer, TruncationParams};
 
 use crate::error::{quoted_start, ClipError};
 use crate::manifest::{Languages, TextClean};
-use crate::tokenizer::{
-    clean_canonicalize, clean_lower, clean_whitespace, floor_char_boundary, TokenizerError, MAX_TEXT_BYTES,
-};
+use crate::tokenizer::{clean, floor_char_boundary, TokenizerError, MAX_TEXT_BYTES};
 
 /// Characters of cleaned text first tokenized per token of context. The tokenizers crate tokenizes a whole text
 /// before truncating (a MiB took 1-1.5 s and 200 MB here), so a prefix of the cleaned text is tokenized instead,
@@ -105,11 +103,7 @@ impl HfTokenizer {
     /// one (NLLB; their default when `None`).
     pub fn encode(&self, text: &str, language: Option<&str>) -> Result<Vec<i64>, ClipError> {
         let text = &text[..floor_char_boundary(text, MAX_TEXT_BYTES)];
-        let mut cleaned = match self.clean {
-            TextClean::Lower => clean_lower(text),
-            TextClean::Whitespace => clean_whitespace(text),
-            TextClean::Canonicalize => clean_canonicalize(text),
-        };
+        let mut cleaned = clean(text, self.clean);
         self.cut_past_the_context(&mut cleaned)?;
         let Some(template) = &self.languages else {
             if let Some(code) = language {

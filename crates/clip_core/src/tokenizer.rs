@@ -92,6 +92,8 @@ use std::sync::OnceLock;
 use rustc_hash::FxHashMap;
 use unicode_normalization::{is_nfc_quick, IsNormalized, UnicodeNormalization};
 
+use crate::manifest::TextClean;
+
 /// open_clip's default context length.
 pub const DEFAULT_CONTEXT_LENGTH: usize = 77;
 /// open_clip's start-of-text token.
@@ -564,6 +566,15 @@ impl<'a> Interner<'a> {
 // ------------------------------------------------------------------------------------------------
 // Text cleaning: ftfy.fix_text, html.unescape x2, strip / split / join, lower.
 // ------------------------------------------------------------------------------------------------
+
+/// open_clip's text cleaning `how`, as its tokenizers run it before tokenizing.
+pub fn clean(text: &str, how: TextClean) -> String {
+    match how {
+        TextClean::Lower => clean_lower(text),
+        TextClean::Whitespace => clean_whitespace(text),
+        TextClean::Canonicalize => clean_canonicalize(text),
+    }
+}
 
 /// open_clip's `_clean_lower`: `whitespace_clean(basic_clean(text)).lower()`.
 pub fn clean_lower(text: &str) -> String {

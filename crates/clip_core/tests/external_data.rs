@@ -6,7 +6,7 @@ use std::path::Path;
 use clip_core::{ClipError, ClipModel};
 
 mod common;
-use common::{embed_both, empty_cache, repo, settings, shared};
+use common::{copy_of_fixture, embed_both, empty_cache, repo, settings, shared};
 
 #[test]
 fn towers_with_their_weights_in_data_files_load_in_both_modes_and_only_from_verified_files() {
@@ -19,12 +19,7 @@ fn towers_with_their_weights_in_data_files_load_in_both_modes_and_only_from_veri
     std::fs::remove_dir_all(cache).unwrap();
 
     // The data file is checked against its own sha256.
-    let dir = std::env::temp_dir().join(format!("clip_core_test_external_{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    for entry in std::fs::read_dir(&external).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
-    }
+    let dir = copy_of_fixture("tiny-model-external", "external");
     let mut bytes = std::fs::read(dir.join("text.onnx.data")).unwrap();
     bytes[100] ^= 1;
     std::fs::write(dir.join("text.onnx.data"), bytes).unwrap();

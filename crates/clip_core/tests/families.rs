@@ -1,11 +1,10 @@
 //! The model families besides OpenAI-vocabulary CLIP (tests/fixtures/families, from tools/family_models.py):
 //! each tiny model's token ids equal open_clip's, and its text and image embeddings match open_clip's.
 use clip_core::preprocess::{decode, DecodeLimits};
-use clip_core::manifest::TextClean;
-use clip_core::{cosine, label_probabilities, tokenizer, ClipError, ClipModel, ModelSettings, Weights};
+use clip_core::{cosine, label_probabilities, tokenizer, ClipError, ClipModel};
 
 mod common;
-use common::{floats, repo, settings};
+use common::{copy_of_fixture, empty_cache, floats, repo, settings, shared};
 
 const FAMILIES: [&str; 5] = ["siglip", "siglip2", "mobileclip", "xlm-roberta", "nllb"];
 
@@ -107,20 +106,33 @@ fn a_manifest_of_an_unknown_format_or_with_a_foreign_pad_id_is_refused() {
 #[test]
 fn shared_weights_give_the_same_embeddings() {
     // The tiny towers have no initializer large enough for the prepared data file: it is written empty.
-    let cache = std::env::temp_dir().join(format!("clip_core_family_cache_{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&cache);
+    let cache = empty_cache("families");
     let pixel = std::fs::read(repo().join("tests/fixtures/images/chelsea_rgb_451x300.jpg")).unwrap();
     let image = decode(&pixel, &DecodeLimits { max_pixels: 50_000_000 }).unwrap();
     for name in FAMILIES {
         let (mut heap, _) = family(name);
         let dir = repo().join("tests/fixtures/families").join(name);
-        let mut shared =
-            ClipModel::open(ModelSettings { weights: Weights::Shared { cache: cache.clone() }, ..settings(dir) }).unwrap();
-        assert_eq!(shared.embed_texts(&["a cat"]).unwrap(), heap.embed_texts(&["a cat"]).unwrap(), "{name}");
-        let (a, b) = (shared.embed_images(std::slice::from_ref(&image)), heap.embed_images(std::slice::from_ref(&image)));
+        let mut prepared = ClipModel::open(shared(dir, &cache)).unwrap();
+        assert_eq!(prepared.embed_texts(&["a cat"]).unwrap(), heap.embed_texts(&["a cat"]).unwrap(), "{name}");
+        let (a, b) = (prepared.embed_images(std::slice::from_ref(&image)), heap.embed_images(std::slice::from_ref(&image)));
         assert_eq!(a.unwrap(), b.unwrap(), "{name}");
     }
     std::fs::remove_dir_all(cache).unwrap();
+}
+
+#[test]
+fn a_language_template_without_one_text_and_one_code_is_refused() {
+    let dir = copy_of_fixture("families/nllb", "template");
+    let manifest = std::fs::read_to_string(dir.join("manifest.json")).unwrap();
+    for template in [r#"["{language}", "$A", "$A", "</s>"]"#, r#"["$A", "</s>"]"#] {
+        let mut m: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+        m["text"]["languages"]["template"] = serde_json::from_str(template).unwrap();
+        std::fs::write(dir.join("manifest.json"), m.to_string()).unwrap();
+        let err = ClipModel::open(settings(dir.clone())).unwrap().embed_texts(&["x"]).unwrap_err();
+        assert!(matches!(err, ClipError::ModelInvalid { .. }), "{err}");
+        assert!(err.to_string().contains("one $A and one {language}"), "{template}: {err}");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -163,11 +175,6 @@ fn cutting_a_long_text_before_the_tokenizer_changes_no_id() {
         let mut whole = tokenizers::Tokenizer::from_file(path).unwrap();
         let truncation = tokenizers::TruncationParams { max_length: spec.context_length, ..Default::default() };
         whole.with_truncation(Some(truncation)).unwrap();
-        let clean = match spec.clean {
-            TextClean::Lower => tokenizer::clean_lower,
-            TextClean::Whitespace => tokenizer::clean_whitespace,
-            TextClean::Canonicalize => tokenizer::clean_canonicalize,
-        };
         let tokenizer = model.tokenizer().unwrap();
         let cut = spec.context_length * 64;
         // A run of characters the vocabulary lacks can be one token (Unigram fuses unknown characters): the cut
@@ -176,7 +183,7 @@ fn cutting_a_long_text_before_the_tokenizer_changes_no_id() {
         for unit in ["a photo of a cat on the sofa ", "abcd", "猫がソファの上で寝ている", unknown.as_str()] {
             let text = unit.repeat((3 * cut / unit.chars().count()).max(1));
             let expected: Vec<i64> =
-                whole.encode(clean(&text), true).unwrap().get_ids().iter().map(|&id| i64::from(id)).collect();
+                whole.encode(tokenizer::clean(&text, spec.clean), true).unwrap().get_ids().iter().map(|&id| i64::from(id)).collect();
             assert_eq!(tokenizer.encode(&text, None).unwrap(), expected, "{name}: {unit:?}");
             let mebibyte = unit.repeat((1 << 20) / unit.len());
             assert_eq!(tokenizer.encode(&mebibyte, None).unwrap(), expected, "{name}: {unit:?}");

@@ -6,7 +6,7 @@ use clip_core::preprocess::{decode, DecodeLimits};
 use clip_core::{cosine, runtime, ClipError, ClipModel, ModelSettings};
 
 mod common;
-use common::{embed_both, empty_cache, floats, onnxruntime_library, reference, repo, settings, shared};
+use common::{copy_of_fixture, embed_both, empty_cache, floats, onnxruntime_library, reference, repo, settings, shared};
 
 fn tiny_model() -> ClipModel {
     ClipModel::open(settings(repo().join("tests/fixtures/tiny-model"))).expect("tiny model opens")
@@ -96,19 +96,9 @@ fn runtime_reports_the_library_version() {
     assert_eq!(file_name, format!("libonnxruntime.so.{version}"), "the version the library reports is its file's");
 }
 
-fn copy_of_tiny_model(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("clip_core_test_{name}_{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    for entry in std::fs::read_dir(repo().join("tests/fixtures/tiny-model")).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
-    }
-    dir
-}
-
 #[test]
 fn a_model_file_that_differs_from_its_checksum_is_refused() {
-    let dir = copy_of_tiny_model("checksum");
+    let dir = copy_of_fixture("tiny-model", "checksum");
     let mut bytes = std::fs::read(dir.join("text.onnx")).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
@@ -128,7 +118,7 @@ fn a_missing_or_broken_model_directory_is_a_clear_error() {
     assert!(matches!(err, ClipError::ModelMissing { .. }), "{err}");
     assert!(err.to_string().contains("/nonexistent/model/manifest.json"), "{err}");
 
-    let dir = copy_of_tiny_model("manifest");
+    let dir = copy_of_fixture("tiny-model", "manifest");
     std::fs::write(dir.join("manifest.json"), "{ not json").unwrap();
     let err = ClipModel::open(settings(dir.clone())).err().unwrap();
     assert!(matches!(err, ClipError::ModelInvalid { .. }), "{err}");

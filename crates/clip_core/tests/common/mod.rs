@@ -36,6 +36,17 @@ pub fn floats(v: &serde_json::Value) -> Vec<f32> {
     v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
 }
 
+/// A copy of the fixture model directory `tests/fixtures/<fixture>` to damage, in a temporary directory.
+pub fn copy_of_fixture(fixture: &str, name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("clip_core_test_{name}_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(repo().join("tests/fixtures").join(fixture)).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+    }
+    dir
+}
+
 /// A fresh, empty cache of prepared weights.
 pub fn empty_cache(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("clip_core_test_cache_{name}_{}", std::process::id()));
