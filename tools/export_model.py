@@ -148,12 +148,15 @@ def create_model(args):
         model, _, preprocess = open_clip.create_model_and_transforms(
             args.model, pretrained=None, pretrained_text=False, image_mean=pre.get("mean"), image_std=pre.get("std"),
             image_interpolation=pre.get("interpolation"), image_resize_mode=pre.get("resize_mode"))
-        # open_clip initialises some parameters to constants (logit scale, layer norms); randomise the layer
-        # norms too so that parity tests exercise every weight.
+        # open_clip and timm initialise some parameters to constants (layer norms, biases) or near zero (timm's
+        # layer scales at 1e-5, EVA's head at 1e-3 of its initialisation): randomise those too, so that parity
+        # tests exercise every weight and the embeddings depend on the input (EVA's images all embedded as the
+        # head's bias).
         with torch.no_grad():
             for name, p in model.named_parameters():
-                if name.endswith((".weight", ".bias")) and p.dim() == 1:
+                if (name.endswith((".weight", ".bias")) and p.dim() == 1) or (p.numel() > 1 and p.std() < 1e-3):
                     p.add_(torch.randn_like(p) * 0.1)
+        calibrate_batch_norms(model)
         source = f"random weights, seed {args.random_seed}"
     else:
         pretrained = args.checkpoint or args.pretrained
@@ -171,6 +174,27 @@ def create_model(args):
     elif (text.text_pool_type if text is model else text.pool_type) not in ("argmax", "last", "eos"):
         sys.exit(f"{args.model}: text pool type is not supported")
     return model, preprocess, source
+
+
+def calibrate_batch_norms(model):
+    """Batch norms keep running statistics of 0 and 1 until trained: under random weights the activations then
+    shrink block after block until biases decide the output (MobileCLIP's image tower embedded every image alike).
+    Their statistics are measured on random images instead, as training would set them from data. (Only the image
+    tower's: no text tower here has batch norms.)"""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average over the calibration batches
+    cfg = model.visual.preprocess_cfg
+    size = cfg["size"] if isinstance(cfg["size"], int) else cfg["size"][0]
+    generator = torch.Generator().manual_seed(1)
+    model.train()
+    with torch.no_grad():
+        for _ in range(2):
+            model.encode_image(torch.rand(4, 3, size, size, generator=generator))
+    model.eval()
 
 
 def make_tokenizer(args, model):

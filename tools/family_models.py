@@ -113,13 +113,15 @@ def nllb_bpe(out):
     return len(tokenizer)
 
 
-# The Hugging Face text towers: their transformers config class, stand-in tokenizer, and encoder at full size (the
-# values of the hub's config.json of xlm-roberta-base and facebook/nllb-200-distilled-600M, which no hub serves
-# here) and tiny (the test fixtures).
+# The Hugging Face text towers: their transformers config class, stand-in tokenizer, and encoder at full sizes (the
+# values of the hub's config.json of xlm-roberta-base, xlm-roberta-large and facebook/nllb-200-distilled-600M, which
+# no hub serves here) and tiny (the test fixtures).
 HF_TOWERS = {
     "xlm-roberta": (XLMRobertaConfig, xlm_roberta_unigram, {
         "full": dict(vocab_size=250002, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
                      intermediate_size=3072, max_position_embeddings=514, type_vocab_size=1, layer_norm_eps=1e-5),
+        "large": dict(vocab_size=250002, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                      intermediate_size=4096, max_position_embeddings=514, type_vocab_size=1, layer_norm_eps=1e-5),
         "tiny": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                      max_position_embeddings=79)}),
     "nllb": (M2M100Config, nllb_bpe, {
@@ -130,8 +132,10 @@ HF_TOWERS = {
                      decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=80,
                      scale_embedding=True)}),
 }
-# open_clip models whose text tower is one of HF_TOWERS, for full-size exports.
-HF_TOWER_OF = {"xlm-roberta-base-ViT-B-32": "xlm-roberta", "nllb-clip-base": "nllb", "nllb-clip-base-siglip": "nllb"}
+# open_clip models whose text tower is one of HF_TOWERS, for full-size exports: the tower and its size.
+HF_TOWER_OF = {"xlm-roberta-base-ViT-B-32": ("xlm-roberta", "full"),
+               "xlm-roberta-large-ViT-H-14": ("xlm-roberta", "large"),
+               "nllb-clip-base": ("nllb", "full"), "nllb-clip-base-siglip": ("nllb", "full")}
 
 
 def hf_tower_model(root, name, tower, size, model_cfg, preprocess_cfg):
@@ -200,7 +204,8 @@ def export_full_size(model, out, export_args):
             tag = open_clip.list_pretrained_tags_by_model(model)[0]
             pre = {k: v for k, v in open_clip.get_pretrained_cfg(model, tag).items()
                    if k in ("mean", "std", "interpolation", "resize_mode")}
-            name = hf_tower_model(scratch, model, HF_TOWER_OF[model], "full", open_clip.get_model_config(model), pre)
+            tower, size = HF_TOWER_OF[model]
+            name = hf_tower_model(scratch, model, tower, size, open_clip.get_model_config(model), pre)
         else:
             name = model
             if open_clip.get_model_config(model)["text_cfg"].get("hf_tokenizer_name"):

@@ -42,14 +42,22 @@ TRANSFORM = open_clip.image_transform(
     mean=open_clip.OPENAI_DATASET_MEAN,
     std=open_clip.OPENAI_DATASET_STD,
 )
-# Resize, CenterCrop, MaybeConvertMode | MaybeToTensor, Normalize
-CROP_STEPS = TRANSFORM.transforms[:-2]
 
 
-def crop_of(im: Image.Image) -> Image.Image:
-    for t in CROP_STEPS:
+# The other resize modes and filters of the model families, open_clip's transforms as well: squash (SigLIP) and
+# bilinear at 256 px (MobileCLIP). Their crops are written for the fixtures compared exactly.
+OTHER_TRANSFORMS = {
+    "squash_bicubic_224": open_clip.image_transform(224, is_train=False, resize_mode="squash"),
+    "shortest_bilinear_256": open_clip.image_transform(256, is_train=False, interpolation="bilinear"),
+}
+
+
+def crop_of(im: Image.Image, transform=TRANSFORM) -> Image.Image:
+    size = transform.transforms[0].size
+    for t in transform.transforms[:-2]:  # Resize, CenterCrop, MaybeConvertMode | MaybeToTensor, Normalize
         im = t(im)
-    assert im.mode == "RGB" and im.size == (SIZE, SIZE), (im.mode, im.size)
+    assert im.mode == "RGB" and im.size[0] == im.size[1] == (size if isinstance(size, int) else size[0]), \
+        (im.mode, im.size)
     return im
 
 
@@ -308,6 +316,12 @@ def main() -> None:
         entry["reference"] = "reference/" + ref_name
         entry["tensor_mean"] = float(t.double().mean())
         entry["tensor_channel_means"] = [float(v) for v in t.double().mean(dim=(1, 2))]
+        if compare == "exact" and expected_im is None:
+            entry["other_transforms"] = {}
+            for key, transform in OTHER_TRANSFORMS.items():
+                other_name = f"{name}.{key}.png"
+                crop_of(Image.open(path), transform).save(REF / other_name, optimize=True)
+                entry["other_transforms"][key] = "reference/" + other_name
         if expected_im is not None:
             exp_crop = crop_of(expected_im)
             exp_name = name + ".expected.png"
@@ -326,6 +340,7 @@ def main() -> None:
         "torch": torch.__version__,
         "pillow": Image.__version__,
         "transform": repr(TRANSFORM),
+        "other_transforms": {key: repr(t) for key, t in OTHER_TRANSFORMS.items()},
         "image_size": SIZE,
         "fixtures": summary,
     }

@@ -14,10 +14,10 @@ fn read_fixture(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-fn read_reference_png(rel: &str) -> Vec<u8> {
+fn read_reference_png(rel: &str, size: u32) -> Vec<u8> {
     let img = image::load_from_memory_with_format(&read_fixture(rel), image::ImageFormat::Png)
         .unwrap_or_else(|e| panic!("{rel}: {e}"));
-    assert_eq!((img.width(), img.height()), (224, 224), "{rel}");
+    assert_eq!((img.width(), img.height()), (size, size), "{rel}");
     img.into_rgb8().into_raw()
 }
 
@@ -77,7 +77,7 @@ fn preprocess_fixtures_match_open_clip() {
                 "{name}: size after orientation"
             );
         }
-        let reference = read_reference_png(f[ref_key].as_str().unwrap());
+        let reference = read_reference_png(f[ref_key].as_str().unwrap(), 224);
         let crop = resized_crop_rgb(&img, &PreprocessConfig::openai(224));
         let (max, mean) = diff_stats(&crop, &reference);
         let tensor = preprocess(&img, &cfg);
@@ -86,7 +86,7 @@ fn preprocess_fixtures_match_open_clip() {
         let compare = f["compare"].as_str().unwrap();
         if f.get("expected").is_some() {
             // What open_clip itself gives (it decodes differently on purpose here).
-            let actual = read_reference_png(f["reference"].as_str().unwrap());
+            let actual = read_reference_png(f["reference"].as_str().unwrap(), 224);
             let (amax, amean) = diff_stats(&crop, &actual);
             println!("  ({name}: vs open_clip's own crop: max {amax}, mean {amean:.4})");
         }
@@ -113,6 +113,31 @@ fn preprocess_fixtures_match_open_clip() {
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// The resize modes and filters of the other model families (squash for SigLIP, bilinear at 256 px for MobileCLIP)
+/// against open_clip's transforms, byte for byte, on the fixtures compared exactly.
+#[test]
+fn other_resize_modes_and_filters_match_open_clip() {
+    let configs = [
+        ("squash_bicubic_224", ResizeMode::Squash, Interpolation::Bicubic, 224),
+        ("shortest_bilinear_256", ResizeMode::Shortest, Interpolation::Bilinear, 256),
+    ];
+    let summary = summary();
+    let mut compared = 0;
+    for f in summary["fixtures"].as_array().expect("fixtures") {
+        let Some(others) = f.get("other_transforms") else { continue };
+        let name = f["file"].as_str().unwrap();
+        let img = decode(&read_fixture(name), &DecodeLimits::default()).unwrap();
+        for (key, resize_mode, interpolation, image_size) in configs {
+            let cfg = PreprocessConfig { image_size, resize_mode, interpolation, ..PreprocessConfig::openai(image_size) };
+            let reference = read_reference_png(others[key].as_str().unwrap(), image_size);
+            let (max, mean) = diff_stats(&resized_crop_rgb(&img, &cfg), &reference);
+            assert_eq!(max, 0, "{name} {key}: max {max}, mean {mean:.4}");
+            compared += 1;
+        }
+    }
+    assert!(compared >= 30, "{compared} crops compared");
 }
 
 #[test]
