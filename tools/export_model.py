@@ -187,14 +187,21 @@ def calibrate_batch_norms(model):
     for norm in norms:
         norm.reset_running_stats()
         norm.momentum = None  # a cumulative average over the calibration batches
+        norm.train()  # the batch norms only: dropout and the rest stay as at inference
     cfg = model.visual.preprocess_cfg
-    size = cfg["size"] if isinstance(cfg["size"], int) else cfg["size"][0]
+    size = image_size(model)
+    mean, std = (torch.tensor(cfg[k]).view(1, 3, 1, 1) for k in ("mean", "std"))
     generator = torch.Generator().manual_seed(1)
-    model.train()
     with torch.no_grad():
         for _ in range(2):
-            model.encode_image(torch.rand(4, 3, size, size, generator=generator))
-    model.eval()
+            model.encode_image((torch.rand(4, 3, size, size, generator=generator) - mean) / std)
+    for norm in norms:
+        norm.eval()
+
+
+def image_size(model):
+    size = model.visual.preprocess_cfg["size"]
+    return size if isinstance(size, int) else size[0]
 
 
 def make_tokenizer(args, model):
@@ -267,6 +274,7 @@ def text_spec(model, tokenizer, out):
 
 
 def export_onnx(module, example, path, input_name, output_name, dynamic_shapes, external):
+    data_path(path).unlink(missing_ok=True)  # from an earlier export: store_weights must see torch's only
     torch.onnx.export(
         module, (example,), str(path), dynamo=True, input_names=[input_name], output_names=[output_name],
         dynamic_shapes={input_name: dynamic_shapes}, external_data=False, optimize=True, verbose=False,
@@ -365,7 +373,7 @@ def manifest_text_spec(manifest):
 
 def write_manifest(out, manifest):
     manifest["files"] = {role: {"path": name, "sha256": sha256(out / name)} for role, name in ROLES}
-    for role, name in ROLES:
+    for role, name in ROLES[:2]:  # the towers
         data = data_path(out / name)
         if data.exists():
             data.chmod((out / name).stat().st_mode & 0o777)  # onnx creates it private; the server must read it
@@ -402,7 +410,7 @@ def export(args):
     model, preprocess, source = create_model(args)
     torch.backends.mha.set_fastpath_enabled(False)
     cfg = model.visual.preprocess_cfg
-    size = cfg["size"] if isinstance(cfg["size"], int) else cfg["size"][0]
+    size = image_size(model)
     tokenizer = make_tokenizer(args, model)
     spec = text_spec(model, tokenizer, out)
 
@@ -530,8 +538,8 @@ def main():
     p.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
                    help="fp32 (default, open_clip's numbers) or int8 (dynamic quantisation: smaller, faster, approximate)")
     p.add_argument("--external-data", action="store_true",
-                   help="write each tower's weights to a file beside its graph (<tower>.onnx.data); towers over the "
-                   "2 GB one ONNX file can hold get one in any case")
+                   help="write each tower's weights to a file beside its graph (<tower>.onnx.data); fp32 towers over "
+                   "the 2 GB one ONNX file can hold get one in any case")
     p.add_argument("--reference-texts", help="JSON list of texts to write open_clip reference embeddings for")
     p.add_argument("--reference-images", help="folder of images to write open_clip reference embeddings for")
     args = p.parse_args()

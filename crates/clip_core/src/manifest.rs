@@ -113,10 +113,11 @@ pub struct TowerFiles {
 }
 
 impl TowerFiles {
-    /// What the tower's weights are made from: the graph's sha256, and its data file's where it has one.
+    /// What the tower's weights are made from: the graph's sha256, and its data file's name and sha256 where it has
+    /// one (the graph finds the file by its name: a manifest giving it another must not reuse a prepared tower).
     pub fn source_sha256(&self) -> String {
         match &self.data {
-            Some(data) => format!("{}+{}", self.graph.sha256, data.sha256),
+            Some(data) => format!("{}+{}:{}", self.graph.sha256, data.path, data.sha256),
             None => self.graph.sha256.clone(),
         }
     }

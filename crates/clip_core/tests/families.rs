@@ -84,10 +84,8 @@ fn label_probabilities_follow_open_clip_logits() {
 
 #[test]
 fn a_manifest_of_an_unknown_format_or_with_a_foreign_pad_id_is_refused() {
-    let source = repo().join("tests/fixtures/families/siglip");
-    let dir = std::env::temp_dir().join(format!("clip_core_family_manifest_{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let manifest = std::fs::read_to_string(source.join("manifest.json")).unwrap();
+    let dir = copy_of_fixture("families/siglip", "family_manifest");
+    let manifest = std::fs::read_to_string(dir.join("manifest.json")).unwrap();
     for (from, to, says) in [
         ("\"format_version\": 2", "\"format_version\": 3", "format_version 3"),
         ("\"pad_id\": 1", "\"pad_id\": 1000", "pad_id 1000"),
