@@ -30,11 +30,13 @@ fn towers_with_their_weights_in_data_files_load_in_both_modes_and_only_from_veri
         assert!(err.to_string().contains("text.onnx.data has sha256"), "{err}");
     }
 
-    // A manifest whose data file is not the one the graph names: the graph's own name is not looked for on disk.
+    // A manifest whose data file is not the one the graph names: the graph's own name is not looked for on disk,
+    // and a tower prepared from the right manifest is not reused for it.
+    std::fs::copy(external.join("text.onnx.data"), dir.join("text.onnx.data")).unwrap();
+    assert!(ClipModel::open(shared(dir.clone(), &cache)).unwrap().embed_texts(&["x"]).is_ok(), "intact again");
     std::fs::copy(external.join("text.onnx.data"), dir.join("weights.bin")).unwrap();
     let manifest = std::fs::read_to_string(external.join("manifest.json")).unwrap();
     std::fs::write(dir.join("manifest.json"), manifest.replace("\"text.onnx.data\"", "\"weights.bin\"")).unwrap();
-    std::fs::copy(external.join("text.onnx.data"), dir.join("text.onnx.data")).unwrap();
     let refused = |cache: &Path| {
         for settings in [settings(dir.clone()), shared(dir.clone(), cache)] {
             let err = ClipModel::open(settings).unwrap().embed_texts(&["x"]).unwrap_err();
