@@ -110,6 +110,27 @@ fn a_model_file_that_differs_from_its_checksum_is_refused() {
 }
 
 #[test]
+fn a_first_text_call_loads_the_tokenizer_beside_the_session_and_reports_its_error_first() {
+    let dir = copy_of_fixture("tiny-model", "text_parts");
+    let tokenizer = std::fs::read(dir.join("tokenizer.json")).unwrap();
+    std::fs::write(dir.join("tokenizer.json"), b"{}").unwrap();
+    std::fs::write(dir.join("image.onnx"), b"not the image tower").unwrap(); // a text call never reads it
+    let mut model = ClipModel::open(settings(dir.clone())).unwrap();
+    let err = model.embed_texts(&["x"]).unwrap_err();
+    assert!(err.to_string().contains("tokenizer.json has sha256"), "{err}");
+    assert_eq!(model.loaded_towers(), (true, false), "the text session, loaded beside the tokenizer, is kept");
+    std::fs::write(dir.join("tokenizer.json"), &tokenizer).unwrap();
+    let fixture = ClipModel::open(settings(repo().join("tests/fixtures/tiny-model"))).unwrap().embed_texts(&["a cat"]);
+    assert_eq!(model.embed_texts(&["a cat"]).unwrap(), fixture.unwrap());
+    // Both broken: the tokenizer's error, as when the two were loaded one after the other.
+    std::fs::write(dir.join("tokenizer.json"), b"{}").unwrap();
+    std::fs::copy(dir.join("image.onnx"), dir.join("text.onnx")).unwrap();
+    let err = ClipModel::open(settings(dir.clone())).unwrap().embed_texts(&["x"]).unwrap_err();
+    assert!(err.to_string().contains("tokenizer.json has sha256"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
 fn a_missing_or_broken_model_directory_is_a_clear_error() {
     let err = ClipModel::open(settings(PathBuf::new())).err().unwrap();
     assert!(matches!(err, ClipError::ModelNotConfigured), "{err}");
