@@ -31,10 +31,17 @@ pub enum ClipError {
     Inference(String),
 }
 
-impl ClipError {
-    /// A language given to a model that takes none.
-    pub(crate) fn takes_no_language(code: &str) -> ClipError {
-        ClipError::Language(format!("this model takes no language (got {:?})", quoted_start(code)))
+/// Refuses a language the model does not take: any code when it takes none (`codes` is `None`), or a code not
+/// among its `codes`. `None` (the model's default) is always taken.
+pub(crate) fn check_language(codes: Option<&[String]>, language: Option<&str>) -> Result<()> {
+    match (codes, language) {
+        (None, Some(code)) => {
+            Err(ClipError::Language(format!("this model takes no language (got {:?})", quoted_start(code))))
+        }
+        (Some(codes), Some(code)) if !codes.iter().any(|c| c == code) => {
+            Err(ClipError::Language(format!("{:?} is not a language code of this model", quoted_start(code))))
+        }
+        _ => Ok(()),
     }
 }
 

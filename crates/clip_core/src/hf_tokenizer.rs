@@ -7,7 +7,7 @@
 //! is involved here. Padding is the caller's ([`crate::ClipModel`] pads with the manifest's pad id).
 use tokenizers::{PostProcessor, Tokenizer, TruncationParams};
 
-use crate::error::{quoted_start, ClipError};
+use crate::error::{check_language, ClipError};
 use crate::manifest::{Languages, TextClean};
 use crate::tokenizer::{clean, floor_char_boundary, TokenizerError, MAX_TEXT_BYTES};
 
@@ -106,16 +106,12 @@ impl HfTokenizer {
         let mut cleaned = clean(text, self.clean);
         self.cut_past_the_context(&mut cleaned)?;
         let Some(template) = &self.languages else {
-            if let Some(code) = language {
-                return Err(ClipError::takes_no_language(code));
-            }
+            check_language(None, language)?;
             let encoding = self.inner.encode(cleaned, true).map_err(tokenizer_failed)?;
             return Ok(encoding.get_ids().iter().map(|&id| i64::from(id)).collect());
         };
         let code = language.unwrap_or(&template.default);
-        if !template.codes.iter().any(|c| c == code) {
-            return Err(ClipError::Language(format!("{:?} is not a language code of this model", quoted_start(code))));
-        }
+        check_language(Some(&template.codes), Some(code))?;
         let code_id = self.inner.token_to_id(code).expect("codes are checked when the tokenizer is read");
         // What the tokenizers crate does with a template post-processor: the text's own tokens, cut so that the
         // template's tokens fit in the context, then the template around them.

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use ort::session::Session;
 use ort::value::Tensor;
 
-use crate::error::{ClipError, Result};
+use crate::error::{check_language, ClipError, Result};
 use crate::hf_tokenizer::HfTokenizer;
 use crate::manifest::{read_verified, read_verified_shared, Manifest, TokenizerKind, TowerFiles};
 use crate::preprocess::{decode, preprocess_into, DecodeLimits, DecodedImage, ImageError, PreprocessConfig};
@@ -122,6 +122,8 @@ impl ClipModel {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
+        // A language the model does not take is refused before anything is loaded for it.
+        check_language(self.manifest.text.languages.as_ref().map(|l| l.codes.as_slice()), language)?;
         self.load_text()?;
         let tokenizer = self.tokenizer()?;
         let ids = texts.iter().map(|t| tokenizer.encode(t, language)).collect::<Result<Vec<Vec<i64>>>>()?;
@@ -144,7 +146,6 @@ impl ClipModel {
             row[..seq.len()].copy_from_slice(seq);
         }
         let dim = self.manifest.embed_dim;
-        // The session first: it loads ONNX Runtime, which creating a tensor needs.
         let session = self.session(Tower::Text)?;
         let input = Tensor::from_array(([ids.len(), width], flat))?;
         let outputs = session.run(ort::inputs![input])?;
@@ -274,8 +275,7 @@ impl TextTokenizer {
     /// the end token kept, not padded.
     pub fn encode(&self, text: &str, language: Option<&str>) -> Result<Vec<i64>> {
         match (self, language) {
-            (TextTokenizer::OpenAiBpe(t), None) => Ok(t.encode(text)),
-            (TextTokenizer::OpenAiBpe(_), Some(code)) => Err(ClipError::takes_no_language(code)),
+            (TextTokenizer::OpenAiBpe(t), language) => check_language(None, language).map(|()| t.encode(text)),
             (TextTokenizer::HuggingFace(t), language) => t.encode(text, language),
         }
     }

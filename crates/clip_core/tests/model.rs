@@ -122,12 +122,25 @@ fn a_first_text_call_loads_the_tokenizer_beside_the_session_and_reports_its_erro
     std::fs::write(dir.join("tokenizer.json"), &tokenizer).unwrap();
     let fixture = ClipModel::open(settings(repo().join("tests/fixtures/tiny-model"))).unwrap().embed_texts(&["a cat"]);
     assert_eq!(model.embed_texts(&["a cat"]).unwrap(), fixture.unwrap());
-    // Both broken: the tokenizer's error, as when the two were loaded one after the other.
+    // The other way round: the tokenizer, loaded beside a session that failed, is kept.
+    std::fs::write(dir.join("text.onnx"), b"not the text tower").unwrap();
+    let mut model = ClipModel::open(settings(dir.clone())).unwrap();
+    let err = model.embed_texts(&["x"]).unwrap_err();
+    assert!(err.to_string().contains("text.onnx has sha256"), "{err}");
     std::fs::write(dir.join("tokenizer.json"), b"{}").unwrap();
-    std::fs::copy(dir.join("image.onnx"), dir.join("text.onnx")).unwrap();
+    assert!(model.tokenizer().is_ok(), "the tokenizer read beside the failed session is not read again");
+    // Both broken: the tokenizer's error, as when the two were loaded one after the other.
     let err = ClipModel::open(settings(dir.clone())).unwrap().embed_texts(&["x"]).unwrap_err();
     assert!(err.to_string().contains("tokenizer.json has sha256"), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_language_the_model_does_not_take_is_refused_before_anything_loads() {
+    let mut model = tiny_model();
+    let err = model.embed_texts_in(&["a cat"], Some("eng_Latn")).unwrap_err();
+    assert!(matches!(err, ClipError::Language(_)), "{err}");
+    assert_eq!(model.loaded_towers(), (false, false));
 }
 
 #[test]
