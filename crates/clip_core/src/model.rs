@@ -81,10 +81,11 @@ impl ClipModel {
         Ok(self.tokenizer.as_ref().expect("set above"))
     }
 
-    /// Loads the tokenizer and the text tower. When both are missing (a first text call), the tokenizer is read on a
-    /// second thread while this one loads ONNX Runtime and creates the session: a first call then takes the longer
-    /// of the two rather than their sum (BENCHMARKS.md, "Where the first call goes").
-    fn load_text(&mut self) -> Result<()> {
+    /// On a first text call, when neither the tokenizer nor the text tower is loaded, loads both at once: the
+    /// tokenizer is read on a second thread while this one loads ONNX Runtime and creates the session, so the call
+    /// takes the longer of the two rather than their sum (BENCHMARKS.md, "Where the first call goes"). Otherwise
+    /// [`Self::tokenizer`] and [`Self::session`] load what is missing when it is needed.
+    fn load_text_together(&mut self) -> Result<()> {
         if self.tokenizer.is_none() && self.text.is_none() {
             let (settings, manifest) = (&self.settings, &self.manifest);
             let (tokenizer, session) = std::thread::scope(|scope| {
@@ -106,8 +107,6 @@ impl ClipModel {
             self.tokenizer = Some(tokenizer?);
             session?;
         }
-        self.tokenizer()?;
-        self.session(Tower::Text)?;
         Ok(())
     }
 
@@ -124,7 +123,7 @@ impl ClipModel {
         }
         // A language the model does not take is refused before anything is loaded for it.
         check_language(self.manifest.text.languages.as_ref().map(|l| l.codes.as_slice()), language)?;
-        self.load_text()?;
+        self.load_text_together()?;
         let tokenizer = self.tokenizer()?;
         let ids = texts.iter().map(|t| tokenizer.encode(t, language)).collect::<Result<Vec<Vec<i64>>>>()?;
         let spec = &self.manifest.text;
