@@ -1,7 +1,16 @@
 -- Auto-embedding: a trigger function that fills a vector column on INSERT and UPDATE, a procedure that backfills
 -- existing rows in committed batches, and the table where it records the rows it could not embed. Hand-written
--- SQL, included by src/auto_embed.rs. sql/clip_search--0.2.0--0.3.0.sql repeats it for upgrades: keep both the
--- same (tests/pg_regress/sql/upgrade.sql compares an upgraded extension with a fresh install).
+-- SQL, included by src/auto_embed.rs. The latest upgrade script repeats what changed: keep both the same
+-- (tests/pg_regress/sql/upgrade.sql compares an upgraded extension with a fresh install).
+--
+-- Name resolution: every function here pins `search_path = pg_catalog, pg_temp`, so that no operator, function or
+-- type a user created (in public, say) can stand in for a built-in one while a more privileged role runs it; the
+-- extension's own objects are named with their schema, and called with arguments of their exact types, so that
+-- no overload a user adds to the extension's schema is a better match. The one procedure, which cannot pin a
+-- setting (a procedure with a SET clause cannot COMMIT), calls only such functions and uses no operator. The
+-- statements that update a user's table, and so fire its triggers, run under the search_path of the role that
+-- called clip_backfill (as its own UPDATE would), and name every operator, function and type they use with its
+-- schema.
 
 -- The helpers live in a schema of their own, out of the user's list of functions. It belongs to the extension
 -- (DROP EXTENSION drops it). Everyone may use it: the trigger and the backfill run as the user who fires or calls
@@ -15,7 +24,8 @@ GRANT USAGE ON SCHEMA clip_search_internal TO PUBLIC;
 --   CREATE TRIGGER photos_embed BEFORE INSERT OR UPDATE OF image ON photos
 --       FOR EACH ROW EXECUTE FUNCTION clip_embed_trigger('image', 'embedding');
 -- On UPDATE it re-embeds only when the source changed. A failing embedding aborts the statement.
-CREATE FUNCTION @extschema@.clip_embed_trigger() RETURNS trigger LANGUAGE plpgsql AS $function$
+CREATE FUNCTION @extschema@.clip_embed_trigger() RETURNS trigger LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp AS $function$
 DECLARE
     source_column text := TG_ARGV[0];
     target_column text := TG_ARGV[1];
@@ -27,16 +37,17 @@ BEGIN
         RAISE EXCEPTION 'clip_embed_trigger: use it as a BEFORE INSERT OR UPDATE ... FOR EACH ROW trigger with two arguments, the source column and the target column'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    source_type := clip_search_internal.column_type(TG_RELID, source_column, 'clip_embed_trigger');
-    PERFORM clip_search_internal.column_type(TG_RELID, target_column, 'clip_embed_trigger');
+    source_type := clip_search_internal.column_type(TG_RELID::regclass, source_column, 'clip_embed_trigger');
+    PERFORM clip_search_internal.column_type(TG_RELID::regclass, target_column, 'clip_embed_trigger');
     IF TG_OP = 'UPDATE' THEN
         EXECUTE format('SELECT ($1).%1$I IS NOT DISTINCT FROM ($2).%1$I', source_column) INTO unchanged USING NEW, OLD;
         IF unchanged THEN
             RETURN NEW;
         END IF;
     END IF;
-    EXECUTE format('SELECT @extschema@.%s(($1).%I)::text',
-                   clip_search_internal.embed_function(source_type, 'clip_embed_trigger', false), source_column)
+    EXECUTE format('SELECT %s::text',
+                   clip_search_internal.embed_call(source_type, 'clip_embed_trigger', false,
+                                                   format('($1).%I', source_column)))
         INTO embedding USING NEW;
     RETURN jsonb_populate_record(NEW, jsonb_build_object(target_column, embedding));
 END
@@ -44,7 +55,7 @@ $function$;
 
 -- The type of a table's column, or an error that names the caller.
 CREATE FUNCTION clip_search_internal.column_type(relation regclass, column_name text, caller text) RETURNS regtype
-LANGUAGE plpgsql STABLE AS $function$
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $function$
 DECLARE
     column_type regtype;
 BEGIN
@@ -58,14 +69,19 @@ BEGIN
 END
 $function$;
 
--- Which embedding function serves a source column type: the single or the array form.
-CREATE FUNCTION clip_search_internal.embed_function(source_type regtype, caller text, batched boolean) RETURNS text
-LANGUAGE plpgsql IMMUTABLE AS $function$
+-- The call of the embedding function that serves a source column type, the single or the array form, on the SQL
+-- expression argument. The argument is cast to the function's exact parameter type, named with its schema: a
+-- varchar column then calls the text function itself, not an overload for varchar that a user could add to the
+-- extension's schema, whatever the search_path.
+CREATE FUNCTION clip_search_internal.embed_call(source_type regtype, caller text, batched boolean, argument text)
+RETURNS text LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $function$
 BEGIN
     IF source_type IN ('text'::regtype, 'character varying'::regtype, 'character'::regtype) THEN
-        RETURN CASE WHEN batched THEN 'clip_embed_texts' ELSE 'clip_embed_text' END;
+        RETURN format(CASE WHEN batched THEN '@extschema@.clip_embed_texts((%s)::pg_catalog.text[])'
+                           ELSE '@extschema@.clip_embed_text((%s)::pg_catalog.text)' END, argument);
     ELSIF source_type = 'bytea'::regtype THEN
-        RETURN CASE WHEN batched THEN 'clip_embed_images' ELSE 'clip_embed_image' END;
+        RETURN format(CASE WHEN batched THEN '@extschema@.clip_embed_images((%s)::pg_catalog.bytea[])'
+                           ELSE '@extschema@.clip_embed_image((%s)::pg_catalog.bytea)' END, argument);
     END IF;
     RAISE EXCEPTION '%: cannot embed a column of type % (text, varchar or bytea)', caller, source_type
         USING ERRCODE = 'datatype_mismatch';
@@ -84,15 +100,17 @@ CREATE TABLE @extschema@.clip_backfill_failures (
     source_md5    text        NOT NULL,
     sqlstate      text        NOT NULL,
     message       text        NOT NULL,
-    failed_at     timestamptz NOT NULL DEFAULT clock_timestamp(),
+    failed_at     timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
     PRIMARY KEY (relation, source_column, row_table, row_key)
 );
 ALTER TABLE @extschema@.clip_backfill_failures ENABLE ROW LEVEL SECURITY;
--- Column privileges count: a role granted UPDATE on the target column only may backfill it.
+-- Column privileges count: a role granted UPDATE on the target column only may backfill it. (Policy expressions
+-- are bound when the policy is created: every name in them is qualified.)
 CREATE POLICY readers ON @extschema@.clip_backfill_failures FOR SELECT
-    USING (has_any_column_privilege(relation, 'SELECT'));
+    USING (pg_catalog.has_any_column_privilege(relation::pg_catalog.oid, 'SELECT'));
 CREATE POLICY backfillers ON @extschema@.clip_backfill_failures
-    USING (has_any_column_privilege(relation, 'UPDATE')) WITH CHECK (has_any_column_privilege(relation, 'UPDATE'));
+    USING (pg_catalog.has_any_column_privilege(relation::pg_catalog.oid, 'UPDATE'))
+    WITH CHECK (pg_catalog.has_any_column_privilege(relation::pg_catalog.oid, 'UPDATE'));
 GRANT SELECT, INSERT, UPDATE, DELETE ON @extschema@.clip_backfill_failures TO PUBLIC;
 
 -- One batch of clip_backfill and of the background worker's watches (sql/watch.sql): locks up to batch_size rows of
@@ -101,15 +119,14 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON @extschema@.clip_backfill_failures TO PU
 -- cannot be embedded, the rows are embedded one by one: with on_error => 'skip' the bad ones are recorded in
 -- clip_backfill_failures; with 'stop' the first bad one ends the batch and is returned in failed_* (the rows before
 -- it stay embedded, for the caller to commit). done = 0 and skipped = 0 without a failure: nothing is left to do.
+-- The updates of target_table run with search_path table_search_path, which its triggers see.
 CREATE FUNCTION clip_search_internal.embed_batch(target_table regclass, source_column text, target_column text,
-    batch_size integer, on_error text, OUT done bigint, OUT skipped bigint, OUT failed_table regclass,
-    OUT failed_key jsonb, OUT failed_state text, OUT failed_message text)
-LANGUAGE plpgsql AS $function$
+    batch_size integer, on_error text, table_search_path text, OUT done bigint, OUT skipped bigint,
+    OUT failed_table regclass, OUT failed_key jsonb, OUT failed_state text, OUT failed_message text)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $function$
 DECLARE
     source_type    regtype;
     target_type    regtype;
-    embed_batch    text;     -- the array form of the embedding function, for a whole batch
-    embed_row      text;     -- its single form, for the rows of a failed batch one by one
     row_key        text;     -- SQL expression of the row t's key: its primary key, else its ctid
     row_tables     oid[];    -- the batch's rows: (tableoid, ctid) is unique across partitions, ctid alone is not
     row_ids        tid[];
@@ -119,8 +136,6 @@ BEGIN
     done := 0;
     skipped := 0;
     source_type := clip_search_internal.column_type(target_table, source_column, 'clip_backfill');
-    embed_batch := clip_search_internal.embed_function(source_type, 'clip_backfill', true);
-    embed_row := clip_search_internal.embed_function(source_type, 'clip_backfill', false);
     target_type := clip_search_internal.column_type(target_table, target_column, 'clip_backfill');
     row_key := clip_search_internal.row_key(target_table);
     -- Lock a batch in the caller's transaction: the locks outlive a failed subtransaction below, so no concurrent
@@ -142,21 +157,26 @@ BEGIN
     BEGIN
         -- One array call per batch: one batched inference instead of batch_size single ones. The three aggregates
         -- see the rows in the same order, so rows and embeddings pair up.
+        PERFORM set_config('search_path', table_search_path, true);
         EXECUTE format($sql$
             WITH batch AS (
                 SELECT t.tableoid AS row_table, t.ctid AS row_id, t.%2$I AS source
-                FROM %1$s t JOIN unnest($1, $2) AS b(row_table, row_id) ON t.tableoid = b.row_table AND t.ctid = b.row_id
+                FROM %1$s t JOIN ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS b(row_table, row_id)
+                    ON t.tableoid OPERATOR(pg_catalog.=) b.row_table AND t.ctid OPERATOR(pg_catalog.=) b.row_id
             ), embedded AS (
-                SELECT array_agg(row_table) AS row_tables, array_agg(row_id) AS row_ids,
-                       @extschema@.%4$s(array_agg(source)) AS embeddings
+                SELECT pg_catalog.array_agg(row_table) AS row_tables, pg_catalog.array_agg(row_id) AS row_ids,
+                       %4$s AS embeddings
                 FROM batch
             )
             UPDATE %1$s AS t SET %3$I = e.embedding
-            FROM embedded, unnest(embedded.row_tables, embedded.row_ids, embedded.embeddings) AS e(row_table, row_id, embedding)
-            WHERE t.tableoid = e.row_table AND t.ctid = e.row_id
-        $sql$, target_table, source_column, target_column, embed_batch)
+            FROM embedded, ROWS FROM (pg_catalog.unnest(embedded.row_tables), pg_catalog.unnest(embedded.row_ids),
+                                      pg_catalog.unnest(embedded.embeddings)) AS e(row_table, row_id, embedding)
+            WHERE t.tableoid OPERATOR(pg_catalog.=) e.row_table AND t.ctid OPERATOR(pg_catalog.=) e.row_id
+        $sql$, target_table, source_column, target_column,
+               clip_search_internal.embed_call(source_type, 'clip_backfill', true, 'pg_catalog.array_agg(source)'))
             USING row_tables, row_ids;
         GET DIAGNOSTICS done = ROW_COUNT;
+        PERFORM set_config('search_path', 'pg_catalog, pg_temp', true);
     EXCEPTION WHEN data_exception OR feature_not_supported OR program_limit_exceeded THEN
         -- A source in the batch cannot be embedded: embed the rows one by one to find which. Only the embedding is
         -- inside the subtransaction, so an error of the UPDATE itself (say, a vector column of another dimension)
@@ -164,8 +184,10 @@ BEGIN
         done := 0;
         FOR i IN 1 .. cardinality(row_ids) LOOP
             BEGIN
-                EXECUTE format('SELECT @extschema@.%s(t.%I)::text FROM %s t WHERE t.tableoid = $1 AND t.ctid = $2',
-                               embed_row, source_column, target_table)
+                EXECUTE format('SELECT %s::text FROM %s t WHERE t.tableoid = $1 AND t.ctid = $2',
+                               clip_search_internal.embed_call(source_type, 'clip_backfill', false,
+                                                               format('t.%I', source_column)),
+                               target_table)
                     INTO embedding USING row_tables[i], row_ids[i];
             EXCEPTION WHEN data_exception OR feature_not_supported OR program_limit_exceeded THEN
                 GET STACKED DIAGNOSTICS failed_state = RETURNED_SQLSTATE, failed_message = MESSAGE_TEXT;
@@ -185,9 +207,12 @@ BEGIN
                 skipped := skipped + 1;
                 CONTINUE;
             END;
-            EXECUTE format('UPDATE %s t SET %I = $3::%s WHERE t.tableoid = $1 AND t.ctid = $2',
+            PERFORM set_config('search_path', table_search_path, true);
+            EXECUTE format('UPDATE %s t SET %I = $3::%s
+                            WHERE t.tableoid OPERATOR(pg_catalog.=) $1 AND t.ctid OPERATOR(pg_catalog.=) $2',
                            target_table, target_column, target_type)
                 USING row_tables[i], row_ids[i], embedding;
+            PERFORM set_config('search_path', 'pg_catalog, pg_temp', true);
             done := done + 1;
         END LOOP;
         failed_key := NULL;
@@ -198,7 +223,8 @@ END
 $function$;
 
 -- SQL expression of the key of a row t of relation: its primary key as jsonb, else {"ctid": ...}.
-CREATE FUNCTION clip_search_internal.row_key(relation regclass) RETURNS text LANGUAGE sql STABLE AS $function$
+CREATE FUNCTION clip_search_internal.row_key(relation regclass) RETURNS text LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp AS $function$
     SELECT coalesce(
         (SELECT 'jsonb_build_object(' || string_agg(format('%L, t.%I', a.attname, a.attname), ', ' ORDER BY k.n) || ')'
          FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n)
@@ -208,10 +234,15 @@ CREATE FUNCTION clip_search_internal.row_key(relation regclass) RETURNS text LAN
 $function$;
 
 -- Removes the records of clip_backfill_failures of relation's source column whose row changed, was embedded or is
--- gone, so that the row is tried again.
+-- gone, so that the row is tried again, and the records of relation under a name that is no longer a column of it
+-- (a column renamed or dropped since).
 CREATE FUNCTION clip_search_internal.forget_stale_failures(relation regclass, source_column text, target_column text)
-RETURNS void LANGUAGE plpgsql AS $function$
+RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $function$
 BEGIN
+    DELETE FROM @extschema@.clip_backfill_failures f
+    WHERE f.relation = forget_stale_failures.relation
+      AND NOT EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = f.relation AND a.attname = f.source_column
+                                                   AND a.attnum > 0 AND NOT a.attisdropped);
     IF NOT EXISTS (SELECT FROM @extschema@.clip_backfill_failures f
                    WHERE f.relation = forget_stale_failures.relation
                      AND f.source_column = forget_stale_failures.source_column) THEN
@@ -225,23 +256,33 @@ BEGIN
 END
 $function$;
 
--- Embeds the rows of an existing table (partitions and inheriting tables included) whose target is NULL and whose
--- source is not, batch_size rows at a time, committing after each batch and reporting progress as NOTICEs.
--- Interrupted (cancelled, failed, server stopped), it keeps what it committed; CALL it again to resume: nothing is
--- embedded twice, nothing is missed. Concurrent calls share the work (SKIP LOCKED). A row whose source cannot be
--- embedded stops the call with an error that names the row's key (on_error => 'stop'), or is recorded in
--- clip_backfill_failures and left out (on_error => 'skip'). Must be CALLed outside an explicit transaction block.
-CREATE PROCEDURE @extschema@.clip_backfill(target_table regclass, source_column text, target_column text,
-                                           batch_size integer DEFAULT 64, on_error text DEFAULT 'stop')
-LANGUAGE plpgsql AS $procedure$
+-- Where a clip_backfill call stands: its arguments, the rows it has embedded and skipped, and how its last batch
+-- ended. Handed from one of the functions below to the next by the procedure.
+CREATE TYPE clip_search_internal.backfill_progress AS (
+    target_table   regclass,
+    source_column  text,
+    target_column  text,
+    batch_size     integer,
+    on_error       text,
+    search_path    text,         -- the caller's, under which the table's triggers run
+    total          bigint,       -- rows to embed when the call started
+    done           bigint,
+    skipped        bigint,
+    started        timestamptz,
+    finished       boolean,      -- no row is left to embed
+    failed_table   regclass,     -- the row that ended the call (on_error => 'stop'), if one did
+    failed_key     jsonb,
+    failed_state   text,
+    failed_message text
+);
+
+-- clip_backfill's start: checks the arguments, forgets stale failures, counts the rows to embed and says so.
+CREATE FUNCTION clip_search_internal.backfill_start(target_table regclass, source_column text, target_column text,
+    batch_size integer, on_error text, caller_search_path text) RETURNS clip_search_internal.backfill_progress
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $function$
 DECLARE
+    progress clip_search_internal.backfill_progress;
     recorded bigint;
-    total    bigint;
-    done     bigint := 0;
-    skipped  bigint := 0;
-    batch    record;
-    started  timestamptz := clock_timestamp();
-    seconds  double precision;
 BEGIN
     IF batch_size IS NULL OR batch_size < 1 THEN
         RAISE EXCEPTION 'clip_backfill: batch_size must be at least 1' USING ERRCODE = 'invalid_parameter_value';
@@ -250,37 +291,87 @@ BEGIN
         RAISE EXCEPTION 'clip_backfill: on_error must be ''stop'' or ''skip'', not %', coalesce(quote_literal(on_error), 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    PERFORM clip_search_internal.embed_function(
-        clip_search_internal.column_type(target_table, source_column, 'clip_backfill'), 'clip_backfill', true);
+    PERFORM clip_search_internal.embed_call(
+        clip_search_internal.column_type(target_table, source_column, 'clip_backfill'), 'clip_backfill', true, '');
     PERFORM clip_search_internal.column_type(target_table, target_column, 'clip_backfill');
     PERFORM clip_search_internal.forget_stale_failures(target_table, source_column, target_column);
     SELECT count(*) INTO recorded FROM @extschema@.clip_backfill_failures f
-    WHERE f.relation = target_table AND f.source_column = clip_backfill.source_column;
+    WHERE f.relation = target_table AND f.source_column = backfill_start.source_column;
+    progress := ROW(target_table, source_column, target_column, batch_size, on_error, caller_search_path, 0, 0, 0,
+                    clock_timestamp(), false, NULL, NULL, NULL, NULL);
     EXECUTE format('SELECT count(*) FROM %s WHERE %I IS NULL AND %I IS NOT NULL', target_table, target_column, source_column)
-        INTO total;
-    total := total - recorded;
-    RAISE NOTICE 'clip_backfill: % rows of % to embed', total, target_table;
+        INTO progress.total;
+    progress.total := progress.total - recorded;
+    RAISE NOTICE 'clip_backfill: % rows of % to embed', progress.total, target_table;
     IF recorded > 0 THEN
         RAISE NOTICE 'clip_backfill: % rows left out: they failed before with the same source (see clip_backfill_failures)', recorded;
     END IF;
-    LOOP
-        SELECT * INTO batch FROM clip_search_internal.embed_batch(target_table, source_column, target_column, batch_size, on_error);
-        EXIT WHEN batch.done = 0 AND batch.skipped = 0 AND batch.failed_table IS NULL;
-        COMMIT;
-        done := done + batch.done;
-        skipped := skipped + batch.skipped;
-        IF batch.failed_table IS NOT NULL THEN
-            RAISE EXCEPTION 'clip_backfill: cannot embed the row % of %: %', batch.failed_key, batch.failed_table, batch.failed_message
-                USING ERRCODE = batch.failed_state,
-                      HINT = 'Fix or clear its source and call clip_backfill again, or call it with on_error => ''skip'' to record such rows in clip_backfill_failures and go on.';
-        END IF;
-        seconds := extract(epoch FROM clock_timestamp() - started);
-        RAISE NOTICE 'clip_backfill: % of % rows embedded', done, total
-            USING DETAIL = format('%s rows/s since the start of this call', round((done / greatest(seconds, 1e-6))::numeric, 1));
-    END LOOP;
-    IF skipped > 0 THEN
-        RAISE WARNING 'clip_backfill: % rows of % could not be embedded and were left out', skipped, target_table
+    RETURN progress;
+END
+$function$;
+
+-- One batch of clip_backfill, added to its progress; at the end, the warning about rows left out.
+CREATE FUNCTION clip_search_internal.backfill_batch(progress clip_search_internal.backfill_progress)
+RETURNS clip_search_internal.backfill_progress
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $function$
+DECLARE
+    batch record;
+BEGIN
+    SELECT * INTO batch FROM clip_search_internal.embed_batch(progress.target_table, progress.source_column,
+        progress.target_column, progress.batch_size, progress.on_error, progress.search_path);
+    progress.done := progress.done + batch.done;
+    progress.skipped := progress.skipped + batch.skipped;
+    progress.failed_table := batch.failed_table;
+    progress.failed_key := batch.failed_key;
+    progress.failed_state := batch.failed_state;
+    progress.failed_message := batch.failed_message;
+    progress.finished := batch.done = 0 AND batch.skipped = 0 AND batch.failed_table IS NULL;
+    IF progress.finished AND progress.skipped > 0 THEN
+        RAISE WARNING 'clip_backfill: % rows of % could not be embedded and were left out', progress.skipped, progress.target_table
             USING HINT = 'SELECT * FROM clip_backfill_failures shows them and why; fix their sources and call clip_backfill again.';
     END IF;
+    RETURN progress;
+END
+$function$;
+
+-- After a batch of clip_backfill is committed: the error that names a row it could not embed (on_error => 'stop'),
+-- or the progress as a NOTICE.
+CREATE FUNCTION clip_search_internal.backfill_report(progress clip_search_internal.backfill_progress) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $function$
+DECLARE
+    seconds double precision := extract(epoch FROM clock_timestamp() - progress.started);
+BEGIN
+    IF progress.failed_table IS NOT NULL THEN
+        RAISE EXCEPTION 'clip_backfill: cannot embed the row % of %: %', progress.failed_key, progress.failed_table,
+                progress.failed_message
+            USING ERRCODE = progress.failed_state,
+                  HINT = 'Fix or clear its source and call clip_backfill again, or call it with on_error => ''skip'' to record such rows in clip_backfill_failures and go on.';
+    END IF;
+    RAISE NOTICE 'clip_backfill: % of % rows embedded', progress.done, progress.total
+        USING DETAIL = format('%s rows/s since the start of this call', round((progress.done / greatest(seconds, 1e-6))::numeric, 1));
+END
+$function$;
+
+-- Embeds the rows of an existing table (partitions and inheriting tables included) whose target is NULL and whose
+-- source is not, batch_size rows at a time, committing after each batch and reporting progress as NOTICEs.
+-- Interrupted (cancelled, failed, server stopped), it keeps what it committed; CALL it again to resume: nothing is
+-- embedded twice, nothing is missed. Concurrent calls share the work (SKIP LOCKED). A row whose source cannot be
+-- embedded stops the call with an error that names the row's key (on_error => 'stop'), or is recorded in
+-- clip_backfill_failures and left out (on_error => 'skip'). Must be CALLed outside an explicit transaction block.
+-- The body names only functions with their schema, and uses no operator: see the top of this file.
+CREATE PROCEDURE @extschema@.clip_backfill(target_table regclass, source_column text, target_column text,
+                                           batch_size integer DEFAULT 64, on_error text DEFAULT 'stop')
+LANGUAGE plpgsql AS $procedure$
+DECLARE
+    progress clip_search_internal.backfill_progress;
+BEGIN
+    progress := clip_search_internal.backfill_start(target_table, source_column, target_column, batch_size, on_error,
+                                                    pg_catalog.current_setting('search_path'::pg_catalog.text));
+    LOOP
+        progress := clip_search_internal.backfill_batch(progress);
+        EXIT WHEN progress.finished;
+        COMMIT;
+        PERFORM clip_search_internal.backfill_report(progress);
+    END LOOP;
 END
 $procedure$;

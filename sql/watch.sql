@@ -1,41 +1,88 @@
 -- Watches: columns that the extension's background worker keeps embedded (src/worker.rs). Hand-written SQL, included
--- by src/worker.rs after sql/auto_embed.sql, whose batch function the worker runs.
+-- by src/worker.rs after sql/auto_embed.sql, whose batch function the worker runs. Names are resolved as there: see
+-- the top of sql/auto_embed.sql.
 --
 -- A watched row is due when its target is NULL and its source is not: new rows, rows whose target was never filled,
 -- and rows whose source an UPDATE changed (a trigger clears their target). The worker embeds due rows in batches,
 -- each in a transaction of its own that locks the rows it embeds, so a row's target is always the embedding of the
 -- source it has when the batch commits; a row deleted before its turn costs nothing.
+--
+-- A watch names its columns by attribute number, as PostgreSQL's own catalogs do, so it follows a column that is
+-- renamed; one whose column was dropped is broken: the worker reports it once and tries it again less and less
+-- often (see src/worker.rs), and clip_watch_status shows it with the worker's last error.
 
 CREATE TABLE clip_search_internal.watches (
-    relation        regclass    PRIMARY KEY,
-    source_column   text        NOT NULL,
-    target_column   text        NOT NULL,
-    pending_index   regclass    NOT NULL,  -- the partial index that finds due rows
-    watched_at      timestamptz NOT NULL DEFAULT now(),
-    rows_embedded   bigint      NOT NULL DEFAULT 0,
-    rows_failed     bigint      NOT NULL DEFAULT 0,
-    last_batch_at   timestamptz,
-    last_batch_rate double precision,    -- rows per second of the last batch
-    last_error      text,
-    last_error_at   timestamptz
+    relation             regclass    PRIMARY KEY,
+    source_attnum        smallint    NOT NULL,
+    target_attnum        smallint    NOT NULL,
+    pending_index        regclass    NOT NULL,  -- the partial index that finds due rows
+    watched_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    rows_embedded        bigint      NOT NULL DEFAULT 0,
+    rows_failed          bigint      NOT NULL DEFAULT 0,
+    last_batch_at        timestamptz,
+    last_batch_rate      double precision,    -- rows per second of the last batch
+    last_error           text,
+    last_error_at        timestamptz,
+    failures_in_a_row    integer     NOT NULL DEFAULT 0,  -- batches that failed as a whole since the last that did not
+    next_try_at          timestamptz                      -- the worker leaves a failing watch alone until then
 );
 
--- Clears the target of a watched row whose source an UPDATE changed, so the worker embeds it again.
-CREATE FUNCTION clip_search_internal.watch_trigger() RETURNS trigger LANGUAGE plpgsql AS $function$
+-- The name of a column of relation, by attribute number; NULL if there is none (dropped, or the table is gone).
+CREATE FUNCTION clip_search_internal.column_name(relation regclass, attnum smallint) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $function$
+    SELECT a.attname::text FROM pg_attribute a
+    WHERE a.attrelid = relation AND a.attnum = column_name.attnum AND a.attnum > 0 AND NOT a.attisdropped
+$function$;
+
+-- The attribute number of a column of relation, or an error that names the caller.
+CREATE FUNCTION clip_search_internal.column_attnum(relation regclass, column_name text, caller text) RETURNS smallint
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $function$
 DECLARE
-    unchanged boolean;
+    number smallint;
 BEGIN
-    EXECUTE format('SELECT ($1).%1$I IS NOT DISTINCT FROM ($2).%1$I', TG_ARGV[0]) INTO unchanged USING NEW, OLD;
-    IF unchanged THEN
+    SELECT a.attnum INTO number FROM pg_attribute a
+    WHERE a.attrelid = relation AND a.attname = column_name AND a.attnum > 0 AND NOT a.attisdropped;
+    IF number IS NULL THEN
+        RAISE EXCEPTION '%: column "%" does not exist in %', caller, column_name, relation
+            USING ERRCODE = 'undefined_column';
+    END IF;
+    RETURN number;
+END
+$function$;
+
+-- Clears the target (attribute number TG_ARGV[0]) of a watched row whose source an UPDATE changed, so the worker
+-- embeds it again. The trigger's WHEN clause compares the source; a target column dropped since leaves the row as
+-- it is (the watch is broken, and clip_watch_status says so).
+CREATE FUNCTION clip_search_internal.watch_trigger() RETURNS trigger LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp AS $function$
+DECLARE
+    target_column text := clip_search_internal.column_name(TG_RELID::regclass, TG_ARGV[0]::smallint);
+BEGIN
+    IF target_column IS NULL THEN
         RETURN NEW;
     END IF;
-    RETURN jsonb_populate_record(NEW, jsonb_build_object(TG_ARGV[1], NULL));
+    RETURN jsonb_populate_record(NEW, jsonb_build_object(target_column, NULL));
+END
+$function$;
+
+-- Makes the trigger of a watch: BEFORE UPDATE OF the source, when it changed. PostgreSQL keeps the column list and
+-- the WHEN clause by attribute number, so both follow a rename.
+CREATE FUNCTION clip_search_internal.create_watch_trigger(relation regclass, source_attnum smallint,
+    target_attnum smallint) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $function$
+DECLARE
+    source_column text := clip_search_internal.column_name(relation, source_attnum);
+BEGIN
+    EXECUTE format('CREATE TRIGGER clip_watch BEFORE UPDATE OF %1$I ON %2$s FOR EACH ROW
+                    WHEN (OLD.%1$I IS DISTINCT FROM NEW.%1$I)
+                    EXECUTE FUNCTION clip_search_internal.watch_trigger(%3$L)',
+                   source_column, relation, target_attnum);
 END
 $function$;
 
 -- An error unless the current role has the rights of relation's owner.
 CREATE FUNCTION clip_search_internal.check_owner(relation regclass, caller text) RETURNS void
-LANGUAGE plpgsql STABLE AS $function$
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $function$
 BEGIN
     IF NOT pg_has_role((SELECT relowner FROM pg_class WHERE oid = relation), 'USAGE') THEN
         RAISE EXCEPTION '%: must be the owner of table %', caller, relation USING ERRCODE = 'insufficient_privilege';
@@ -45,21 +92,26 @@ $function$;
 
 -- Has the background worker keep target_column embedded from source_column in target_table (a table or a
 -- partitioned table; not a parent of inheriting tables, whose updates its trigger would not see): rows inserted or
--- updated from now on, and the rows whose target is NULL today. Creates a trigger and a small partial index on the table; needs the rights to create them (its owner).
--- The worker embeds as the table's owner. Rows that cannot be embedded are recorded in clip_backfill_failures and
--- tried again when their source changes. Progress: clip_watch_status.
+-- updated from now on, and the rows whose target is NULL today. Creates a trigger and a small partial index on the
+-- table; needs the rights to create them (its owner). The worker embeds as the table's owner. Rows that cannot be
+-- embedded are recorded in clip_backfill_failures and tried again when their source changes. Progress:
+-- clip_watch_status.
 CREATE FUNCTION @extschema@.clip_watch(target_table regclass, source_column text, target_column text)
-RETURNS void LANGUAGE plpgsql AS $function$
+RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $function$
 DECLARE
     -- As type name, cut to 63 bytes the way PostgreSQL cuts the index's name (text's left() counts characters).
-    index_name name := format('%s_%s_clip_pending', (SELECT relname FROM pg_class WHERE oid = target_table),
-                              target_column);
-    index_oid  regclass;
+    index_name    name := format('%s_%s_clip_pending', (SELECT relname FROM pg_class WHERE oid = target_table),
+                                 target_column);
+    index_oid     regclass;
+    source_attnum smallint;
+    target_attnum smallint;
 BEGIN
     PERFORM clip_search_internal.check_owner(target_table, 'clip_watch');
-    PERFORM clip_search_internal.embed_function(
-        clip_search_internal.column_type(target_table, source_column, 'clip_watch'), 'clip_watch', true);
+    PERFORM clip_search_internal.embed_call(
+        clip_search_internal.column_type(target_table, source_column, 'clip_watch'), 'clip_watch', true, '');
     PERFORM clip_search_internal.column_type(target_table, target_column, 'clip_watch');
+    source_attnum := clip_search_internal.column_attnum(target_table, source_column, 'clip_watch');
+    target_attnum := clip_search_internal.column_attnum(target_table, target_column, 'clip_watch');
     IF EXISTS (SELECT FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
                WHERE i.inhparent = target_table AND NOT c.relispartition) THEN
         RAISE EXCEPTION 'clip_watch: % has inheriting tables, whose updates a trigger on it would not see',
@@ -70,20 +122,19 @@ BEGIN
         RAISE EXCEPTION 'clip_watch: % is watched already', target_table USING ERRCODE = 'duplicate_object',
             HINT = 'clip_unwatch it first to watch another column.';
     END IF;
-    EXECUTE format('CREATE TRIGGER clip_watch BEFORE UPDATE OF %I ON %s FOR EACH ROW
-                    EXECUTE FUNCTION clip_search_internal.watch_trigger(%L, %L)',
-                   source_column, target_table, source_column, target_column);
+    PERFORM clip_search_internal.create_watch_trigger(target_table, source_attnum, target_attnum);
     EXECUTE format('CREATE INDEX %I ON %s ((%I IS NULL)) WHERE %I IS NULL',
                    index_name, target_table, target_column, target_column);
     SELECT c.oid INTO index_oid FROM pg_class c
     WHERE c.relname = index_name AND c.relnamespace = (SELECT relnamespace FROM pg_class WHERE oid = target_table);
-    INSERT INTO clip_search_internal.watches (relation, source_column, target_column, pending_index)
-    VALUES (target_table, source_column, target_column, index_oid);
+    INSERT INTO clip_search_internal.watches (relation, source_attnum, target_attnum, pending_index)
+    VALUES (target_table, source_attnum, target_attnum, index_oid);
 END
 $function$;
 
 -- Stops watching target_table: removes the trigger and the partial index clip_watch made. Embeddings stay.
-CREATE FUNCTION @extschema@.clip_unwatch(target_table regclass) RETURNS void LANGUAGE plpgsql AS $function$
+CREATE FUNCTION @extschema@.clip_unwatch(target_table regclass) RETURNS void LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp AS $function$
 DECLARE
     watch clip_search_internal.watches;
 BEGIN
@@ -92,7 +143,8 @@ BEGIN
     IF watch IS NULL THEN
         RAISE EXCEPTION 'clip_unwatch: % is not watched', target_table USING ERRCODE = 'undefined_object';
     END IF;
-    EXECUTE format('DROP TRIGGER clip_watch ON %s', target_table);
+    -- The trigger is gone if its source column was dropped; the index if its target column was.
+    EXECUTE format('DROP TRIGGER IF EXISTS clip_watch ON %s', target_table);
     -- Only an index of this table: a watch's row inserted by hand may name any index.
     IF EXISTS (SELECT FROM pg_index WHERE indexrelid = watch.pending_index AND indrelid = target_table) THEN
         EXECUTE format('DROP INDEX %s', watch.pending_index);
@@ -101,15 +153,27 @@ END
 $function$;
 
 -- One batch of a watch, run by the worker as the table's owner: embeds up to batch_size due rows, records those that
--- cannot be embedded, and returns how many it embedded and skipped; any other error is returned, not raised, so
--- the worker can record it and go on with the other watches.
-CREATE FUNCTION clip_search_internal.watch_batch(target_table regclass, source_column text, target_column text,
-    batch_size integer, OUT done bigint, OUT skipped bigint, OUT error text)
-LANGUAGE plpgsql AS $function$
+-- cannot be embedded, and returns how many it embedded and skipped; any other error (a column dropped, the model
+-- missing) is returned, not raised, so the worker can record it and go on with the other watches.
+CREATE FUNCTION clip_search_internal.watch_batch(target_table regclass, source_attnum smallint,
+    target_attnum smallint, batch_size integer, OUT done bigint, OUT skipped bigint, OUT error text)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $function$
+DECLARE
+    source_column text := clip_search_internal.column_name(target_table, source_attnum);
+    target_column text := clip_search_internal.column_name(target_table, target_attnum);
 BEGIN
+    done := 0;
+    skipped := 0;
+    IF source_column IS NULL OR target_column IS NULL THEN
+        error := format('42703 the %s column of the watch was dropped from %s',
+                        CASE WHEN source_column IS NULL THEN 'source' ELSE 'target' END, target_table);
+        RETURN;
+    END IF;
     PERFORM clip_search_internal.forget_stale_failures(target_table, source_column, target_column);
+    -- The table's triggers see the server's default search_path, as in any session of its owner without settings.
     SELECT b.done, b.skipped INTO done, skipped
-    FROM clip_search_internal.embed_batch(target_table, source_column, target_column, batch_size, 'skip') b;
+    FROM clip_search_internal.embed_batch(target_table, source_column, target_column, batch_size, 'skip',
+                                          (SELECT s.boot_val FROM pg_settings s WHERE s.name = 'search_path')) b;
 EXCEPTION WHEN OTHERS THEN
     done := 0;
     skipped := 0;
@@ -117,47 +181,73 @@ EXCEPTION WHEN OTHERS THEN
 END
 $function$;
 
--- The rows of a watched column that are due and that are embedded.
-CREATE FUNCTION clip_search_internal.watch_counts(relation regclass, source_column text, target_column text,
-    OUT pending bigint, OUT embedded bigint)
-LANGUAGE plpgsql STABLE AS $function$
+-- Whether this database's worker runs, and what it does: "active" while it embeds, "idle" while it waits, "not
+-- running" without shared_preload_libraries or when clip.worker_databases does not name this database. A security
+-- definer, since pg_stat_activity hides other roles' sessions' types and states from ordinary roles; it tells
+-- them nothing else.
+CREATE FUNCTION clip_search_internal.worker_state() RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $function$
+    SELECT coalesce((SELECT coalesce(a.state, 'running') FROM pg_stat_activity a
+                     WHERE a.backend_type = 'clip_search worker' AND a.datname = current_database() LIMIT 1),
+                    'not running')
+$function$;
+
+-- A watch's progress, if the current role may read its table: rows due, embedded and failed, the rate of the last
+-- batch, the last error, and the worker's state. No row for a table dropped since (the worker skips it); a watch
+-- whose column was dropped shows NULL for that column's name and the counts rather than failing.
+CREATE FUNCTION clip_search_internal.watch_status(w clip_search_internal.watches,
+    OUT source_column text, OUT target_column text, OUT rows_pending bigint, OUT rows_embedded bigint,
+    OUT rows_failed bigint, OUT rows_embedded_by_worker bigint, OUT last_batch_rows_per_s numeric,
+    OUT last_batch_at timestamptz, OUT last_error text, OUT last_error_at timestamptz, OUT worker_state text)
+RETURNS SETOF record LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $function$
+DECLARE
+    pending bigint;
 BEGIN
-    EXECUTE format('SELECT count(*) FILTER (WHERE %2$I IS NULL AND %1$I IS NOT NULL), count(%2$I) FROM %3$s',
-                   source_column, target_column, relation)
-        INTO pending, embedded;
+    IF NOT EXISTS (SELECT FROM pg_class c WHERE c.oid = w.relation) OR NOT has_table_privilege(w.relation, 'SELECT') THEN
+        RETURN;
+    END IF;
+    source_column := clip_search_internal.column_name(w.relation, w.source_attnum);
+    target_column := clip_search_internal.column_name(w.relation, w.target_attnum);
+    IF source_column IS NOT NULL AND target_column IS NOT NULL THEN
+        EXECUTE format('SELECT count(*) FILTER (WHERE %2$I IS NULL AND %1$I IS NOT NULL), count(%2$I) FROM %3$s',
+                       source_column, target_column, w.relation)
+            INTO pending, rows_embedded;
+        SELECT count(*) INTO rows_failed FROM @extschema@.clip_backfill_failures f
+        WHERE f.relation = w.relation AND f.source_column = watch_status.source_column;
+        rows_pending := greatest(pending - rows_failed, 0);
+    END IF;
+    rows_embedded_by_worker := w.rows_embedded;
+    last_batch_rows_per_s := round(w.last_batch_rate::numeric, 1);
+    last_batch_at := w.last_batch_at;
+    last_error := w.last_error;
+    last_error_at := w.last_error_at;
+    worker_state := clip_search_internal.worker_state();
+    RETURN NEXT;
 END
 $function$;
 
--- Progress and health of each watch in this database: rows due, embedded and failed, the rate of the last batch,
--- the last error, and the worker's state (from pg_stat_activity: "active" while it embeds, "idle" while it waits,
--- "running" for a role that may not see other sessions' state, "not running" without shared_preload_libraries or
--- when clip.worker_databases does not name this database). A security barrier: the rows of tables the viewer may
--- not read stay hidden from functions in the viewer's own conditions.
+-- Progress and health of each watch in this database, for the tables the viewer may read. The view reads every
+-- watch (as its owner) and watch_status leaves out the others; as a security barrier, it applies a viewer's own
+-- conditions only to what that leaves, unless they are leakproof (relation = 'photos'::regclass is, and spares the
+-- counting of the other tables).
 CREATE VIEW @extschema@.clip_watch_status WITH (security_barrier) AS
-SELECT w.relation, w.source_column, w.target_column,
-       greatest(c.pending - coalesce(f.failed, 0), 0) AS rows_pending,
-       c.embedded AS rows_embedded,
-       coalesce(f.failed, 0) AS rows_failed,
-       w.rows_embedded AS rows_embedded_by_worker,
-       round(w.last_batch_rate::numeric, 1) AS last_batch_rows_per_s,
-       w.last_batch_at, w.last_error, w.last_error_at,
-       coalesce((SELECT coalesce(a.state, 'running') FROM pg_stat_activity a
-                 WHERE a.backend_type = 'clip_search worker' AND a.datname = current_database() LIMIT 1),
-                'not running') AS worker_state
-FROM clip_search_internal.watches w
-CROSS JOIN LATERAL clip_search_internal.watch_counts(w.relation, w.source_column, w.target_column) c
-LEFT JOIN LATERAL (SELECT count(*) AS failed FROM @extschema@.clip_backfill_failures f
-                   WHERE f.relation = w.relation AND f.source_column = w.source_column) f ON true
--- Tables the viewer may read; a watched table dropped since leaves a row the worker skips.
-WHERE EXISTS (SELECT FROM pg_class WHERE oid = w.relation) AND has_table_privilege(w.relation, 'SELECT');
+SELECT w.relation, s.source_column, s.target_column, s.rows_pending, s.rows_embedded, s.rows_failed,
+       s.rows_embedded_by_worker, s.last_batch_rows_per_s, s.last_batch_at, s.last_error, s.last_error_at,
+       s.worker_state
+FROM clip_search_internal.watches w CROSS JOIN LATERAL clip_search_internal.watch_status(w) s;
 
--- Anyone may watch or unwatch the tables whose owner's rights they have (and only those).
+-- Anyone may watch or unwatch the tables whose owner's rights they have (and only those), and read the watches of
+-- the tables they may read: what clip_watch_status shows them. (Policy expressions are bound when the policy is
+-- created: every name in them is qualified.)
 ALTER TABLE clip_search_internal.watches ENABLE ROW LEVEL SECURITY;
-CREATE POLICY readers ON clip_search_internal.watches FOR SELECT USING (true);
+CREATE POLICY readers ON clip_search_internal.watches FOR SELECT
+    USING (pg_catalog.has_table_privilege(relation::pg_catalog.oid, 'SELECT'));
 CREATE POLICY owners ON clip_search_internal.watches
-    USING (pg_has_role((SELECT relowner FROM pg_class WHERE oid = relation), 'USAGE'))
-    WITH CHECK (pg_has_role((SELECT relowner FROM pg_class WHERE oid = relation), 'USAGE'));
--- The counters and times are the worker's: a watch's owner cannot set them (nor move its watch first).
-GRANT SELECT, INSERT (relation, source_column, target_column, pending_index), DELETE
+    USING (pg_catalog.pg_has_role((SELECT c.relowner FROM pg_catalog.pg_class c
+                                   WHERE c.oid OPERATOR(pg_catalog.=) relation::pg_catalog.oid), 'USAGE'))
+    WITH CHECK (pg_catalog.pg_has_role((SELECT c.relowner FROM pg_catalog.pg_class c
+                                        WHERE c.oid OPERATOR(pg_catalog.=) relation::pg_catalog.oid), 'USAGE'));
+-- The counters, times and back-off are the worker's: a watch's owner cannot set them (nor move its watch first).
+GRANT SELECT, INSERT (relation, source_attnum, target_attnum, pending_index), DELETE
     ON clip_search_internal.watches TO PUBLIC;
 GRANT SELECT ON @extschema@.clip_watch_status TO PUBLIC;

@@ -4,9 +4,12 @@
 //!
 //! Each round runs one batch of every watch, each in a transaction of its own, as the watched table's owner in a
 //! security-restricted operation (see [`as_owner`]: nothing the table's owner wrote, a trigger say, can use the
-//! worker's superuser rights), and records how it went in the watch's row. Rounds follow each other while there is
-//! work, then the worker sleeps clip.worker_naptime or until its latch is set. It does not start on a hot standby
-//! (it starts once recovery has finished).
+//! worker's superuser rights), and records how it went in the watch's row. The worker's own queries run with
+//! `search_path = pg_catalog, pg_temp` and name everything else with its schema, so that no object a user creates
+//! can stand in for one they use. A watch whose batch fails as a whole (a column dropped, the model missing) is
+//! reported once, as a WARNING, and then tried again after a pause that doubles with each failure in a row, up to
+//! [`MAX_RETRY_PAUSE`]. Rounds follow each other while there is work, then the worker sleeps clip.worker_naptime or
+//! until its latch is set. It does not start on a hot standby (it starts once recovery has finished).
 use std::time::{Duration, Instant};
 
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags};
@@ -52,6 +55,7 @@ pub extern "C-unwind" fn clip_search_worker_main(argument: pg_sys::Datum) {
         return;
     };
     BackgroundWorker::connect_worker_to_spi(Some(&database), None);
+    pin_search_path();
     log!("clip_search worker: keeping watched columns of database {database} embedded");
     loop {
         if BackgroundWorker::sighup_received() {
@@ -67,17 +71,38 @@ pub extern "C-unwind" fn clip_search_worker_main(argument: pg_sys::Datum) {
     }
 }
 
-/// One batch of every watch; whether any of them found work.
+/// The longest pause before a failing watch is tried again.
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(600);
+
+/// Sets the worker's search_path for the rest of its life, above anything a database's or role's settings say.
+fn pin_search_path() {
+    // SAFETY: PostgreSQL's own way to set a setting; the strings are copied. search_path's check needs no
+    // transaction (it only parses the list).
+    unsafe {
+        pg_sys::SetConfigOption(
+            c"search_path".as_ptr(),
+            c"pg_catalog, pg_temp".as_ptr(),
+            pg_sys::GucContext::PGC_SUSET,
+            pg_sys::GucSource::PGC_S_OVERRIDE,
+        );
+    }
+}
+
+/// One batch of every watch that is not waiting to be tried again; whether any of them found work.
 fn run_round() -> bool {
     let watches = BackgroundWorker::transaction(|| {
-        let installed = Spi::get_one::<bool>("SELECT to_regclass('clip_search_internal.watches') IS NOT NULL");
+        let installed =
+            Spi::get_one::<bool>("SELECT pg_catalog.to_regclass('clip_search_internal.watches') IS NOT NULL");
         if installed != Ok(Some(true)) {
             return Vec::new(); // the extension is not (yet) installed in this database
         }
         Spi::connect(|client| {
             let rows = client.select(
-                "SELECT w.relation::oid, w.relation::text, w.source_column, w.target_column, c.relowner
-                 FROM clip_search_internal.watches w JOIN pg_catalog.pg_class c ON c.oid = w.relation
+                "SELECT w.relation::pg_catalog.oid, w.relation::pg_catalog.text, w.source_attnum, w.target_attnum,
+                        c.relowner, w.failures_in_a_row, w.last_error,
+                        coalesce(clip_search_internal.column_name(w.relation, w.target_attnum), '?')
+                 FROM clip_search_internal.watches w JOIN pg_catalog.pg_class c ON c.oid = w.relation::pg_catalog.oid
+                 WHERE w.next_try_at IS NULL OR w.next_try_at <= pg_catalog.clock_timestamp()
                  ORDER BY w.watched_at",
                 None,
                 &[],
@@ -85,9 +110,12 @@ fn run_round() -> bool {
             rows.map(|row| Ok(Watch {
                 relation: row.get::<pg_sys::Oid>(1)?.expect("not null"),
                 name: row.get::<String>(2)?.expect("not null"),
-                source: row.get::<String>(3)?.expect("not null"),
-                target: row.get::<String>(4)?.expect("not null"),
+                source_attnum: row.get::<i16>(3)?.expect("not null"),
+                target_attnum: row.get::<i16>(4)?.expect("not null"),
                 owner: row.get::<pg_sys::Oid>(5)?.expect("not null"),
+                failures_in_a_row: row.get::<i32>(6)?.expect("not null"),
+                last_error: row.get::<String>(7)?,
+                target: row.get::<String>(8)?.expect("not null"),
             }))
             .collect::<Result<Vec<Watch>, pgrx::spi::Error>>()
         })
@@ -146,7 +174,6 @@ fn run_batch_isolated(watch: &Watch) -> bool {
         // SAFETY: unpack_sql_state returns a static buffer holding the five characters of the code.
         let code = unsafe { std::ffi::CStr::from_ptr(pg_sys::unpack_sql_state(report.sql_error_code() as i32)) };
         let failure = format!("{} {}", code.to_string_lossy(), report.message());
-        warning!("clip_search worker: {}: {failure}", watch.name);
         record(watch, 0, 0, 0.0, Some(&failure));
         false
     })
@@ -161,10 +188,15 @@ unsafe extern "C-unwind" {
 
 struct Watch {
     relation: pg_sys::Oid,
+    /// The table's name, for messages.
     name: String,
-    source: String,
+    source_attnum: i16,
+    target_attnum: i16,
+    /// The target column's name, for messages ('?' if it was dropped).
     target: String,
     owner: pg_sys::Oid,
+    failures_in_a_row: i32,
+    last_error: Option<String>,
 }
 
 /// One batch of one watch, as the table's owner, and its outcome recorded in the watch's row. Whether it found
@@ -173,21 +205,18 @@ fn run_batch(watch: &Watch) -> bool {
     let started = Instant::now();
     let (done, skipped, failure) = as_owner(watch.owner, || {
         Spi::get_three_with_args::<i64, i64, String>(
-            "SELECT done, skipped, error FROM clip_search_internal.watch_batch($1::regclass, $2, $3, $4)",
+            "SELECT done, skipped, error FROM clip_search_internal.watch_batch($1::pg_catalog.regclass, $2, $3, $4)",
             &[
                 watch.relation.into(),
-                watch.source.as_str().into(),
-                watch.target.as_str().into(),
+                watch.source_attnum.into(),
+                watch.target_attnum.into(),
                 (guc::batch_size() as i32).into(),
             ],
         )
         .unwrap_or_else(|e| error!("clip_search worker: {}: {e}", watch.name))
     });
     let (done, skipped) = (done.unwrap_or(0), skipped.unwrap_or(0));
-    if let Some(failure) = &failure {
-        warning!("clip_search worker: {}: {failure}", watch.name);
-    }
-    if done + skipped == 0 && failure.is_none() {
+    if done + skipped == 0 && failure.is_none() && watch.failures_in_a_row == 0 {
         return false;
     }
     let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-6);
@@ -196,19 +225,55 @@ fn run_batch(watch: &Watch) -> bool {
     done + skipped > 0
 }
 
-/// Adds a batch's outcome to the watch's row.
+/// Adds a batch's outcome to the watch's row. A failure is reported as a WARNING when it is the first in a row or
+/// differs from the last one, and puts the watch off for a pause that doubles with each failure in a row; the
+/// first batch that does not fail ends the pause and says so in the log.
 fn record(watch: &Watch, done: i64, skipped: i64, rate: f64, failure: Option<&str>) {
+    let failures_in_a_row = if failure.is_some() { watch.failures_in_a_row.saturating_add(1) } else { 0 };
+    let pause = retry_pause(guc::worker_naptime(), failures_in_a_row);
+    match failure {
+        Some(failure) if watch.failures_in_a_row == 0 || watch.last_error.as_deref() != Some(failure) => warning!(
+            "clip_search worker: {}: {failure} (tried again after a pause that doubles with each failure, up to {} s)",
+            watch.name,
+            MAX_RETRY_PAUSE.as_secs()
+        ),
+        Some(_) => {}
+        None if watch.failures_in_a_row > 0 => {
+            log!("clip_search worker: {}: embedding again after {} failed batches", watch.name, watch.failures_in_a_row)
+        }
+        None => {}
+    }
     Spi::run_with_args(
         "UPDATE clip_search_internal.watches
-         SET rows_embedded = rows_embedded + $2, rows_failed = rows_failed + $3,
-             last_batch_at = CASE WHEN $2 + $3 > 0 THEN clock_timestamp() ELSE last_batch_at END,
-             last_batch_rate = CASE WHEN $2 > 0 THEN $4 ELSE last_batch_rate END,
+         SET rows_embedded = rows_embedded OPERATOR(pg_catalog.+) $2,
+             rows_failed = rows_failed OPERATOR(pg_catalog.+) $3,
+             last_batch_at = CASE WHEN $2 OPERATOR(pg_catalog.+) $3 OPERATOR(pg_catalog.>) 0
+                             THEN pg_catalog.clock_timestamp() ELSE last_batch_at END,
+             last_batch_rate = CASE WHEN $2 OPERATOR(pg_catalog.>) 0 THEN $4 ELSE last_batch_rate END,
              last_error = coalesce($5, last_error),
-             last_error_at = CASE WHEN $5 IS NULL THEN last_error_at ELSE clock_timestamp() END
-         WHERE relation = $1::regclass",
-        &[watch.relation.into(), done.into(), skipped.into(), rate.into(), failure.into()],
+             last_error_at = CASE WHEN $5 IS NULL THEN last_error_at ELSE pg_catalog.clock_timestamp() END,
+             failures_in_a_row = $6,
+             next_try_at = CASE WHEN $6 OPERATOR(pg_catalog.>) 0
+                           THEN pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => $7) END
+         WHERE relation OPERATOR(pg_catalog.=) $1::pg_catalog.regclass",
+        &[
+            watch.relation.into(),
+            done.into(),
+            skipped.into(),
+            rate.into(),
+            failure.into(),
+            failures_in_a_row.into(),
+            pause.as_secs_f64().into(),
+        ],
     )
     .unwrap_or_else(|e| error!("clip_search worker: {}: {e}", watch.name));
+}
+
+/// How long a watch that failed `failures_in_a_row` times in a row waits before it is tried again: the naptime,
+/// doubled for each failure after the first, at most [`MAX_RETRY_PAUSE`].
+fn retry_pause(naptime: Duration, failures_in_a_row: i32) -> Duration {
+    let doublings = failures_in_a_row.saturating_sub(1).clamp(0, 20) as u32;
+    naptime.saturating_mul(1 << doublings).min(MAX_RETRY_PAUSE)
 }
 
 /// Runs `f` as the role `owner` in a security-restricted operation, as PostgreSQL itself runs an index build or a

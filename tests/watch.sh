@@ -29,9 +29,14 @@ wait_for() {
 scripts/cluster.sh stop watch
 rm -rf "$PGDATA"
 scripts/cluster.sh start watch
+# The second database is where a role plants shadowing objects (below); both exist before their workers start.
+hostile_db=clip_hostile
+"$PG_BIN/createdb" -h "$PGSOCKET" -p "$PGPORT" -U postgres "$db"
+"$PG_BIN/psql" -X -q -h "$PGSOCKET" -p "$PGPORT" -U postgres -d postgres -v ON_ERROR_STOP=1 \
+  -c "CREATE ROLE clip_hostile_owner LOGIN" -c "CREATE DATABASE $hostile_db OWNER clip_hostile_owner"
 cat >>"$PGDATA/postgresql.conf" <<CONF
 shared_preload_libraries = 'clip_search'
-clip.worker_databases = '$db'
+clip.worker_databases = '$db, $hostile_db'
 clip.worker_naptime = 200
 clip.batch_size = 4
 clip.model_dir = '$ROOT/tests/fixtures/tiny-model'
@@ -39,7 +44,6 @@ CONF
 scripts/cluster.sh stop watch
 scripts/cluster.sh start watch
 trap 'scripts/cluster.sh stop watch; scripts/cluster.sh stop watch-standby' EXIT
-"$PG_BIN/createdb" -h "$PGSOCKET" -p "$PGPORT" -U postgres "$db"
 
 q <<SQL
 SET client_min_messages = warning;
@@ -180,7 +184,7 @@ wait_for "SELECT embedding IS NOT NULL FROM escalate WHERE id = 2"
             FROM attempts")" == t ]] || { q -c "TABLE attempts" >&2; die "watch: the owner's trigger ran with other rights or settings"; }
 
 log "watch: an error that escapes one watch's batch is recorded there and stops nothing else"
-pid=$(q -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'clip_search worker'")
+pid=$(q -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'clip_search worker' AND datname = current_database()")
 q <<'SQL'
 SET client_min_messages = warning;
 SET ROLE "Mallory Owner";
@@ -198,16 +202,77 @@ SQL
 wait_for "SELECT last_error LIKE '57014 %' FROM clip_watch_status WHERE relation = 'poison'::regclass"
 q -c "INSERT INTO notes VALUES (9004, 'embedded while another watch fails')"
 wait_for "SELECT embedding IS NOT NULL FROM notes WHERE id = 9004"
-[[ "$(q -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'clip_search worker'")" == "$pid" ]] \
+[[ "$(q -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'clip_search worker' AND datname = current_database()")" == "$pid" ]] \
   || die "watch: a failing watch ended the worker"
 q -c "SELECT clip_unwatch('poison')" >/dev/null
 
+log "watch: a watch follows a renamed column; an ordinary role sees the worker's state"
+q -c "ALTER TABLE notes RENAME COLUMN body TO content"
+q -c "INSERT INTO notes VALUES (9005, 'inserted after the rename')"
+q -c "UPDATE notes SET content = 'updated after the rename' WHERE id = 1"
+wait_for "SELECT count(embedding) = 2 FROM notes WHERE id IN (1, 9005)"
+[[ "$(q -c "SELECT bool_and((embedding <=> clip_embed_text(content)) < 1e-6) FROM notes WHERE id IN (1, 9005)")" == t ]] \
+  || die "watch: rows of a renamed column were not embedded from their new source"
+[[ "$(q -c "SET ROLE \"Mallory Owner\"" -c "SELECT worker_state FROM clip_watch_status WHERE relation = 'escalate'::regclass")" \
+   =~ ^(idle|active)$ ]] || die "watch: an ordinary role does not see that the worker runs"
+
+log "watch: a broken watch is reported once, then tried again less and less often"
+q <<'SQL'
+CREATE TABLE broken (id int PRIMARY KEY, body text, embedding vector(32));
+SELECT clip_watch('broken', 'body', 'embedding');
+ALTER TABLE broken DROP COLUMN embedding;
+INSERT INTO broken VALUES (1, 'a row of a broken watch');
+SQL
+wait_for "SELECT failures_in_a_row >= 4 FROM clip_search_internal.watches WHERE relation = 'broken'::regclass" 60
+reported=$(grep -c 'clip_search worker: public.broken: 42703' "$PGDATA/server.log" || true)
+[[ $reported == 1 ]] || die "watch: the broken watch was reported $reported times, not once"
+[[ "$(q -c "SELECT next_try_at > clock_timestamp() + interval '1 second' FROM clip_search_internal.watches
+            WHERE relation = 'broken'::regclass")" == t ]] || die "watch: a failing watch is not put off"
+[[ "$(q -c "SELECT source_column = 'body' AND target_column IS NULL AND last_error LIKE '42703 %'
+            FROM clip_watch_status WHERE relation = 'broken'::regclass")" == t ]] \
+  || die "watch: clip_watch_status does not show the broken watch"
+q -c "INSERT INTO notes VALUES (9006, 'embedded beside a broken watch')"
+wait_for "SELECT embedding IS NOT NULL FROM notes WHERE id = 9006"
+q -c "SELECT clip_unwatch('broken')" >/dev/null
+
+log "watch: shadowing objects planted in public never run in the worker (tests/hostile_schema/plant.sql)"
+h() { "$PG_BIN/psql" -X -q -At -v ON_ERROR_STOP=1 -d "$hostile_db" "$@"; }
+h <<SQL
+SET client_min_messages = warning;
+CREATE EXTENSION clip_search CASCADE;
+SET ROLE clip_hostile_owner;
+CREATE TABLE docs (id int PRIMARY KEY, body text, embedding vector(32));
+SELECT clip_watch('docs', 'body', 'embedding');
+\\i $ROOT/tests/hostile_schema/plant.sql
+RESET ROLE;
+CREATE TABLE admin_docs (id int PRIMARY KEY, body text, embedding vector(32));
+SELECT public.clip_watch('admin_docs'::pg_catalog.regclass, 'body'::text, 'embedding'::text);
+INSERT INTO docs SELECT i, 'a document of the owner' FROM pg_catalog.generate_series(1, 20) i;
+INSERT INTO admin_docs SELECT i, 'a document of the superuser' FROM pg_catalog.generate_series(1, 20) i;
+SQL
+[[ "$(h -c "SELECT pg_catalog.count(*) OPERATOR(pg_catalog.>) 7000 FROM pg_catalog.pg_proc
+            WHERE pronamespace OPERATOR(pg_catalog.=) 'public'::pg_catalog.regnamespace")" == t ]] \
+  || die "watch: the plants are not in place"
+# Polled with pg_catalog's operators named: public's would be the plants.
+for ((i = 0; i < 600; i++)); do
+  [[ "$(h -c "SELECT (SELECT pg_catalog.count(embedding) FROM docs) OPERATOR(pg_catalog.+)
+                     (SELECT pg_catalog.count(embedding) FROM admin_docs)")" == 40 ]] && break
+  sleep 0.2
+done
+[[ "$(h -c "SELECT is_called FROM public.planted_calls")" == f ]] || die "watch: a planted object ran"
+! grep -q 'planted .* ran' "$PGDATA/server.log" || die "watch: a planted object ran (see $PGDATA/server.log)"
+[[ "$(h -c "SELECT (SELECT pg_catalog.count(embedding) FROM docs) OPERATOR(pg_catalog.+)
+                   (SELECT pg_catalog.count(embedding) FROM admin_docs)")" == 40 ]] \
+  || die "watch: the worker did not embed the rows of the database with the plants"
+[[ "$(h -c "SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'clip_hostile_owner'")" == f ]] \
+  || die "watch: the planting role became a superuser"
+
 log "watch: pg_terminate_backend stops the worker; the postmaster starts it again"
-old=$(q -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'clip_search worker'")
+old=$(q -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'clip_search worker' AND datname = current_database()")
 [[ -n $old ]] || die "watch: no worker running"
 q -c "SELECT pg_terminate_backend($old)" >/dev/null
 wait_for "SELECT NOT EXISTS (SELECT FROM pg_stat_activity WHERE pid = $old)" 30
-wait_for "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE backend_type = 'clip_search worker')" 60
+wait_for "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE backend_type = 'clip_search worker' AND datname = current_database())" 60
 q -c "INSERT INTO notes VALUES (9002, 'after the restart')"
 wait_for "SELECT embedding IS NOT NULL FROM notes WHERE id = 9002"
 if grep -q -E 'server process .* was terminated by signal|terminating any other active server processes' "$PGDATA/server.log"; then

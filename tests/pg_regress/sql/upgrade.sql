@@ -1,4 +1,5 @@
--- Upgrades: 0.1.0 -> 0.2.0 -> 0.3.0 with stored embeddings, and 0.2.0 -> 0.3.0 with a user trigger. After each
+-- Upgrades: 0.1.0 -> 0.2.0 -> current with stored embeddings, 0.2.0 -> current with a user trigger, and 0.3.0 ->
+-- current with a watch. After each
 -- step the upgraded extension is compared, object by object, with a fresh install of the same version: every
 -- function's full definition (arguments, defaults, return type, language, body or C symbol, volatility,
 -- strictness, parallel safety, security), every table's columns, constraints, indexes and policies, types,
@@ -9,6 +10,7 @@ CREATE EXTENSION IF NOT EXISTS dblink;
 RESET client_min_messages;
 CREATE DATABASE clip_upgrade;           -- 0.1.0, then updated to 0.2.0, then to the current version
 CREATE DATABASE clip_upgrade_from_0_2;  -- a fresh 0.2.0, then updated to the current version
+CREATE DATABASE clip_upgrade_from_0_3;  -- a fresh 0.3.0 with a watch, then updated to the current version
 CREATE DATABASE clip_fresh;             -- a fresh current version
 
 -- Every object of the extension in database dbname, with its definition: equal sets mean equal extensions.
@@ -117,6 +119,15 @@ CREATE TRIGGER notes_embed BEFORE INSERT OR UPDATE OF body ON notes
     FOR EACH ROW EXECUTE FUNCTION clip_embed_trigger('body', 'embedding');
 INSERT INTO notes (id, body) VALUES (1, 'written with 0.2.0');
 
+\c clip_upgrade_from_0_3
+SET client_min_messages = warning;
+CREATE EXTENSION clip_search VERSION '0.3.0' CASCADE;
+RESET client_min_messages;
+CREATE TABLE photos (id int PRIMARY KEY, caption text, embedding vector(32));
+INSERT INTO photos VALUES (1, 'embedded with 0.3.0', NULL), (2, 'not yet', NULL);
+SELECT clip_watch('photos', 'caption', 'embedding');
+UPDATE photos SET embedding = clip_embed_text(caption) WHERE id = 1;
+
 \c clip_regress
 -- 0.1.0 updated to 0.2.0 is a fresh 0.2.0.
 SELECT * FROM extension_differences('clip_upgrade', 'clip_upgrade_from_0_2');
@@ -145,6 +156,15 @@ INSERT INTO notes (id, body) VALUES (2, 'written with the current version');
 UPDATE notes SET body = 'changed' WHERE id = 1;
 SELECT id, embedding = clip_embed_text(body) AS embedded FROM notes ORDER BY id;
 
+\c clip_upgrade_from_0_3
+ALTER EXTENSION clip_search UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'clip_search';
+-- The watch is moved over: its columns by number, its trigger remade, and it follows a rename from now on.
+SELECT relation, source_attnum, target_attnum, pending_index FROM clip_search_internal.watches;
+ALTER TABLE photos RENAME COLUMN caption TO title;
+UPDATE photos SET title = 'changed after the update' WHERE id = 1;
+SELECT relation, source_column, target_column, rows_pending, rows_embedded FROM clip_watch_status;
+
 \c clip_fresh
 SET client_min_messages = warning;
 CREATE EXTENSION clip_search CASCADE;
@@ -158,8 +178,10 @@ FROM extension_objects('clip_fresh') GROUP BY 1 ORDER BY 1;
 -- Both upgrade paths give the fresh install, object by object.
 SELECT * FROM extension_differences('clip_upgrade', 'clip_fresh');
 SELECT * FROM extension_differences('clip_upgrade_from_0_2', 'clip_fresh');
+SELECT * FROM extension_differences('clip_upgrade_from_0_3', 'clip_fresh');
 SELECT (SELECT count(*) FROM extension_differences('clip_upgrade', 'clip_fresh')) AS differences_from_0_1_0,
-       (SELECT count(*) FROM extension_differences('clip_upgrade_from_0_2', 'clip_fresh')) AS differences_from_0_2_0;
+       (SELECT count(*) FROM extension_differences('clip_upgrade_from_0_2', 'clip_fresh')) AS differences_from_0_2_0,
+       (SELECT count(*) FROM extension_differences('clip_upgrade_from_0_3', 'clip_fresh')) AS differences_from_0_3_0;
 
 -- DROP EXTENSION takes everything with it, the helpers' schema and the failures table included.
 \c clip_fresh
@@ -170,5 +192,6 @@ SELECT to_regnamespace('clip_search_internal') IS NULL AS helper_schema_dropped,
 \c clip_regress
 DROP DATABASE clip_upgrade;
 DROP DATABASE clip_upgrade_from_0_2;
+DROP DATABASE clip_upgrade_from_0_3;
 DROP DATABASE clip_fresh;
 DROP FUNCTION extension_differences(text, text), extension_objects(text);

@@ -38,19 +38,23 @@ CREATE TABLE strangers.own_table (id int PRIMARY KEY, body text, embedding vecto
 ALTER TABLE strangers.own_table OWNER TO clip_watch_stranger;
 SET ROLE clip_watch_stranger;
 SELECT pg_temp.error_of($$SELECT clip_unwatch('watched')$$);
-SELECT pg_temp.error_of($$INSERT INTO clip_search_internal.watches (relation, source_column, target_column, pending_index)
-                          VALUES ('watched', 'body', 'embedding', 'watched_pkey')$$);
+SELECT pg_temp.error_of($$INSERT INTO clip_search_internal.watches (relation, source_attnum, target_attnum, pending_index)
+                          VALUES ('watched', 2, 3, 'watched_pkey')$$);
 SELECT clip_watch('strangers.own_table', 'body', 'embedding');
+-- Each role sees the watches of the tables it may read, in the view and in the table behind it.
 SELECT relation FROM clip_watch_status ORDER BY 1;
+SELECT relation FROM clip_search_internal.watches ORDER BY 1;
 -- A watch's row inserted by hand for one's own table, naming another table's index: unwatching it drops only the
 -- trigger, never that index.
 SELECT clip_unwatch('strangers.own_table');
-SELECT pg_temp.error_of($$INSERT INTO clip_search_internal.watches (relation, source_column, target_column,
-                          pending_index, watched_at) VALUES ('strangers.own_table', 'body', 'embedding', 'watched_body', '-infinity')$$);
-INSERT INTO clip_search_internal.watches (relation, source_column, target_column, pending_index)
-VALUES ('strangers.own_table', 'body', 'embedding', 'watched_body');
+SELECT pg_temp.error_of($$INSERT INTO clip_search_internal.watches (relation, source_attnum, target_attnum,
+                          pending_index, watched_at) VALUES ('strangers.own_table', 2, 3, 'watched_body', '-infinity')$$);
+SELECT pg_temp.error_of($$INSERT INTO clip_search_internal.watches (relation, source_attnum, target_attnum,
+                          pending_index, next_try_at) VALUES ('strangers.own_table', 2, 3, 'watched_body', 'infinity')$$);
+INSERT INTO clip_search_internal.watches (relation, source_attnum, target_attnum, pending_index)
+VALUES ('strangers.own_table', 2, 3, 'watched_body');
 CREATE TRIGGER clip_watch BEFORE UPDATE OF body ON strangers.own_table FOR EACH ROW
-    EXECUTE FUNCTION clip_search_internal.watch_trigger('body', 'embedding');
+    EXECUTE FUNCTION clip_search_internal.watch_trigger('3');
 RESET ROLE;
 SELECT clip_unwatch('strangers.own_table');
 SELECT count(*) AS other_index_kept FROM pg_class WHERE relname = 'watched_body';
@@ -60,6 +64,21 @@ SELECT clip_unwatch('strangers.own_table');
 DROP SCHEMA strangers CASCADE;
 DROP ROLE clip_watch_stranger;
 
+-- A watch follows a renamed column; one whose column was dropped shows as broken in the status, which still
+-- answers, and updates of the table go on.
+ALTER TABLE watched RENAME COLUMN body TO content;
+ALTER TABLE watched RENAME COLUMN embedding TO vec;
+UPDATE watched SET vec = clip_embed_text(content) WHERE id = 2;
+UPDATE watched SET content = 'renamed' WHERE id = 2;
+SELECT vec IS NULL AS cleared_after_rename FROM watched WHERE id = 2;
+SELECT relation, source_column, target_column, rows_pending, rows_embedded FROM clip_watch_status;
+SELECT b.* FROM clip_search_internal.watches w
+CROSS JOIN LATERAL clip_search_internal.watch_batch(w.relation, w.source_attnum, w.target_attnum, 2) b;
+ALTER TABLE watched DROP COLUMN vec;
+UPDATE watched SET content = 'after the drop' WHERE id = 2;
+SELECT relation, source_column, target_column, rows_pending, rows_embedded FROM clip_watch_status;
+SELECT b.* FROM clip_search_internal.watches w
+CROSS JOIN LATERAL clip_search_internal.watch_batch(w.relation, w.source_attnum, w.target_attnum, 2) b;
 SELECT clip_unwatch('watched');
 SELECT count(*) AS triggers_left FROM pg_trigger WHERE tgrelid = 'watched'::regclass;
 SELECT count(*) AS indexes_left FROM pg_index WHERE indrelid = 'watched'::regclass AND NOT indisprimary;
