@@ -33,14 +33,31 @@ pub struct ModelInfo {
     pub identity: String,
 }
 
+/// The schema of an installed extension, quoted for use in SQL.
+async fn extension_schema(client: &impl GenericClient, extension: &str) -> Result<String, String> {
+    let row = client
+        .query_opt(
+            "SELECT pg_catalog.quote_ident(n.nspname) FROM pg_catalog.pg_extension e
+             JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) e.extnamespace
+             WHERE e.extname OPERATOR(pg_catalog.=) $1::pg_catalog.name",
+            &[&extension],
+        )
+        .await
+        .map_err(db_err)?;
+    row.map(|r| r.get(0)).ok_or_else(|| format!("the extension {extension} is not installed in this database"))
+}
+
 async fn model_info(client: &impl GenericClient) -> Result<ModelInfo, String> {
+    let clip = extension_schema(client, "clip_search").await?;
     let row = client
         .query_one(
-            "SELECT i->>'model', i->>'weights', (i->>'embed_dim')::int,
-                    concat_ws(' ', i->>'model', i->>'weights', i->'files'->'text'->>'sha256',
-                              i->'files'->'text'->'data'->>'sha256', i->'files'->'image'->>'sha256',
-                              i->'files'->'image'->'data'->>'sha256', i->'files'->'tokenizer'->>'sha256')
-             FROM (SELECT clip_info() AS i) s",
+            &format!(
+                "SELECT i->>'model', i->>'weights', (i->>'embed_dim')::int,
+                        concat_ws(' ', i->>'model', i->>'weights', i->'files'->'text'->>'sha256',
+                                  i->'files'->'text'->'data'->>'sha256', i->'files'->'image'->>'sha256',
+                                  i->'files'->'image'->'data'->>'sha256', i->'files'->'tokenizer'->>'sha256')
+                 FROM (SELECT {clip}.clip_info() AS i) s"
+            ),
             &[],
         )
         .await
@@ -55,11 +72,16 @@ async fn model_info(client: &impl GenericClient) -> Result<ModelInfo, String> {
 /// The set-up, as a superuser: creates (or updates) the extension and the tables, re-embeds stored rows when the
 /// model changed since they were embedded, and makes `role` a login role with only the privileges the server
 /// needs. Serialised with an advisory lock so that two set-ups of one database do not race.
+///
+/// The database's owner may create objects in public and set the database's default search_path, so the set-up,
+/// which runs as a superuser, pins its own to pg_catalog and names the extensions' objects with their schemas:
+/// nothing the owner created can stand in for a name it uses.
 pub async fn set_up(client: &mut tokio_postgres::Client, role: &str) -> Result<ModelInfo, String> {
     let tx = client.transaction().await.map_err(db_err)?;
     tx.batch_execute(
-        "SELECT pg_advisory_xact_lock(hashtext('clip-gallery schema'));
-         CREATE EXTENSION IF NOT EXISTS clip_search CASCADE;
+        "SET LOCAL search_path = pg_catalog, pg_temp;
+         SELECT pg_advisory_xact_lock(hashtext('clip-gallery schema'));
+         CREATE EXTENSION IF NOT EXISTS clip_search SCHEMA public CASCADE;
          CREATE SCHEMA IF NOT EXISTS gallery;
          CREATE TABLE IF NOT EXISTS gallery.meta (key text PRIMARY KEY, value text NOT NULL);",
     )
@@ -83,6 +105,8 @@ pub async fn set_up(client: &mut tokio_postgres::Client, role: &str) -> Result<M
     }
     let info = model_info(&tx).await?;
     let dim = info.embed_dim;
+    let clip = extension_schema(&tx, "clip_search").await?;
+    let vector = extension_schema(&tx, "vector").await?;
     tx.batch_execute(&format!(
         "CREATE TABLE IF NOT EXISTS gallery.images (
              id           bigserial PRIMARY KEY,
@@ -90,16 +114,18 @@ pub async fn set_up(client: &mut tokio_postgres::Client, role: &str) -> Result<M
              content_type text NOT NULL,
              image        bytea NOT NULL,
              added_at     timestamptz NOT NULL DEFAULT now(),
-             embedding    vector({dim}) NOT NULL
+             embedding    {vector}.vector({dim}) NOT NULL
          );
-         CREATE INDEX IF NOT EXISTS images_embedding_hnsw ON gallery.images USING hnsw (embedding vector_cosine_ops);
+         CREATE INDEX IF NOT EXISTS images_embedding_hnsw ON gallery.images
+             USING hnsw (embedding {vector}.vector_cosine_ops);
          CREATE TABLE IF NOT EXISTS gallery.texts (
              id        bigserial PRIMARY KEY,
              text      text NOT NULL,
              added_at  timestamptz NOT NULL DEFAULT now(),
-             embedding vector({dim}) NOT NULL
+             embedding {vector}.vector({dim}) NOT NULL
          );
-         CREATE INDEX IF NOT EXISTS texts_embedding_hnsw ON gallery.texts USING hnsw (embedding vector_cosine_ops);"
+         CREATE INDEX IF NOT EXISTS texts_embedding_hnsw ON gallery.texts
+             USING hnsw (embedding {vector}.vector_cosine_ops);"
     ))
     .await
     .map_err(|e| format!("cannot create the gallery tables: {}", describe(&e)))?;
@@ -110,8 +136,10 @@ pub async fn set_up(client: &mut tokio_postgres::Client, role: &str) -> Result<M
             // changes too when the dimension does; the indexes are rebuilt by the rewrite).
             eprintln!("clip-gallery: the model changed (was: {old}); re-embedding the stored images and texts");
             tx.batch_execute(&format!(
-                "ALTER TABLE gallery.images ALTER COLUMN embedding TYPE vector({dim}) USING clip_embed_image(image);
-                 ALTER TABLE gallery.texts ALTER COLUMN embedding TYPE vector({dim}) USING clip_embed_text(text);"
+                "ALTER TABLE gallery.images ALTER COLUMN embedding TYPE {vector}.vector({dim})
+                     USING {clip}.clip_embed_image(image);
+                 ALTER TABLE gallery.texts ALTER COLUMN embedding TYPE {vector}.vector({dim})
+                     USING {clip}.clip_embed_text(text);"
             ))
             .await
             .map_err(|e| format!("cannot re-embed the stored rows: {}", describe(&e)))?;

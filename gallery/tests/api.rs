@@ -820,3 +820,47 @@ async fn futures_join<F: std::future::Future>(futures: impl IntoIterator<Item = 
     .await;
     outputs.into_iter().map(|o| o.expect("ready")).collect()
 }
+
+/// The set-up runs as a superuser in a database whose owner may create objects in public and set the database's
+/// default search_path: with the objects of tests/hostile_schema/plant.sql planted there and public first in the
+/// search_path, it runs none of them (each would mark a sequence and make its owner a superuser).
+#[tokio::test]
+async fn set_up_runs_nothing_the_database_owner_planted() {
+    let dbname = fresh_database("planted").await;
+    let admin = connect("postgres").await;
+    admin
+        .batch_execute(&format!(
+            "DO $$ BEGIN
+                 IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'gallery_planter') THEN
+                     CREATE ROLE gallery_planter;
+                 END IF;
+             END $$;
+             ALTER DATABASE {dbname} OWNER TO gallery_planter;
+             ALTER DATABASE {dbname} SET search_path = public, pg_catalog;"
+        ))
+        .await
+        .unwrap();
+    let owner = connect(&dbname).await;
+    owner
+        .batch_execute(&format!(
+            "GRANT CREATE ON SCHEMA public TO gallery_planter; SET ROLE gallery_planter; {} RESET ROLE;",
+            include_str!("../../tests/hostile_schema/plant.sql")
+        ))
+        .await
+        .unwrap();
+    let (ok, err) = set_up(&dbname, &[]).await;
+    assert!(ok, "clip-gallery --setup failed: {err}");
+    let row = owner
+        .query_one(
+            "SELECT (SELECT is_called FROM public.planted_calls),
+                    (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'gallery_planter')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (planted_ran, owner_became_superuser): (bool, bool) = (row.get(0), row.get(1));
+    assert!(!planted_ran && !owner_became_superuser, "a planted object ran during the set-up: {err}");
+    drop(owner);
+    admin.batch_execute(&format!("DROP DATABASE {dbname} WITH (FORCE)")).await.unwrap();
+    admin.batch_execute("DROP ROLE gallery_planter").await.unwrap();
+}

@@ -31,7 +31,8 @@ BEGIN
 END $body$, signature, pg_catalog.format('ALTER ROLE %I SUPERUSER', owner))
 $$;
 
-DO $plant$
+-- The planting itself runs with pg_catalog alone in its search_path, so that it does not call its own plants.
+CREATE FUNCTION public.plant_shadows() RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog AS $plant$
 DECLARE
     types   text[] := ARRAY['oid', 'regclass', 'regtype', 'regproc', 'regrole', 'name', 'text', 'character varying',
                             '"char"', 'smallint', 'integer', 'bigint', 'numeric', 'double precision', 'boolean', 'tid',
@@ -112,3 +113,5 @@ BEGIN
     END LOOP;
 END
 $plant$;
+DO $$ BEGIN PERFORM public.plant_shadows(); END $$;
+DROP FUNCTION public.plant_shadows();
