@@ -113,6 +113,20 @@ CREATE POLICY backfillers ON @extschema@.clip_backfill_failures
     WITH CHECK (pg_catalog.has_any_column_privilege(relation::pg_catalog.oid, 'UPDATE'));
 GRANT SELECT, INSERT, UPDATE, DELETE ON @extschema@.clip_backfill_failures TO PUBLIC;
 
+-- A table's name qualified with its schema, for statements that run under another role's search_path.
+CREATE FUNCTION clip_search_internal.qualified_table(relation regclass) RETURNS text LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp AS $function$
+    SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.oid = relation
+$function$;
+
+-- A type's name qualified with its schema, likewise.
+CREATE FUNCTION clip_search_internal.qualified_type(of_type regtype) RETURNS text LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp AS $function$
+    SELECT format('%I.%I', n.nspname, t.typname) FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+    WHERE t.oid = of_type
+$function$;
+
 -- One batch of clip_backfill and of the background worker's watches (sql/watch.sql): locks up to batch_size rows of
 -- target_table (partitions and inheriting tables included) whose target is NULL, whose source is not, and which are
 -- not a recorded failure with their current source, and embeds them in one array call. If a source in the batch
@@ -130,8 +144,12 @@ DECLARE
     row_key        text;     -- SQL expression of the row t's key: its primary key, else its ctid
     row_tables     oid[];    -- the batch's rows: (tableoid, ctid) is unique across partitions, ctid alone is not
     row_ids        tid[];
+    row_table      oid;
+    row_id         tid;
     embedding      text;
     failed_md5     text;
+    update_batch   text;     -- the statement that embeds the batch
+    update_row     text;     -- the statement that stores one row's embedding
 BEGIN
     done := 0;
     skipped := 0;
@@ -154,29 +172,35 @@ BEGIN
     IF cardinality(row_ids) = 0 THEN
         RETURN;
     END IF;
+    -- The updates, written here with every name qualified, then run under table_search_path: between the two
+    -- set_config calls nothing but them is evaluated.
+    update_batch := format($sql$
+        WITH batch AS (
+            SELECT t.tableoid AS row_table, t.ctid AS row_id, t.%2$I AS source
+            FROM %1$s t JOIN ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS b(row_table, row_id)
+                ON t.tableoid OPERATOR(pg_catalog.=) b.row_table AND t.ctid OPERATOR(pg_catalog.=) b.row_id
+        ), embedded AS (
+            SELECT pg_catalog.array_agg(row_table) AS row_tables, pg_catalog.array_agg(row_id) AS row_ids,
+                   %4$s AS embeddings
+            FROM batch
+        )
+        UPDATE %1$s AS t SET %3$I = e.embedding
+        FROM embedded, ROWS FROM (pg_catalog.unnest(embedded.row_tables), pg_catalog.unnest(embedded.row_ids),
+                                  pg_catalog.unnest(embedded.embeddings)) AS e(row_table, row_id, embedding)
+        WHERE t.tableoid OPERATOR(pg_catalog.=) e.row_table AND t.ctid OPERATOR(pg_catalog.=) e.row_id
+    $sql$, clip_search_internal.qualified_table(target_table), source_column, target_column,
+           clip_search_internal.embed_call(source_type, 'clip_backfill', true, 'pg_catalog.array_agg(source)'));
+    update_row := format('UPDATE %s t SET %I = $3::%s
+                          WHERE t.tableoid OPERATOR(pg_catalog.=) $1 AND t.ctid OPERATOR(pg_catalog.=) $2',
+                         clip_search_internal.qualified_table(target_table), target_column,
+                         clip_search_internal.qualified_type(target_type));
     BEGIN
         -- One array call per batch: one batched inference instead of batch_size single ones. The three aggregates
         -- see the rows in the same order, so rows and embeddings pair up.
-        PERFORM set_config('search_path', table_search_path, true);
-        EXECUTE format($sql$
-            WITH batch AS (
-                SELECT t.tableoid AS row_table, t.ctid AS row_id, t.%2$I AS source
-                FROM %1$s t JOIN ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS b(row_table, row_id)
-                    ON t.tableoid OPERATOR(pg_catalog.=) b.row_table AND t.ctid OPERATOR(pg_catalog.=) b.row_id
-            ), embedded AS (
-                SELECT pg_catalog.array_agg(row_table) AS row_tables, pg_catalog.array_agg(row_id) AS row_ids,
-                       %4$s AS embeddings
-                FROM batch
-            )
-            UPDATE %1$s AS t SET %3$I = e.embedding
-            FROM embedded, ROWS FROM (pg_catalog.unnest(embedded.row_tables), pg_catalog.unnest(embedded.row_ids),
-                                      pg_catalog.unnest(embedded.embeddings)) AS e(row_table, row_id, embedding)
-            WHERE t.tableoid OPERATOR(pg_catalog.=) e.row_table AND t.ctid OPERATOR(pg_catalog.=) e.row_id
-        $sql$, target_table, source_column, target_column,
-               clip_search_internal.embed_call(source_type, 'clip_backfill', true, 'pg_catalog.array_agg(source)'))
-            USING row_tables, row_ids;
+        PERFORM pg_catalog.set_config('search_path', table_search_path, true);
+        EXECUTE update_batch USING row_tables, row_ids;
         GET DIAGNOSTICS done = ROW_COUNT;
-        PERFORM set_config('search_path', 'pg_catalog, pg_temp', true);
+        PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     EXCEPTION WHEN data_exception OR feature_not_supported OR program_limit_exceeded THEN
         -- A source in the batch cannot be embedded: embed the rows one by one to find which. Only the embedding is
         -- inside the subtransaction, so an error of the UPDATE itself (say, a vector column of another dimension)
@@ -207,12 +231,11 @@ BEGIN
                 skipped := skipped + 1;
                 CONTINUE;
             END;
-            PERFORM set_config('search_path', table_search_path, true);
-            EXECUTE format('UPDATE %s t SET %I = $3::%s
-                            WHERE t.tableoid OPERATOR(pg_catalog.=) $1 AND t.ctid OPERATOR(pg_catalog.=) $2',
-                           target_table, target_column, target_type)
-                USING row_tables[i], row_ids[i], embedding;
-            PERFORM set_config('search_path', 'pg_catalog, pg_temp', true);
+            row_table := row_tables[i];
+            row_id := row_ids[i];
+            PERFORM pg_catalog.set_config('search_path', table_search_path, true);
+            EXECUTE update_row USING row_table, row_id, embedding;
+            PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
             done := done + 1;
         END LOOP;
         failed_key := NULL;

@@ -81,6 +81,36 @@ impl FromDatum for Vector {
     }
 }
 
+// The generated signatures name pgvector's type as plain `vector`, which CREATE EXTENSION resolves through the search
+// path it sets (this extension's schema, then pgvector's). A role that may create objects in this extension's schema
+// could make that name a type of its own when pgvector lives in another schema: the install refuses then. Runs
+// first, under that search_path, so every name in it is qualified.
+pgrx::extension_sql!(
+    r#"
+DO $check$
+DECLARE
+    named     pg_catalog.oid := pg_catalog.to_regtype('vector'::pg_catalog.text)::pg_catalog.oid;
+    pgvectors pg_catalog.oid := (
+        SELECT t.oid FROM pg_catalog.pg_type t
+        JOIN pg_catalog.pg_depend d ON d.objid OPERATOR(pg_catalog.=) t.oid
+            AND d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_type'::pg_catalog.regclass
+            AND d.deptype OPERATOR(pg_catalog.=) 'e'::"char"
+        JOIN pg_catalog.pg_extension e ON e.oid OPERATOR(pg_catalog.=) d.refobjid
+        WHERE e.extname OPERATOR(pg_catalog.=) 'vector'::pg_catalog.name
+          AND t.typname OPERATOR(pg_catalog.=) 'vector'::pg_catalog.name);
+BEGIN
+    IF named IS NULL OR pgvectors IS NULL OR named OPERATOR(pg_catalog.<>) pgvectors THEN
+        RAISE EXCEPTION 'clip_search: the type name "vector" is not pgvector''s type here'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Install clip_search in the schema of the extension vector, or drop the other type named vector.';
+    END IF;
+END
+$check$;
+"#,
+    name = "pgvector_type_check",
+    bootstrap
+);
+
 /// pgvector's `vector` type, found through its extension rather than the search_path (which need not include the
 /// schema pgvector was installed in). Looked up once per backend; any change to pg_type forgets it, so a
 /// re-created pgvector is found again.

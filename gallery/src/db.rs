@@ -87,6 +87,7 @@ pub async fn set_up(client: &mut tokio_postgres::Client, role: &str) -> Result<M
     )
     .await
     .map_err(|e| format!("cannot create the gallery schema: {}", describe(&e)))?;
+    check_gallery_schema_is_trusted(&tx).await?;
     // A newer clip_search installed since this database made its extension: follow its update path.
     let versions = tx
         .query_one(
@@ -129,6 +130,7 @@ pub async fn set_up(client: &mut tokio_postgres::Client, role: &str) -> Result<M
     ))
     .await
     .map_err(|e| format!("cannot create the gallery tables: {}", describe(&e)))?;
+    check_gallery_schema_is_trusted(&tx).await?;
     let stored = stored_identity(&tx).await.map_err(db_err)?;
     if stored.as_deref() != Some(info.identity.as_str()) {
         if let Some(old) = &stored {
@@ -154,6 +156,32 @@ pub async fn set_up(client: &mut tokio_postgres::Client, role: &str) -> Result<M
     grant_server_role(&tx, role).await?;
     tx.commit().await.map_err(db_err)?;
     Ok(info)
+}
+
+/// The set-up reads and grants on what the schema gallery holds, as a superuser: only if superusers made it. A
+/// database's owner could have made the schema first, or a view in place of a table, for the set-up to run.
+async fn check_gallery_schema_is_trusted(tx: &tokio_postgres::Transaction<'_>) -> Result<(), String> {
+    let untrusted: Option<String> = tx
+        .query_opt(
+            "SELECT 'the schema itself' FROM pg_namespace n
+             WHERE n.nspname = 'gallery' AND NOT (SELECT r.rolsuper FROM pg_roles r WHERE r.oid = n.nspowner)
+             UNION ALL
+             SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = 'gallery'
+               AND (c.relkind NOT IN ('r', 'S', 'i') OR NOT (SELECT r.rolsuper FROM pg_roles r WHERE r.oid = c.relowner))
+             LIMIT 1",
+            &[],
+        )
+        .await
+        .map_err(db_err)?
+        .map(|r| r.get(0));
+    match untrusted {
+        None => Ok(()),
+        Some(object) => Err(format!(
+            "the schema gallery holds an object that no superuser made ({object}): drop the schema, or have a \
+             superuser own what it holds, and run the set-up again"
+        )),
+    }
 }
 
 /// Makes `role` (a login role, created if missing; never a superuser) able to read and write the rows of the

@@ -860,6 +860,24 @@ async fn set_up_runs_nothing_the_database_owner_planted() {
         .unwrap();
     let (planted_ran, owner_became_superuser): (bool, bool) = (row.get(0), row.get(1));
     assert!(!planted_ran && !owner_became_superuser, "a planted object ran during the set-up: {err}");
+
+    // A schema gallery that the owner made first, with a view in place of a table, is refused.
+    let dbname_2 = fresh_database("planted_schema").await;
+    admin.batch_execute(&format!("ALTER DATABASE {dbname_2} OWNER TO gallery_planter")).await.unwrap();
+    let owner_2 = connect(&dbname_2).await;
+    owner_2
+        .batch_execute(
+            "SET ROLE gallery_planter;
+             CREATE SCHEMA gallery;
+             CREATE VIEW gallery.meta AS SELECT 'model'::text AS key, current_user::text AS value;
+             RESET ROLE;",
+        )
+        .await
+        .unwrap();
+    let (ok, err) = set_up(&dbname_2, &[]).await;
+    assert!(!ok && err.contains("no superuser made (the schema itself)"), "{err}");
+    drop(owner_2);
+    admin.batch_execute(&format!("DROP DATABASE {dbname_2} WITH (FORCE)")).await.unwrap();
     drop(owner);
     admin.batch_execute(&format!("DROP DATABASE {dbname} WITH (FORCE)")).await.unwrap();
     admin.batch_execute("DROP ROLE gallery_planter").await.unwrap();

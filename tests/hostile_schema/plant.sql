@@ -8,8 +8,8 @@
 --              the reg* types, name, text, varchar, integers, numeric, float8, boolean, tid, arrays, jsonb,
 --              timestamptz, interval, bytea), exact matches of pg_catalog's included;
 --   functions  every built-in function name the extension's SQL calls, with no argument, one of each of those
---              types and two of the common ones (the tests add jsonb_populate_record for each of the owner's
---              tables' row types);
+--              types and two of the common ones, and the exact signatures of its calls of format and set_config
+--              with more (the tests add jsonb_populate_record for each of the owner's tables' row types);
 --   aggregates array_agg, string_agg, count, min and max over those types, and count(*);
 --   overloads  of the extension's own functions (clip_embed_text(varchar), clip_embed_texts(varchar[]), ...),
 --              which a call with an argument of another type than the function's would prefer.
@@ -104,6 +104,17 @@ BEGIN
     EXECUTE pg_catalog.format('CREATE FUNCTION public.planted_count_star(text) RETURNS text LANGUAGE plpgsql AS %L',
         public.planted_body('count(*)', owner));
     CREATE AGGREGATE public.count(*) (SFUNC = public.planted_count_star, STYPE = text);
+    -- The exact signatures of the extension's calls with more arguments (format's, set_config's).
+    FOREACH fn IN ARRAY ARRAY['format(text, regclass, text, text, oid, text, integer)', 'format(text, text, text, text, text)',
+                              'format(text, text, text, text)', 'format(text, text, regclass)',
+                              'format(text, text, text, regclass)', 'format(text, regclass, text, text, text)',
+                              'format(text, regclass, text, text)', 'format(text, name, name)', 'format(text, name, text)',
+                              'format(text, text, regclass, smallint)', 'format(text, name, regclass, text, text)',
+                              'format(text, text, text, text, regclass)', 'format(text, regclass, text, regtype)',
+                              'set_config(text, text, boolean)'] LOOP
+        EXECUTE pg_catalog.format('CREATE FUNCTION public.%s RETURNS text LANGUAGE plpgsql AS %L',
+            fn, public.planted_body(fn, owner));
+    END LOOP;
     -- Overloads of the extension's own functions (it lives in public here).
     FOREACH fn IN ARRAY ARRAY['clip_embed_text(character varying)', 'clip_embed_text(character)',
                               'clip_embed_text(name)', 'clip_embed_texts(character varying[])',

@@ -3,7 +3,8 @@
 -- (tests/hostile_schema/plant.sql lists them), and then superusers use every part of the extension written in SQL:
 -- the trigger function, clip_backfill (both error modes), clip_watch, a watch's batch as the worker runs it (the
 -- worker itself: tests/watch.sh), clip_unwatch, the status view, the failures table's policies, and ALTER EXTENSION
--- UPDATE from 0.3.0 with the plants in place. Their session's search_path puts public first, the worst case. No
+-- UPDATE from 0.3.0 with the plants in place; and an install whose type name vector is not pgvector's. Their
+-- session's search_path puts public first in the statements that use the extension, the worst case. No
 -- planted object may run: each one that does raises a WARNING (which this file's expected output does not have),
 -- draws from the sequence public.planted_calls and makes its owner a superuser, which the end checks.
 -- The superusers' own statements here name pg_catalog's operators explicitly: with public first, an unqualified
@@ -15,6 +16,7 @@ SET client_min_messages = warning;
 CREATE ROLE clip_hostile_owner LOGIN;
 CREATE DATABASE clip_hostile OWNER clip_hostile_owner;
 CREATE DATABASE clip_hostile_upgrade OWNER clip_hostile_owner;
+CREATE DATABASE clip_hostile_types OWNER clip_hostile_owner;
 RESET client_min_messages;
 
 \c clip_hostile
@@ -128,7 +130,15 @@ CREATE TRIGGER clip_watch BEFORE UPDATE OF body ON notes FOR EACH ROW
 CREATE INDEX notes_embedding_clip_pending ON notes ((embedding IS NULL)) WHERE embedding IS NULL;
 INSERT INTO clip_search_internal.watches (relation, source_column, target_column, pending_index)
     VALUES ('notes'::regclass, 'body', 'embedding', 'notes_embedding_clip_pending'::regclass);
+-- A watch's row that 0.3.0's clip_watch did not make (its policies, bound to the plants, could have let one in
+-- for another role's table): no trigger, another table's index. The update leaves it behind.
+CREATE TABLE admin_notes (id int PRIMARY KEY, body text, embedding vector(32));
+INSERT INTO clip_search_internal.watches (relation, source_column, target_column, pending_index)
+    VALUES ('admin_notes'::regclass, 'body', 'embedding', 'notes_embedding_clip_pending'::regclass);
 ALTER EXTENSION clip_search UPDATE;
+SELECT relation FROM clip_search_internal.watches;
+SELECT pg_catalog.count(*) AS triggers_on_admin_notes FROM pg_trigger
+WHERE tgrelid OPERATOR(pg_catalog.=) 'admin_notes'::regclass;
 SET search_path = public, pg_catalog;
 SELECT extversion FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'clip_search';
 SELECT relation, source_column, target_column, rows_pending FROM public.clip_watch_status;
@@ -141,6 +151,20 @@ SELECT pg_catalog.count(*) AS failures_seen FROM public.clip_backfill_failures;
 RESET ROLE;
 RESET search_path;
 
+-- With pgvector in another schema, a type named vector in the extension's schema would stand in for pgvector's in
+-- the install script's signatures: the install refuses.
+\c clip_hostile_types
+SET client_min_messages = warning;
+CREATE SCHEMA ext;
+CREATE EXTENSION vector SCHEMA ext;
+RESET client_min_messages;
+SET ROLE clip_hostile_owner;
+CREATE TYPE public.vector AS (planted integer);
+RESET ROLE;
+CREATE EXTENSION clip_search;
+SELECT pg_catalog.count(*) AS installed FROM pg_extension WHERE extname OPERATOR(pg_catalog.=) 'clip_search';
+\c clip_hostile_upgrade
+
 -- No planted object ran, in either database, and their owner is no superuser.
 SELECT is_called AS planted_ran_in_upgraded_database FROM public.planted_calls;
 \c clip_hostile
@@ -149,4 +173,5 @@ SELECT is_called AS planted_ran FROM public.planted_calls;
 SELECT rolsuper AS owner_became_superuser FROM pg_roles WHERE rolname = 'clip_hostile_owner';
 DROP DATABASE clip_hostile;
 DROP DATABASE clip_hostile_upgrade;
+DROP DATABASE clip_hostile_types;
 DROP ROLE clip_hostile_owner;
