@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod hf_tokenizer;
+pub mod interrupt;
 pub mod manifest;
 pub mod memory;
 pub mod model;

@@ -7,6 +7,7 @@ use ort::value::Tensor;
 
 use crate::error::{check_language, ClipError, Result};
 use crate::hf_tokenizer::HfTokenizer;
+use crate::interrupt;
 use crate::manifest::{read_verified, read_verified_shared, Manifest, TokenizerKind, TowerFiles};
 use crate::preprocess::{decode, preprocess_into, DecodeLimits, DecodedImage, ImageError, PreprocessConfig};
 use crate::prepared::{prepared_graph, TowerRequest};
@@ -116,7 +117,8 @@ impl ClipModel {
     }
 
     /// Embeds texts of one language in one batch: `language` is a code of the manifest's languages (NLLB), or
-    /// `None` for the model's default; a model without languages refuses one.
+    /// `None` for the model's default; a model without languages refuses one. The [interrupt
+    /// check](crate::interrupt) runs between the texts and while each is tokenized, not during the inference.
     pub fn embed_texts_in(&mut self, texts: &[&str], language: Option<&str>) -> Result<Vec<Vec<f32>>> {
         if texts.is_empty() {
             return Ok(Vec::new());
@@ -125,7 +127,13 @@ impl ClipModel {
         check_language(self.manifest.text.languages.as_ref().map(|l| l.codes.as_slice()), language)?;
         self.load_text_together()?;
         let tokenizer = self.tokenizer()?;
-        let ids = texts.iter().map(|t| tokenizer.encode(t, language)).collect::<Result<Vec<Vec<i64>>>>()?;
+        let ids = texts
+            .iter()
+            .map(|t| {
+                interrupt::check();
+                tokenizer.encode(t, language)
+            })
+            .collect::<Result<Vec<Vec<i64>>>>()?;
         let spec = &self.manifest.text;
         // The tokenizers truncate to the context; a row that is empty (a tokenizer that adds no special token, on
         // an empty text) would give the tower nothing to pool.
@@ -161,6 +169,7 @@ impl ClipModel {
     pub fn embed_images(&mut self, images: &[DecodedImage]) -> Result<Vec<Vec<f32>>> {
         let mut batch = self.image_batch(images.len());
         for image in images {
+            interrupt::check();
             batch.push(image);
         }
         self.embed_image_batch(batch)

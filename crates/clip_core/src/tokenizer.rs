@@ -92,6 +92,7 @@ use std::sync::OnceLock;
 use rustc_hash::FxHashMap;
 use unicode_normalization::{is_nfc_quick, IsNormalized, UnicodeNormalization};
 
+use crate::interrupt;
 use crate::manifest::TextClean;
 
 /// open_clip's default context length.
@@ -117,6 +118,8 @@ pub const MAX_TEXT_BYTES: usize = 1 << 20;
 const MAX_DECODE_LENGTH: usize = 1_000_000;
 /// Symbol id for a symbol that is neither in the vocabulary nor in any merge.
 const NO_SYM: u32 = u32::MAX;
+/// BPE merges between two runs of the interrupt check: a few hundred microseconds of work.
+const MERGES_PER_CHECK: usize = 1 << 14;
 
 /// Errors while loading a tokenizer.
 #[derive(Debug, thiserror::Error)]
@@ -307,6 +310,8 @@ impl ClipTokenizer {
 
     /// Token ids exactly as open_clip's tokenizer produces them: `[sot] + bpe ids + [eot]`, truncated
     /// to `context_length` with the last id replaced by `eot` (as open_clip does), but not padded.
+    /// Runs the [interrupt check](crate::interrupt) between the pieces of the text, and inside the
+    /// cleaning and the BPE of a long one.
     pub fn encode(&self, text: &str) -> Vec<i64> {
         let ctx = self.context_length;
         if ctx <= 1 {
@@ -470,6 +475,7 @@ impl ClipTokenizer {
             .collect();
         let mut heap: BinaryHeap<Reverse<u64>> = BinaryHeap::from(initial);
         let mut deferred: Vec<Reverse<u64>> = Vec::new();
+        let mut popped = 0usize;
         while let Some(&Reverse(top)) = heap.peek() {
             let rank = (top >> 32) as u32;
             // One round: every occurrence of the pair of this rank, left to right. Pairs created during
@@ -479,6 +485,10 @@ impl ClipTokenizer {
                     break;
                 }
                 heap.pop();
+                popped += 1;
+                if popped.is_multiple_of(MERGES_PER_CHECK) {
+                    interrupt::check();
+                }
                 let pos = (entry & 0xffff_ffff) as usize;
                 let nx = next[pos];
                 if nx == NONE {
@@ -634,6 +644,7 @@ fn for_each_clean_chunk(text: &str, mut sink: impl FnMut(&str) -> ControlFlow<()
             unescape = false;
         }
         for piece in segment.split_inclusive(' ') {
+            interrupt::check();
             let fixed = fix_piece(piece, unescape);
             pending.push_str(&fixed);
             if (pending.ends_with(' ') || pending.ends_with('\n')) && flush(&mut pending).is_break()
@@ -682,6 +693,7 @@ fn fix_piece(piece: &str, unescape: bool) -> Cow<'_, str> {
     }
     let mut text: Cow<'_, str> = Cow::Borrowed(piece);
     for _ in 0..MAX_FIX_ROUNDS {
+        interrupt::check();
         let mut next: Option<String> = None;
         {
             let mut step = |f: &dyn Fn(&str) -> Option<String>| {

@@ -7,6 +7,7 @@ use std::io::Cursor;
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
 
 use super::{DecodeLimits, DecodedImage, ImageError, Layout, PilMode};
+use crate::interrupt;
 
 /// Decodes the first frame, applies the EXIF orientation (a deliberate difference from open_clip,
 /// which ignores it), and remembers how Pillow would see the image (its mode: L, LA, RGB, RGBA,
@@ -17,8 +18,9 @@ use super::{DecodeLimits, DecodedImage, ImageError, Layout, PilMode};
 /// empty, unknown, unsupported, oversized and corrupt data give an [`ImageError`].
 pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage, ImageError> {
     // The decoders are not expected to panic, but this runs on untrusted bytes: a panic in one
-    // of them is reported as corrupt data rather than unwinding into the caller.
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_unguarded(bytes, limits))) {
+    // of them is reported as corrupt data rather than unwinding into the caller. An interrupt
+    // check that stops the work unwinds on.
+    match interrupt::catch_unwind_not_check(std::panic::AssertUnwindSafe(|| decode_unguarded(bytes, limits))) {
         Ok(result) => result,
         Err(_) => Err(ImageError::Corrupt(
             "the decoder failed on malformed data".to_string(),

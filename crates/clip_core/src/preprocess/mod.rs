@@ -312,7 +312,8 @@ impl DecodedImage {
 
 /// Writes the normalised CHW float tensor (`3 * size * size` values, channel-major, rows then
 /// columns) for one image into `out`: `(v / 255 - mean[c]) / std[c]` in `f32`, as torchvision's
-/// `ToTensor` and `Normalize`.
+/// `ToTensor` and `Normalize`. Runs the [interrupt check](crate::interrupt) between the rows of
+/// the resize.
 ///
 /// # Panics
 /// If `out.len() != cfg.tensor_len()` (a caller bug, not a property of the image).

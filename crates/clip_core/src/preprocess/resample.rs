@@ -5,6 +5,7 @@
 use std::ops::Range;
 
 use super::{DecodedImage, Interpolation, Layout, ResizeMode};
+use crate::interrupt;
 
 /// Pillow: `PRECISION_BITS = 32 - 8 - 2`.
 const PRECISION_BITS: u32 = 22;
@@ -301,6 +302,7 @@ fn horizontal<const C: usize>(src: View<'_>, rows: Range<usize>, coeffs: &Coeffs
     let n = coeffs.start.len();
     let mut out = Vec::with_capacity(rows.len() * n * C);
     for y in rows {
+        interrupt::check();
         let line = &src.data[(y - src.y0) * src.stride..];
         for j in 0..n {
             let (start, k) = coeffs.taps(j);
@@ -327,6 +329,7 @@ fn vertical<const C: usize>(src: View<'_>, cols: Range<usize>, coeffs: &Coeffs) 
     let mut out = Vec::with_capacity(n * width);
     let mut acc = vec![0i32; width];
     for j in 0..n {
+        interrupt::check();
         let (start, k) = coeffs.taps(j);
         acc.fill(ROUND);
         for (t, &kv) in k.iter().enumerate() {

@@ -581,3 +581,49 @@ fn whitespace_and_canonicalize_cleaning_equal_open_clip() {
         assert_eq!(clean_whitespace(text), whitespace, "{text:?}");
     }
 }
+
+thread_local! {
+    static CHECKS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+fn count_check() {
+    CHECKS.set(CHECKS.get() + 1);
+}
+
+/// Runs `f` with a check that counts its calls (on this test's thread only); returns the count.
+fn checks_during(f: impl FnOnce()) -> usize {
+    CHECKS.set(0);
+    crate::interrupt::set_check(count_check);
+    f();
+    crate::interrupt::set_check(|| {});
+    CHECKS.get()
+}
+
+/// A MiB-long word is one piece of text: the checks come from inside its BPE, and from inside ftfy's fix loop
+/// for a word that the loop rewrites.
+#[test]
+fn a_long_word_runs_the_interrupt_check_while_it_is_tokenized() {
+    let tok = tokenizer();
+    let word = "abcdefghij".repeat(MAX_TEXT_BYTES / 10);
+    let checks = checks_during(|| assert_eq!(tok.encode(&word).len(), 77));
+    assert!(checks >= 10, "{checks} checks in the BPE of a MiB-long word");
+    let fixed = "\u{ff41}\u{301}".repeat(MAX_TEXT_BYTES / 6); // full-width a and a combining accent: two fixes
+    let checks = checks_during(|| assert_eq!(tok.encode(&fixed).len(), 77));
+    assert!(checks >= 3, "{checks} checks in the cleaning and BPE of a MiB-long word ftfy rewrites");
+}
+
+/// A check that unwinds stops the tokenizer, which works as before afterwards.
+#[test]
+fn an_unwinding_check_stops_the_tokenizer() {
+    fn stop() {
+        panic!("stopped");
+    }
+    let tok = tokenizer();
+    let word = "abcdefghij".repeat(MAX_TEXT_BYTES / 10);
+    let before = tok.encode("a photo of a cat");
+    crate::interrupt::set_check(stop);
+    let stopped = std::panic::catch_unwind(|| tok.encode(&word));
+    crate::interrupt::set_check(|| {});
+    assert_eq!(stopped.unwrap_err().downcast_ref::<&str>(), Some(&"stopped"));
+    assert_eq!(tok.encode("a photo of a cat"), before);
+}
