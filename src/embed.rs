@@ -62,11 +62,11 @@ pub fn clip_embed_texts(inputs: Array<'_, &str>) -> Vec<Option<Vector>> {
     place(&inputs, embed_texts_in_batches("clip_embed_texts", &present))
 }
 
-/// Embeds texts in batches of clip.batch_size (so within the superuser's ceiling), cancellable between batches.
+/// Embeds texts in batches of clip.batch_size (so within the superuser's ceiling). The model core checks for
+/// interrupts between the texts and inside the tokenizing of a long one; an inference runs to its end.
 pub fn embed_texts_in_batches(function: &'static str, texts: &[&str]) -> Vec<Vec<f32>> {
     let mut embedded = Vec::with_capacity(texts.len());
     for chunk in texts.chunks(guc::batch_size()) {
-        check_for_interrupts!();
         embedded.extend(with_model(|m| m.embed_texts(chunk)).or_raise(function));
     }
     embedded

@@ -1,6 +1,6 @@
 -- Cancellation: statement_timeout and pg_cancel_backend stop a long batch embedding promptly (interrupts are
--- checked between inference batches), and the session stays usable. Embedding all 3000 images takes far
--- longer than the bounds below.
+-- checked between the inputs of an array and inside the tokenizing and resizing of each; an inference runs to its
+-- end), and the session stays usable. Embedding all 3000 images takes far longer than the bounds below.
 \getenv abs_srcdir PG_ABS_SRCDIR
 \set setup :abs_srcdir '/include/setup.psql'
 \i :setup
@@ -32,3 +32,27 @@ SELECT * FROM dblink_get_result('worker') AS r(n int);  -- the end of the cancel
 SELECT clock_timestamp() - :'cancelled_at'::timestamptz < interval '5 seconds' AS stopped_promptly;
 SELECT * FROM dblink('worker', 'SELECT vector_dims(clip_embed_text(''still usable''))') AS r(dims int);
 SELECT dblink_disconnect('worker');
+
+-- Texts, whatever the batch size: each text here is one word of 1 MiB, the most the tokenizer reads, whose BPE
+-- takes about a quarter of a second, so tokenizing a batch of 64 takes about 16 s. The 5-second bounds hold only
+-- if the check runs inside a batch (here the cancel takes effect within milliseconds of the timeout).
+SELECT clip_embed_text('a photo of a cat') AS cat_before \gset
+CREATE TEMP TABLE long_word AS SELECT repeat('abcdefghij', 104858) AS word;
+SET statement_timeout = '1s';
+SET clip.batch_size = 64;
+SELECT clock_timestamp() AS started \gset
+SELECT array_length(clip_embed_texts(array_fill(word, ARRAY[128])), 1) FROM long_word;
+SELECT clock_timestamp() - :'started'::timestamptz < interval '5 seconds' AS texts_stopped_promptly;
+SELECT clock_timestamp() AS started \gset
+SELECT count(*) FROM long_word, clip_classify(pg_read_binary_file(:'moon'), array_fill(word, ARRAY[64]));
+SELECT clock_timestamp() - :'started'::timestamptz < interval '5 seconds' AS labels_stopped_promptly;
+RESET clip.batch_size;
+SELECT clock_timestamp() AS started \gset
+SELECT array_length(clip_embed_texts(array_fill(word, ARRAY[128])), 1) FROM long_word;
+SELECT clock_timestamp() - :'started'::timestamptz < interval '5 seconds' AS texts_stopped_promptly;
+SELECT clock_timestamp() AS started \gset
+SELECT count(*) FROM long_word, clip_classify(pg_read_binary_file(:'moon'), array_fill(word, ARRAY[64]));
+SELECT clock_timestamp() - :'started'::timestamptz < interval '5 seconds' AS labels_stopped_promptly;
+RESET statement_timeout;
+-- The backend's model was stopped in the middle of its work: it gives the same embeddings as before.
+SELECT clip_embed_text('a photo of a cat') = :'cat_before'::vector AS same_embedding_after_cancels;
