@@ -22,9 +22,9 @@ mod worker;
 pub extern "C-unwind" fn _PG_init() {
     guc::register();
     worker::register();
-    // The model core runs this between the inputs of a batch and inside long tokenizing and resizing, so that
-    // statement_timeout and pg_cancel_backend stop it there: PostgreSQL's error unwinds out of the core. Set for
-    // the backend's own thread only, the one thread that may raise it.
+    // The model core runs this between the inputs of a batch and inside long tokenizing, PNG decoding and
+    // resizing, so that statement_timeout and pg_cancel_backend stop it there: PostgreSQL's error unwinds out of
+    // the core. Set for the backend's own thread only, the one thread that may raise it.
     clip_core::interrupt::set_check(|| {
         check_for_interrupts!();
     });

@@ -1,8 +1,8 @@
 //! Letting the host stop long work. A host that cancels work (PostgreSQL: statement_timeout, pg_cancel_backend)
 //! sets a check for its thread with [`set_check`]; the core runs it between the inputs of a batch and every so
-//! often inside its long loops (cleaning and BPE of a long text, the rows of a resize), so that a request to stop
-//! is seen within a fraction of a second. The check returns to let the work go on, or unwinds (panics) to stop it,
-//! as PostgreSQL's error does under pgrx.
+//! often inside its long loops (cleaning and BPE of a long text, the rows of a PNG being decoded, the rows of a
+//! resize), so that a request to stop is seen within a fraction of a second. The check returns to let the work go
+//! on, or unwinds (panics) to stop it, as PostgreSQL's error does under pgrx.
 //!
 //! The core runs the check only where an unwind leaves everything that outlives the call consistent (a model keeps
 //! its sessions and tokenizer), and never below a C frame: not from code that ONNX Runtime or the tokenizers

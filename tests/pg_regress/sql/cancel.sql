@@ -1,6 +1,7 @@
 -- Cancellation: statement_timeout and pg_cancel_backend stop a long batch embedding promptly (interrupts are
--- checked between the inputs of an array and inside the tokenizing and resizing of each; an inference runs to its
--- end), and the session stays usable. Embedding all 3000 images takes far longer than the bounds below.
+-- checked between the inputs of an array and inside the tokenizing, PNG decoding and resizing of each; an
+-- inference runs to its end), and the session stays usable. Embedding all 3000 images takes far longer than the
+-- bounds below.
 \getenv abs_srcdir PG_ABS_SRCDIR
 \set setup :abs_srcdir '/include/setup.psql'
 \i :setup

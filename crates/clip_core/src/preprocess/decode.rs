@@ -4,7 +4,7 @@
 
 use std::io::Cursor;
 
-use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
+use image::{ColorType, DynamicImage, ImageDecoder, ImageFormat, ImageReader, ImageResult};
 
 use super::{DecodeLimits, DecodedImage, ImageError, Layout, PilMode};
 use crate::interrupt;
@@ -15,7 +15,8 @@ use crate::interrupt;
 ///
 /// Supported: JPEG (grey, RGB, CMYK), PNG (1-16 bits, grey, grey+alpha, RGB, RGBA, palette with
 /// and without transparency), WebP, GIF (first frame), BMP and TIFF. Never panics on bad input:
-/// empty, unknown, unsupported, oversized and corrupt data give an [`ImageError`].
+/// empty, unknown, unsupported, oversized and corrupt data give an [`ImageError`]. Runs the
+/// [interrupt check](crate::interrupt) between the rows of a PNG.
 pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage, ImageError> {
     // The decoders are not expected to panic, but this runs on untrusted bytes: a panic in one
     // of them is reported as corrupt data rather than unwinding into the caller. An interrupt
@@ -44,7 +45,8 @@ pub fn decode_unguarded(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedIm
             let info = png_header(bytes)?;
             check_pixels(info.width, info.height, limits)?;
             let (mode, layout) = png_mode(&info);
-            decode_with_image(bytes, format, "png", limits, |_| Ok((mode, layout)))
+            let decoder = Png8Decoder::new(bytes, limits).map_err(|e| map_image_error(e, None, limits))?;
+            decode_with(decoder, "png", limits, |_| Ok((mode, layout)))
         }
         ImageFormat::Jpeg => {
             let (sof, problem) = jpeg_scan(bytes);
@@ -219,9 +221,7 @@ fn map_image_error(
     }
 }
 
-/// Decodes with the `image` crate: the decoder reads the header, the size is checked against the
-/// limit, then the pixels are decoded and converted to the layout of the Pillow mode chosen by
-/// `mode_of` (which may look at the decoder).
+/// Decodes with the `image` crate's decoder for `format` (see [`decode_with`]).
 fn decode_with_image(
     bytes: &[u8],
     format: ImageFormat,
@@ -233,9 +233,21 @@ fn decode_with_image(
     let mut image_limits = image::Limits::default();
     image_limits.max_alloc = Some(alloc_budget(limits));
     reader.limits(image_limits);
-    let mut decoder = reader
+    let decoder = reader
         .into_decoder()
         .map_err(|e| map_image_error(e, None, limits))?;
+    decode_with(decoder, name, limits, mode_of)
+}
+
+/// Decodes with `decoder`, which has read the header: the size is checked against the limit,
+/// then the pixels are decoded and converted to the layout of the Pillow mode chosen by `mode_of`
+/// (which may look at the decoder).
+fn decode_with(
+    mut decoder: impl ImageDecoder,
+    name: &'static str,
+    limits: &DecodeLimits,
+    mode_of: impl FnOnce(&dyn ImageDecoder) -> Result<(PilMode, Layout), ImageError>,
+) -> Result<DecodedImage, ImageError> {
     let (width, height) = decoder.dimensions();
     check_pixels(width, height, limits)?;
     let (mode, layout) = mode_of(&decoder)?;
@@ -251,8 +263,8 @@ fn decode_with_image(
         .ok_or_else(|| ImageError::Corrupt("decoder returned an inconsistent buffer".to_string()))
 }
 
-/// Converts decoded samples to 8-bit `layout`. 16-bit samples keep their high byte (what Pillow
-/// does for 16-bit RGB/RGBA/LA PNGs), float samples are scaled and rounded.
+/// Converts decoded samples to 8-bit `layout`. 16-bit samples (TIFF) keep their high byte, as PNG's
+/// do (see [`Png8Decoder`]), float samples are scaled and rounded.
 fn convert_layout(img: DynamicImage, layout: Layout) -> Vec<u8> {
     // Common cases without a copy.
     match (&img, layout) {
@@ -350,6 +362,99 @@ fn png_mode(info: &PngInfo) -> (PilMode, Layout) {
         (4, 16) => (PilMode::Rgba, Layout::GrayAlpha),
         (4, _) => (PilMode::La, Layout::GrayAlpha),
         _ => (PilMode::Rgba, Layout::Rgba),
+    }
+}
+
+/// A PNG decoder for the `image` crate that gives 8 bits per sample: 16-bit samples keep their
+/// high byte as each row is decoded (the `png` crate's `STRIP_16`), which is how Pillow reads
+/// 16-bit RGB, RGBA and grey+alpha PNGs (raw modes "RGB;16B", "RGBA;16B", "LA;16B"), so the image
+/// is never whole at 16 bits, twice the memory. A 16-bit grey PNG (Pillow's `I;16`) keeps its
+/// high byte too (see the `preprocess` module's docs). Palettes, bit depths below 8 and `tRNS` are
+/// expanded as the `image` crate's own PNG decoder expands them. The interrupt check runs between
+/// rows.
+struct Png8Decoder<'a> {
+    reader: png::Reader<Cursor<&'a [u8]>>,
+    color_type: ColorType,
+}
+
+impl<'a> Png8Decoder<'a> {
+    fn new(bytes: &'a [u8], limits: &DecodeLimits) -> ImageResult<Self> {
+        let budget = usize::try_from(alloc_budget(limits)).unwrap_or(usize::MAX);
+        let mut decoder = png::Decoder::new_with_limits(Cursor::new(bytes), png::Limits { bytes: budget });
+        decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+        let reader = decoder.read_info().map_err(png_error)?;
+        let color_type = match reader.output_color_type() {
+            (png::ColorType::Grayscale, png::BitDepth::Eight) => ColorType::L8,
+            (png::ColorType::GrayscaleAlpha, png::BitDepth::Eight) => ColorType::La8,
+            (png::ColorType::Rgb, png::BitDepth::Eight) => ColorType::Rgb8,
+            (png::ColorType::Rgba, png::BitDepth::Eight) => ColorType::Rgba8,
+            (color, depth) => {
+                return Err(image::ImageError::Unsupported(
+                    image::error::UnsupportedError::from_format_and_kind(
+                        ImageFormat::Png.into(),
+                        image::error::UnsupportedErrorKind::GenericFeature(format!(
+                            "{color:?} at {depth:?} bits"
+                        )),
+                    ),
+                ))
+            }
+        };
+        Ok(Png8Decoder { reader, color_type })
+    }
+}
+
+impl ImageDecoder for Png8Decoder<'_> {
+    fn dimensions(&self) -> (u32, u32) {
+        self.reader.info().size()
+    }
+
+    fn color_type(&self) -> ColorType {
+        self.color_type
+    }
+
+    fn exif_metadata(&mut self) -> ImageResult<Option<Vec<u8>>> {
+        Ok(self.reader.info().exif_metadata.as_ref().map(|x| x.to_vec()))
+    }
+
+    fn read_image(mut self, buf: &mut [u8]) -> ImageResult<()> {
+        let stride = self.color_type.bytes_per_pixel() as usize * self.dimensions().0 as usize;
+        let bits_per_pixel = self.color_type.bits_per_pixel() as u8;
+        let mut line = 0;
+        // Row by row, as `png::Reader::next_frame` reads them, which ends the image data the same way.
+        while let Some(row) = self.reader.next_interlaced_row().map_err(png_error)? {
+            interrupt::check();
+            match row.interlace() {
+                png::InterlaceInfo::Null(_) => {
+                    buf[line * stride..][..stride].copy_from_slice(row.data());
+                    line += 1;
+                }
+                png::InterlaceInfo::Adam7(pass) => {
+                    png::expand_interlaced_row(buf, stride, row.data(), pass, bits_per_pixel)
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn read_image_boxed(self: Box<Self>, buf: &mut [u8]) -> ImageResult<()> {
+        (*self).read_image(buf)
+    }
+}
+
+/// The `image` crate's error for a `png` crate error, as its own PNG decoder maps them.
+fn png_error(e: png::DecodingError) -> image::ImageError {
+    use image::error::{DecodingError, LimitError, LimitErrorKind, ParameterError, ParameterErrorKind};
+    match e {
+        png::DecodingError::IoError(io) => image::ImageError::IoError(io),
+        e @ png::DecodingError::Format(_) => {
+            image::ImageError::Decoding(DecodingError::new(ImageFormat::Png.into(), e))
+        }
+        e @ png::DecodingError::Parameter(_) => image::ImageError::Parameter(
+            ParameterError::from_kind(ParameterErrorKind::Generic(e.to_string())),
+        ),
+        png::DecodingError::LimitsExceeded => image::ImageError::Limits(LimitError::from_kind(
+            LimitErrorKind::InsufficientMemory,
+        )),
     }
 }
 

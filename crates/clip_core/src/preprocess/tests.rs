@@ -521,3 +521,121 @@ fn preprocess_fuzz_fixtures() {
         println!("{name:46} ok {ok:4} err {err:4}");
     }
 }
+
+/// A PNG written here, to make the cases no fixture has: samples of `color_type` (PNG's numbering) at
+/// `bit_depth` bits, big-endian, unfiltered; Adam7-interlaced when `interlaced`; `trns` is a tRNS chunk.
+fn png_of(
+    (width, height): (usize, usize),
+    color_type: u8,
+    bit_depth: u8,
+    interlaced: bool,
+    trns: Option<&[u8]>,
+    samples: &[u8],
+) -> Vec<u8> {
+    use std::io::Write;
+    let channels = match color_type {
+        0 => 1,
+        2 => 3,
+        4 => 2,
+        _ => 4,
+    };
+    let pixel = channels * usize::from(bit_depth) / 8;
+    assert_eq!(samples.len(), width * height * pixel);
+    // Adam7's passes as (x0, y0, dx, dy); one pass of every pixel when not interlaced.
+    let passes: &[(usize, usize, usize, usize)] = if interlaced {
+        &[(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)]
+    } else {
+        &[(0, 0, 1, 1)]
+    };
+    let mut raw = Vec::new();
+    for &(x0, y0, dx, dy) in passes {
+        if x0 >= width {
+            continue; // a pass without columns has no rows either
+        }
+        for y in (y0..height).step_by(dy) {
+            raw.push(0); // filter: none
+            for x in (x0..width).step_by(dx) {
+                raw.extend_from_slice(&samples[(y * width + x) * pixel..][..pixel]);
+            }
+        }
+    }
+    let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+    zlib.write_all(&raw).unwrap();
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&(width as u32).to_be_bytes());
+    ihdr.extend_from_slice(&(height as u32).to_be_bytes());
+    ihdr.extend_from_slice(&[bit_depth, color_type, 0, 0, u8::from(interlaced)]);
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut chunk = |kind: &[u8; 4], data: &[u8]| {
+        png.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let mut crc = flate2::Crc::new();
+        crc.update(kind);
+        crc.update(data);
+        png.extend_from_slice(kind);
+        png.extend_from_slice(data);
+        png.extend_from_slice(&crc.sum().to_be_bytes());
+    };
+    chunk(b"IHDR", &ihdr);
+    if let Some(trns) = trns {
+        chunk(b"tRNS", trns);
+    }
+    chunk(b"IDAT", &zlib.finish().unwrap());
+    chunk(b"IEND", &[]);
+    png
+}
+
+/// 16-bit PNGs of every colour type decode to the high byte of each sample, as Pillow reads RGB, RGBA and
+/// grey+alpha ones (and as the module docs say of grey): interlaced or not, with a tRNS colour key (which leaves
+/// the mode without alpha) or not.
+#[test]
+fn sixteen_bit_pngs_decode_to_the_high_byte_of_each_sample() {
+    let (width, height) = (13, 11);
+    let mut state = 0x2545_f491_u32;
+    let mut next_byte = || {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        (state >> 24) as u8
+    };
+    // (PNG colour type, channels, Pillow's mode, channels kept)
+    let cases = [(0, 1, PilMode::I16, 1), (2, 3, PilMode::Rgb, 3), (4, 2, PilMode::Rgba, 2), (6, 4, PilMode::Rgba, 4)];
+    for (color_type, channels, mode, kept) in cases {
+        let samples: Vec<u8> = (0..width * height * channels * 2).map(|_| next_byte()).collect();
+        let high: Vec<u8> = samples.chunks(2).map(|s| s[0]).collect();
+        // A colour key equal to the first pixel, so that the decoder's tRNS expansion meets it.
+        let key = (color_type == 0 || color_type == 2).then(|| samples[..channels * 2].to_vec());
+        for trns in [None, key.as_deref()] {
+            for interlaced in [false, true] {
+                let png = png_of((width, height), color_type, 16, interlaced, trns, &samples);
+                let img = decode(&png, &DecodeLimits::default()).unwrap();
+                let case = format!("colour type {color_type}, tRNS {}, interlaced {interlaced}", trns.is_some());
+                assert_eq!((img.mode(), img.layout.channels()), (mode, kept), "{case}");
+                assert_eq!(img.data, high, "{case}");
+            }
+        }
+    }
+}
+
+/// Decoding a PNG runs the interrupt check between its rows, and a check that unwinds stops it.
+#[test]
+fn png_decoding_runs_the_interrupt_check_between_rows() {
+    thread_local! {
+        static CHECKS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+    fn count() {
+        CHECKS.set(CHECKS.get() + 1);
+    }
+    fn stop() {
+        panic!("stopped");
+    }
+    let (width, height) = (64, 48);
+    let png = png_of((width, height), 2, 8, false, None, &vec![90; width * height * 3]);
+    crate::interrupt::set_check(count);
+    decode(&png, &DecodeLimits::default()).unwrap();
+    crate::interrupt::set_check(stop);
+    // decode's guard turns a decoder's panic into an error, but lets the check's unwind through.
+    let stopped = std::panic::catch_unwind(|| decode(&png, &DecodeLimits::default()));
+    crate::interrupt::set_check(|| {});
+    assert!(CHECKS.get() >= height, "{} checks for {height} rows", CHECKS.get());
+    assert_eq!(stopped.unwrap_err().downcast_ref::<&str>(), Some(&"stopped"));
+}
