@@ -1,9 +1,10 @@
-//! The heap a large 16-bit RGBA PNG takes to decode, counted by this test binary's allocator: the decoder cuts
-//! each row to 8 bits as it decodes it (Pillow keeps the high byte too), so the image is never whole at 16 bits.
+//! The heap a large 16-bit RGBA PNG takes to decode and to resize, counted by this test binary's allocator: the
+//! decoder cuts each row to 8 bits as it decodes it (Pillow keeps the high byte too), so the image is never whole
+//! at 16 bits, and the resize premultiplies the alpha of one row at a time rather than of a copy of the image.
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use clip_core::preprocess::{decode, DecodeLimits};
+use clip_core::preprocess::{decode, preprocess, DecodeLimits, PreprocessConfig};
 
 /// The system allocator, counting the bytes allocated now and their peak.
 struct Counting;
@@ -66,11 +67,16 @@ fn rgba16_png(width: u32, height: u32) -> Vec<u8> {
 
 // One test in this binary: the counts are of the whole process.
 #[test]
-fn a_16_bit_rgba_png_takes_4_bytes_per_pixel_to_decode() {
+fn a_16_bit_rgba_png_takes_4_bytes_per_pixel_to_decode_and_little_more_to_resize() {
     let (width, height) = (3000, 2000);
     let png = rgba16_png(width, height);
     let eight_bit = width as usize * height as usize * 4;
-    let (_image, decoding) = peak_of(|| decode(&png, &DecodeLimits::default()).unwrap());
+    let (image, decoding) = peak_of(|| decode(&png, &DecodeLimits::default()).unwrap());
     // The 16-bit image alone would be 2 x eight_bit.
     assert!(decoding < eight_bit + eight_bit / 16, "decoding peaked at {decoding} bytes for {eight_bit} of pixels");
+    let (tensor, resizing) = peak_of(|| preprocess(&image, &PreprocessConfig::openai(224)));
+    assert_eq!(tensor.len(), 3 * 224 * 224);
+    // What the window depends on, premultiplied whole, would be two thirds of eight_bit here; what is held is the
+    // horizontal pass's output (224 of the 3000 columns, about a tenth).
+    assert!(resizing < eight_bit / 4, "resizing peaked at {resizing} bytes for {eight_bit} of pixels");
 }

@@ -296,17 +296,32 @@ struct View<'a> {
     y0: usize,
 }
 
-/// Horizontal pass over `rows` (full-image coordinates) for the output columns of `coeffs`.
+/// Horizontal pass over `rows` (full-image coordinates) for the output columns of `coeffs`,
+/// premultiplying each row's alpha as it is read when `premultiply_rows`.
 /// Output: `rows.len()` rows of `coeffs.start.len()` pixels.
-fn horizontal<const C: usize>(src: View<'_>, rows: Range<usize>, coeffs: &Coeffs) -> Vec<u8> {
+fn horizontal<const C: usize>(
+    src: View<'_>,
+    rows: Range<usize>,
+    coeffs: &Coeffs,
+    premultiply_rows: bool,
+) -> Vec<u8> {
     let n = coeffs.start.len();
+    let span = coeffs.source_span();
+    let mut premultiplied = Vec::new();
     let mut out = Vec::with_capacity(rows.len() * n * C);
     for y in rows {
         interrupt::check();
-        let line = &src.data[(y - src.y0) * src.stride..];
+        let mut line = &src.data[(y - src.y0) * src.stride..];
+        let mut x0 = src.x0;
+        if premultiply_rows {
+            premultiplied.clear();
+            premultiplied.extend_from_slice(&line[(span.start - x0) * C..(span.end - x0) * C]);
+            premultiply(&mut premultiplied, C);
+            (line, x0) = (&premultiplied, span.start);
+        }
         for j in 0..n {
             let (start, k) = coeffs.taps(j);
-            let px = &line[(start - src.x0) * C..(start - src.x0 + k.len()) * C];
+            let px = &line[(start - x0) * C..(start - x0 + k.len()) * C];
             let mut ss = [ROUND; C];
             for (p, &kv) in px.chunks_exact(C).zip(k) {
                 for c in 0..C {
@@ -416,9 +431,16 @@ fn resample_window_c<const C: usize>(
         x0: 0,
         y0: 0,
     };
-    // RGBA and LA are resized as RGBa / La: premultiply the region that is read.
+    // Pillow >= 11: "If height is being scaled down more than twice the amount the width is,
+    // run the vertical pass first".
+    let (wi, hi, twi, thi) = (w as i64, h as i64, tw as i64, th as i64);
+    let horizontal_first = !((hi - thi) > 0 && (hi - thi) > (wi - twi) * 2);
+    // RGBA and LA are resized as RGBa / La. A horizontal pass that reads the image premultiplies
+    // one row at a time; a vertical one reads a premultiplied copy of the region it reads.
+    let horizontal_reads_image = hc.is_some() && (vc.is_none() || horizontal_first);
+    let premultiply_rows = alpha && horizontal_reads_image;
     let premultiplied;
-    let src = if alpha {
+    let src = if alpha && !horizontal_reads_image {
         let mut region = copy_window(data, w * C, C, src_cols.clone(), src_rows.clone());
         premultiply(&mut region, C);
         premultiplied = region;
@@ -432,14 +454,9 @@ fn resample_window_c<const C: usize>(
         full
     };
 
-    // Pillow >= 11: "If height is being scaled down more than twice the amount the width is,
-    // run the vertical pass first".
-    let (wi, hi, twi, thi) = (w as i64, h as i64, tw as i64, th as i64);
-    let horizontal_first = !((hi - thi) > 0 && (hi - thi) > (wi - twi) * 2);
-
     let mut out = match (hc.as_ref(), vc.as_ref()) {
         (Some(hc), Some(vc)) if horizontal_first => {
-            let tmp = horizontal::<C>(src, src_rows.clone(), hc);
+            let tmp = horizontal::<C>(src, src_rows.clone(), hc, premultiply_rows);
             let tmp_view = View {
                 data: &tmp,
                 stride: cols.len() * C,
@@ -456,9 +473,9 @@ fn resample_window_c<const C: usize>(
                 x0: src_cols.start,
                 y0: rows.start,
             };
-            horizontal::<C>(tmp_view, rows.clone(), hc)
+            horizontal::<C>(tmp_view, rows.clone(), hc, false)
         }
-        (Some(hc), None) => horizontal::<C>(src, rows.clone(), hc),
+        (Some(hc), None) => horizontal::<C>(src, rows.clone(), hc, premultiply_rows),
         (None, Some(vc)) => vertical::<C>(src, cols.clone(), vc),
         (None, None) => {
             // Not reached (the caller copies unchanged sizes), kept for completeness.
