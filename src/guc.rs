@@ -90,7 +90,8 @@ pub fn register() {
         c"clip.max_image_pixels",
         c"Largest image (width x height) clip_search decodes.",
         c"Checked from the image header before decoding, so an image that declares a larger size allocates \
-          nothing. Decoding needs about 4 bytes per pixel. Superuser only.",
+          nothing. Decoding needs about 4 bytes per pixel, up to 31 for TIFFs of 16-bit or floating-point \
+          samples. Superuser only.",
         &MAX_IMAGE_PIXELS,
         1,
         i32::MAX,

@@ -36,12 +36,16 @@ def png_header_only(width, height):
     return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IEND", b"")
 
 
-def png_bomb(width, height):
-    """A real PNG that declares width x height and inflates to width*height*3 bytes of zeros from a few KB."""
-    raw_row = b"\x00" + b"\x00" * (width * 3)
+PNG_CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}  # by PNG colour type: grey, RGB, grey+alpha, RGBA
+
+
+def png_bomb(width, height, bit_depth=8, color_type=2):
+    """A real PNG that declares width x height and inflates to rows of zeros (RGB at 8 bits by default) from a few
+    KB per 10 MB of pixels."""
+    raw_row = b"\x00" + b"\x00" * (width * PNG_CHANNELS[color_type] * bit_depth // 8)
     compressor = zlib.compressobj(9)
     data = b"".join(compressor.compress(raw_row) for _ in range(height)) + compressor.flush()
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", data) + png_chunk(b"IEND", b"")
 
 
@@ -95,6 +99,8 @@ def main():
     put("jpeg_declares_65000x65000.jpg", jpeg_declaring(65000, 65000), "too_large")
     put("gif_declares_65535x65535.gif", gif_declaring(65535, 65535), "too_large")
     put("png_huge_legal_6000x6000.png", png_bomb(6000, 6000), "ok")
+    # Just under the default clip.max_image_pixels, at 16 bits per sample: 400 MB of RGBA16 pixels.
+    put("png_huge_legal_rgba16_7071x7071.png", png_bomb(7071, 7071, bit_depth=16, color_type=6), "ok")
     put("image.svg", b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect/></svg>', "unsupported")
     put("image.pdf", b"%PDF-1.4\n1 0 obj << >> endobj\ntrailer << >>\n%%EOF\n", "unsupported")
     put("image.heic", struct.pack(">I", 24) + b"ftypheic" + b"\x00\x00\x00\x00mif1heic", "unsupported")

@@ -27,6 +27,7 @@ SELECT label, vector_dims(clip_embed_text(t)) AS dims FROM (VALUES
     ('emoji', '👨‍👩‍👧 🏳️‍🌈 🇯🇵'), ('nested entities', repeat('&amp;', 1000) || 'lt;')) AS v(label, t);
 
 -- The backend survived all of it, and its peak memory stays within what the pixel limit allows: the largest
--- accepted image (6000x6000) needs about 36 M pixels x 4 bytes, the bombs allocated nothing.
+-- accepted image (7071x7071 RGBA, 16 bits per sample, decoded to 8) needs about 50 M pixels x 4 bytes, the bombs
+-- allocated nothing.
 SELECT (regexp_match(pg_read_file('/proc/self/status'), 'VmHWM:\s+(\d+) kB'))[1]::bigint < 1024 * 1024
        AS peak_rss_under_1_gb;

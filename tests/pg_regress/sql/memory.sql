@@ -7,11 +7,13 @@
 \set setup :abs_srcdir '/include/setup.psql'
 \i :setup
 \set huge :hostile 'png_huge_legal_6000x6000.png'
+\set huge_rgba16 :hostile 'png_huge_legal_rgba16_7071x7071.png'
 CREATE TABLE huge_image AS SELECT pg_read_binary_file(:'huge') AS image;
+CREATE TABLE huge_rgba16_image AS SELECT pg_read_binary_file(:'huge_rgba16') AS image;
 -- Not a superuser; pg_read_file only lets it read its own peak memory below.
 CREATE ROLE clip_memory_user LOGIN IN ROLE pg_read_server_files;
 GRANT EXECUTE ON FUNCTION pg_read_file(text) TO clip_memory_user;
-GRANT SELECT ON huge_image TO clip_memory_user;
+GRANT SELECT ON huge_image, huge_rgba16_image TO clip_memory_user;
 \c - clip_memory_user
 SET clip.batch_size = 1024;
 SELECT rolsuper FROM pg_roles WHERE rolname = current_user;
@@ -20,7 +22,14 @@ FROM unnest((SELECT clip_embed_images(array_fill(image, ARRAY[24])) FROM huge_im
 -- VmHWM, the peak resident set of this backend since it started.
 SELECT (regexp_match(pg_read_file('/proc/self/status'), 'VmHWM:\s+(\d+) kB'))[1]::bigint < 1024 * 1024
        AS peak_rss_under_1_gb;
+-- A 7071x7071 RGBA PNG at 16 bits per sample (390 KB of file, 400 MB of 16-bit pixels), in a fresh backend: it
+-- is decoded to 8 bits row by row (200 MB) and resized without a premultiplied copy, so the backend peaks near
+-- 200 MB above its start (60 MB with the tiny model). Whole at 16 bits on its way, it would peak near 600 MB.
+\c - clip_memory_user
+SELECT vector_dims(clip_embed_image(image)) AS dims FROM huge_rgba16_image;
+SELECT (regexp_match(pg_read_file('/proc/self/status'), 'VmHWM:\s+(\d+) kB'))[1]::bigint < 400 * 1024
+       AS peak_rss_under_400_mb;
 \c - postgres
-DROP TABLE huge_image;
+DROP TABLE huge_image, huge_rgba16_image;
 REVOKE EXECUTE ON FUNCTION pg_read_file(text) FROM clip_memory_user;
 DROP ROLE clip_memory_user;
