@@ -17,7 +17,7 @@ use std::panic::{catch_unwind, resume_unwind, UnwindSafe};
 thread_local! {
     static CHECK: Cell<fn()> = const { Cell::new(|| {}) };
     /// Set while the check runs: still set after a check that unwound, so that [`catch_unwind_not_check`] can tell
-    /// its unwind from a panic of the core.
+    /// its unwind from a panic of the core. Stale after an unwind that no such guard caught.
     static IN_CHECK: Cell<bool> = const { Cell::new(false) };
 }
 
@@ -35,6 +35,7 @@ pub fn check() {
 
 /// Runs `f`, catching its panics, except the unwind of a check that stopped it, which goes on to the caller.
 pub(crate) fn catch_unwind_not_check<T>(f: impl FnOnce() -> T + UnwindSafe) -> Result<T, Box<dyn Any + Send>> {
+    IN_CHECK.set(false);
     catch_unwind(f).map_err(|payload| {
         if IN_CHECK.replace(false) {
             resume_unwind(payload)
@@ -56,6 +57,8 @@ mod tests {
         set_check(stop);
         let stopped = catch_unwind(|| catch_unwind_not_check(check));
         assert!(stopped.is_err(), "the check's unwind reached the caller");
+        // A check that unwinds with no guard around it (tokenizing a text) leaves no trace in a later guard.
+        assert!(catch_unwind(check).is_err());
         set_check(|| {});
         let caught = catch_unwind(|| catch_unwind_not_check(|| panic!("a decoder bug")));
         assert!(matches!(caught, Ok(Err(_))), "the guard caught a panic of its own code");
