@@ -118,7 +118,8 @@ impl ClipModel {
 
     /// Embeds texts of one language in one batch: `language` is a code of the manifest's languages (NLLB), or
     /// `None` for the model's default; a model without languages refuses one. The [interrupt
-    /// check](crate::interrupt) runs between the texts and while each is tokenized, not during the inference.
+    /// check](crate::interrupt) runs between the texts and while each is tokenized, and a watched inference is
+    /// stopped for it.
     pub fn embed_texts_in(&mut self, texts: &[&str], language: Option<&str>) -> Result<Vec<Vec<f32>>> {
         if texts.is_empty() {
             return Ok(Vec::new());
@@ -155,8 +156,7 @@ impl ClipModel {
         let dim = self.manifest.embed_dim;
         let session = self.session(Tower::Text)?;
         let input = Tensor::from_array(([ids.len(), width], flat))?;
-        let outputs = session.run(ort::inputs![input])?;
-        rows_normalised(&outputs[0], texts.len(), dim)
+        runtime::run(session, &input, |outputs| rows_normalised(&outputs[0], texts.len(), dim))
     }
 
     /// An empty batch of images for this model's input size, with room for `capacity` images.
@@ -188,9 +188,7 @@ impl ClipModel {
         let dim = self.manifest.embed_dim;
         let session = self.session(Tower::Image)?;
         let input = Tensor::from_array(([rows, 3, size, size], batch.pixels))?;
-        let outputs = session.run(ort::inputs![input])?;
-        let embeddings = rows_normalised(&outputs[0], rows, dim);
-        drop(outputs);
+        let embeddings = runtime::run(session, &input, |outputs| rows_normalised(&outputs[0], rows, dim));
         // A batch's activations are tens of MB (about 75 MB for 16 images): give them back rather than keep them
         // for the backend's lifetime (see runtime::release_free_heap). Not after one image: its few MB are reused
         // by the next call, and faulting them in again each time cost 3-6% of a single image's time.

@@ -11,9 +11,11 @@ use ort::environment::Environment;
 use ort::ep::CPU;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::builder::SessionBuilder;
-use ort::session::Session;
+use ort::session::{RunOptions, Session, SessionOutputs};
+use ort::value::{Value, ValueTypeMarker};
 
 use crate::error::{ClipError, Result};
+use crate::interrupt;
 
 struct Runtime {
     library: PathBuf,
@@ -234,6 +236,44 @@ pub(crate) fn release_free_heap() {
     // SAFETY: malloc_trim only releases memory that malloc holds free; it is safe to call at any time.
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+/// Runs `session` on `input` and reads its outputs with `read`. Where the host set a pending test (see
+/// [`crate::interrupt`]), a watcher terminates the run when a stop may be wanted; the host's check then runs on
+/// this thread, after ONNX Runtime has returned, and unwinds from here to stop the work. A check that returns was
+/// a false alarm: the inference runs again (the session is unchanged by a terminated run), so the caller gets the
+/// same result as from an uninterrupted run. If the pending flag is still up after such a check (the host holds
+/// its interrupts off), the new run is not watched: a watcher would only stop it again at once.
+pub(crate) fn run<V, T>(
+    session: &mut Session,
+    input: &Value<V>,
+    read: impl FnOnce(&SessionOutputs) -> Result<T>,
+) -> Result<T>
+where
+    V: ValueTypeMarker + ?Sized,
+{
+    let mut watch = interrupt::pending().is_some();
+    loop {
+        if !watch {
+            return read(&session.run(ort::inputs![input])?);
+        }
+        let options = RunOptions::new()?;
+        let terminate = || {
+            // Fails only on a null pointer, which options never is.
+            let _ = options.terminate();
+        };
+        let (outputs, stopped) =
+            interrupt::watched(&terminate, || session.run_with_options(ort::inputs![input], &options));
+        match outputs {
+            // Terminated too late to stop it: the run is complete.
+            Ok(outputs) => return read(&outputs),
+            Err(e) if !stopped => return Err(e.into()),
+            Err(_) => {
+                interrupt::check();
+                watch = interrupt::pending() == Some(false);
+            }
+        }
     }
 }
 
