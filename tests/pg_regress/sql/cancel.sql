@@ -1,6 +1,6 @@
 -- Cancellation: statement_timeout and pg_cancel_backend stop a long batch embedding promptly (interrupts are
--- checked between the inputs of an array and inside the tokenizing, PNG decoding and resizing of each; an
--- inference runs to its end), and the session stays usable. Embedding all 3000 images takes far longer than the
+-- checked between the inputs of an array and inside the tokenizing, PNG decoding and resizing of each, and an
+-- inference is terminated between two operations), and the session stays usable. Embedding all 3000 images takes far longer than the
 -- bounds below.
 \getenv abs_srcdir PG_ABS_SRCDIR
 \set setup :abs_srcdir '/include/setup.psql'
