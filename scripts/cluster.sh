@@ -13,10 +13,6 @@ name=${2:-demo}
 shift $(( $# >= 2 ? 2 : $# ))
 cluster_env "$name"
 
-as_owner() {
-  if [[ $(id -u) -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi
-}
-
 case "$cmd" in
   start)
     mkdir -p "$PGDATA" "$PGSOCKET"

@@ -102,6 +102,46 @@ cluster_env() {
   export PGHOST="$PGSOCKET" PGUSER=postgres PGDATABASE=postgres
 }
 
+# Runs a command as the owner of the private clusters: 'postgres' when the scripts run as root (initdb refuses
+# root), the calling user otherwise.
+as_owner() {
+  if [[ $(id -u) -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+# Runs COMMAND every 0.2 s until it succeeds, for at most SECONDS; fails when it never did. The tests' only way to
+# wait: a bounded poll of the condition waited for, never a fixed sleep.
+wait_until() {
+  local seconds=$1 i
+  shift
+  for ((i = 0; i < seconds * 5; i++)); do
+    "$@" && return 0
+    sleep 0.2
+  done
+  return 1
+}
+# Whether SQL returns t in database DB of the cluster that PGHOST and PGPORT name (false on any error).
+sql_is_true() { [[ "$("$PG_BIN/psql" -X -q -At -d "$1" -c "$2" 2>/dev/null)" == t ]]; }
+
+# Starts the private cluster NAME (cluster_env) afresh, with an empty data folder, with the background worker
+# preloaded (shared_preload_libraries = 'clip_search') for the new databases DBS (one, or a comma-separated list,
+# created before the workers start) and the tiny fixture model; each further argument is a line for
+# postgresql.conf. Leaves the cluster's connection variables unset.
+start_preloaded_cluster() {
+  local name=$1 db=$2
+  shift 2
+  (
+    cluster_env "$name"
+    "$ROOT/scripts/cluster.sh" stop "$name"
+    rm -rf "$PGDATA"
+    "$ROOT/scripts/cluster.sh" start "$name"
+    local each
+    for each in ${db//,/ }; do "$PG_BIN/createdb" -h "$PGSOCKET" -p "$PGPORT" -U postgres "$each"; done
+    printf '%s\n' "shared_preload_libraries = 'clip_search'" "clip.worker_databases = '$db'" \
+      "clip.model_dir = '$ROOT/tests/fixtures/tiny-model'" "$@" >>"$PGDATA/postgresql.conf"
+    "$ROOT/scripts/cluster.sh" stop "$name"
+    "$ROOT/scripts/cluster.sh" start "$name"
+  )
+}
+
 # Where an open_clip model exported with random weights (seed 0) lives, for the demo, the benchmark and the
 # parity check.
 random_model_dir() { echo "$DEPS/models/$1-random"; }

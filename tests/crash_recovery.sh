@@ -7,7 +7,6 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 cluster_env test
 psql_test() { scripts/cluster.sh psql test -d clip_crash -v ON_ERROR_STOP=1 "$@"; }
-as_owner() { if [[ $(id -u) -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 
 scripts/cluster.sh psql test -c "DROP DATABASE IF EXISTS clip_crash" -c "CREATE DATABASE clip_crash" >/dev/null
 psql_test <<'SQL'

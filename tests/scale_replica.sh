@@ -9,7 +9,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
-as_owner() { if [[ $(id -u) -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 data_dir() { (cluster_env "$1" && echo "$PGDATA"); }
 primary() { scripts/cluster.sh psql scale-primary -d clip_replica "$@"; }
 standby() { scripts/cluster.sh psql scale-standby -d clip_replica "$@"; }

@@ -14,36 +14,19 @@ source scripts/lib.sh
 cluster_env watch
 db=clip_watch
 q() { "$PG_BIN/psql" -X -q -At -v ON_ERROR_STOP=1 -d "$db" "$@"; }
-as_owner() { if [[ $(id -u) -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 # Polls SQL until it returns t, for at most $2 seconds.
 wait_for() {
   local sql=$1 seconds=${2:-120}
-  for ((i = 0; i < seconds * 5; i++)); do
-    [[ "$(q -c "$sql" 2>/dev/null)" == t ]] && return 0
-    sleep 0.2
-  done
+  wait_until "$seconds" sql_is_true "$db" "$sql" && return 0
   q -c "TABLE clip_watch_status" >&2 || true
   die "watch: still not true after $seconds s: $sql"
 }
 
-scripts/cluster.sh stop watch
-rm -rf "$PGDATA"
-scripts/cluster.sh start watch
-# The second database is where a role plants shadowing objects (below); both exist before their workers start.
-hostile_db=clip_hostile
-"$PG_BIN/createdb" -h "$PGSOCKET" -p "$PGPORT" -U postgres "$db"
-"$PG_BIN/psql" -X -q -h "$PGSOCKET" -p "$PGPORT" -U postgres -d postgres -v ON_ERROR_STOP=1 \
-  -c "CREATE ROLE clip_hostile_owner LOGIN" -c "CREATE DATABASE $hostile_db OWNER clip_hostile_owner"
-cat >>"$PGDATA/postgresql.conf" <<CONF
-shared_preload_libraries = 'clip_search'
-clip.worker_databases = '$db, $hostile_db'
-clip.worker_naptime = 200
-clip.batch_size = 4
-clip.model_dir = '$ROOT/tests/fixtures/tiny-model'
-CONF
-scripts/cluster.sh stop watch
-scripts/cluster.sh start watch
 trap 'scripts/cluster.sh stop watch; scripts/cluster.sh stop watch-standby' EXIT
+# The second database is where a role plants shadowing objects (below).
+hostile_db=clip_hostile
+start_preloaded_cluster watch "$db, $hostile_db" "clip.worker_naptime = 200" "clip.batch_size = 4"
+q -c "CREATE ROLE clip_hostile_owner LOGIN" -c "ALTER DATABASE $hostile_db OWNER TO clip_hostile_owner"
 
 q <<SQL
 SET client_min_messages = warning;
