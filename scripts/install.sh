@@ -15,7 +15,4 @@ tree=$(mktemp -d)
 trap 'rm -rf "$tree"' EXIT
 log "building and installing the extension ($profile, PostgreSQL $PG_MAJOR)"
 build_extension_tree "$profile" "$tree"
-# The runtime, then the library, then the SQL files, then the control file (sorted: lib < share, - < .), so that
-# the control file never announces a version whose files are not there yet.
-install_onnxruntime
-(cd "$tree" && find . -type f | sort) | while read -r file; do install_atomically "$tree/$file" "/${file#./}"; done
+install_extension_tree "$tree"

@@ -14,6 +14,11 @@ PG_MAJOR=${PG_MAJOR:-$(sed -nE 's/^default = \["pg([0-9]+)".*/\1/p' "$ROOT/Cargo
 [[ -n $PGRX_VERSION && -n $PG_MAJOR ]] || die "Cargo.toml names no pgrx version or no default pgNN feature"
 PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/$PG_MAJOR/bin/pg_config}
 PG_BIN=$(dirname "$PG_CONFIG")
+# The installation that builds and packages lay their files out for, and that private copies are made of: the one
+# PG_CONFIG names, unless PG_CONFIG names a private copy (use_private_postgres). PG_ROOT is the folder a private copy
+# lies under (empty for that installation itself).
+SYSTEM_PG_CONFIG=${SYSTEM_PG_CONFIG:-$PG_CONFIG}
+PG_ROOT=${PG_ROOT:-}
 ORT_DIR="$DEPS/onnxruntime"
 ORT_LIB="$ORT_DIR/libonnxruntime.so.$ORT_VERSION"
 # ONNX Runtime's license and its third-party notices, from the same wheel: they go with every copy we ship.
@@ -69,12 +74,24 @@ EOF
   echo "$tree"
 }
 # Builds the extension with cargo pgrx package (PROFILE "release" or "debug") into the empty folder OUT, laid out
-# as the file system: usr/lib/postgresql/NN/lib/clip_search.so, usr/share/postgresql/NN/extension/*.
+# as SYSTEM_PG_CONFIG's installation: usr/lib/postgresql/NN/lib/clip_search.so, usr/share/postgresql/NN/extension/*.
+# (Always for that installation, private copy or not: a build for another pg_config path would rebuild pgrx.)
 build_extension_tree() {
   local profile=$1 out=$2 log="$DEPS/build-$1.log"
   CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2} cargo pgrx package $([[ $profile == debug ]] && echo --debug) \
-    --pg-config "$PG_CONFIG" --out-dir "$out" >"$log" 2>&1 \
+    --pg-config "$SYSTEM_PG_CONFIG" --out-dir "$out" >"$log" 2>&1 \
     || { tail -50 "$log" >&2; die "cargo pgrx package ($profile) failed"; }
+}
+# Installs the tree that build_extension_tree made into the installation PG_CONFIG names (under PG_ROOT), with its
+# ONNX Runtime library: the runtime, then the library, then the SQL files, then the control file (sorted: lib <
+# share, - < .), so that the control file never announces a version whose files are not there yet. Each file is
+# renamed into place (install_atomically).
+install_extension_tree() {
+  local tree=$1 file
+  install_onnxruntime
+  (cd "$tree" && find . -type f | sort) | while read -r file; do
+    install_atomically "$tree/$file" "$PG_ROOT/${file#./}"
+  done
 }
 sha256_ok() { [[ -f "$1" ]] && [[ "$(sha256sum "$1" | cut -d' ' -f1)" == "$2" ]]; }
 
@@ -140,6 +157,75 @@ start_preloaded_cluster() {
     "$ROOT/scripts/cluster.sh" stop "$name"
     "$ROOT/scripts/cluster.sh" start "$name"
   )
+}
+
+# Private PostgreSQL installations, for the tests. A PostgreSQL installation is relocatable: its programs find the
+# share and lib folders relative to their own path (as the build's paths relate to its bindir), so a copy of the
+# system's bin, lib, share and include folders at the same paths under another folder is an installation of its
+# own: pg_config prints the copy's folders, PGXS installs there, and a server started from its bin loads libraries
+# ($libdir, dynamic_library_path) and extension files from its lib and share. What the tests install there, and the
+# servers they start from there, leave the system's installation and the clusters that run from it alone.
+#
+# use_private_postgres NAME: makes PG_CONFIG, PG_BIN and PG_ROOT (exported, with SYSTEM_PG_CONFIG) name the private
+# copy .deps/pgroot/NAME of SYSTEM_PG_CONFIG's installation, with pgvector installed, laid out as the system's
+# (.deps/pgroot/NAME/usr/lib/postgresql/NN/{bin,lib}, .deps/pgroot/NAME/usr/share/postgresql/NN). The copy is made
+# once and made again, after stopping the servers that run from it, when `postgres --version` of the system's
+# installation or the pinned pgvector version changes (the copy's file .stamp records them).
+use_private_postgres() {
+  local root system_bin stamp
+  # The real path: the programs resolve their own path's links before they look for their folders.
+  root=$(realpath -m "$DEPS/pgroot/$1")
+  system_bin=$("$SYSTEM_PG_CONFIG" --bindir)
+  stamp="$("$system_bin/postgres" --version), pgvector $PGVECTOR_VERSION"
+  if [[ "$(cat "$root/.stamp" 2>/dev/null)" != "$stamp" ]]; then
+    log "making the private PostgreSQL installation $root (a copy of $system_bin's, with pgvector)"
+    stop_clusters_running_from "$root"
+    local pgvector_tree new="$root.new" dir option
+    pgvector_tree=$(PG_CONFIG=$SYSTEM_PG_CONFIG pgvector_source_tree)
+    rm -rf "$new" && mkdir -p "$new"
+    for option in --bindir --pkglibdir --sharedir --includedir --includedir-server; do
+      dir=$("$SYSTEM_PG_CONFIG" "$option")
+      [[ -d "$new$dir" ]] || { mkdir -p "$(dirname "$new$dir")" && cp -a "$dir" "$new$dir"; }
+    done
+    # The copy's pg_config must name the copy's folders, or nothing below is private.
+    for option in --bindir --pkglibdir --sharedir --includedir-server; do
+      [[ "$("$new$system_bin/pg_config" "$option")" == "$new$("$SYSTEM_PG_CONFIG" "$option")" ]] \
+        || die "$new$system_bin/pg_config $option does not name the copy: this PostgreSQL is not relocatable"
+    done
+    make -s -C "$pgvector_tree" install PG_CONFIG="$new$system_bin/pg_config" >/dev/null
+    echo "$stamp" >"$new/.stamp"
+    rm -rf "$root" && mv "$new" "$root"
+  fi
+  PG_ROOT=$root
+  PG_CONFIG=$root$system_bin/pg_config
+  PG_BIN=$root$system_bin
+  export PG_ROOT PG_CONFIG PG_BIN SYSTEM_PG_CONFIG
+}
+# dpkg ARGS... on the private installation under PG_ROOT: with a database of its own there (var/lib/dpkg) and no
+# log, so that packages install into that copy as they would into the system's installation, and are listed,
+# verified and removed there, without changing the system's packages. That database has none of the system's
+# packages that ours depend on: --force-depends (`apt-get install -s` checks the dependencies against the system).
+# Quiet unless dpkg fails.
+private_dpkg() {
+  [[ -n $PG_ROOT ]] || die "private_dpkg: PG_CONFIG names no private installation (use_private_postgres)"
+  local admin="$PG_ROOT/var/lib/dpkg" output
+  mkdir -p "$admin/info" "$admin/updates" "$admin/triggers" && touch "$admin/status"
+  output=$(dpkg --root="$PG_ROOT" --log=/dev/null --force-not-root --force-depends "$@" 2>&1) \
+    || { printf '%s\n' "$output" >&2; return 1; }
+}
+# Stops (fast) each PostgreSQL server whose program lies under the folder ROOT, whatever its data folder: say a
+# private installation's clusters left running by an aborted test run, before that installation's files are replaced.
+stop_clusters_running_from() {
+  local root pid args data
+  root=$(realpath -m "$1")
+  # A postmaster keeps the command line it was started with (pg_ctl gives the program's full path); its working
+  # folder is its data folder. Its children's command lines read "postgres: ...".
+  while read -r pid args; do
+    [[ $args == "$root/"*/postgres\ * ]] || continue
+    data=$($SUDO readlink "/proc/$pid/cwd") || continue
+    log "stopping the server of $data, which runs from $root"
+    as_owner "$("$SYSTEM_PG_CONFIG" --bindir)/pg_ctl" -D "$data" -m fast -w stop >/dev/null || true
+  done < <(ps -eo pid=,args=)
 }
 
 # Where an open_clip model exported with random weights (seed 0) lives, for the demo, the benchmark and the

@@ -20,6 +20,8 @@ source scripts/lib.sh
 want_install=0
 [[ "${1:-}" == "--install" ]] && want_install=1
 
+# The packages install into the system's installation, at its paths, even when PG_CONFIG names a private copy.
+PG_CONFIG=$SYSTEM_PG_CONFIG
 [[ "$("$PG_CONFIG" --version)" == "PostgreSQL $PG_MAJOR."* ]] || die "$PG_CONFIG is not PostgreSQL $PG_MAJOR"
 for file in "$ORT_LIB" "${ORT_NOTICES[@]}"; do [[ -f $file ]] || die "no $file: run scripts/setup.sh"; done
 arch=$(dpkg --print-architecture)

@@ -10,6 +10,11 @@
 #   8. scaling out, each on its own clusters: a hot standby (tests/scale_replica.sh) and shards (tests/scale_sharding.sh)
 #   9. int8 models on an emulated AVX2 CPU without VNNI (tests/int8_avx2.sh, qemu-user)
 #  10. the background worker that keeps watched columns embedded, on its own cluster (tests/watch.sh)
+#  11. the system's PostgreSQL installation is byte for byte what it was before the run
+# Everything the suites install goes into private copies of the system's PostgreSQL installation (use_private_postgres
+# in scripts/lib.sh), and every cluster they start runs from one: .deps/pgroot/pgrx-test for cargo pgrx test (which
+# copies its debug build over the installed library, in place), .deps/pgroot/suites for the package and the SQL-level
+# suites. The system's installation, and the clusters that run from it (the gallery's 'demo'), are left alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -20,6 +25,26 @@ scripts/setup.sh
 if [[ $(id -u) -eq 0 ]] && ! runuser -u postgres -- test -r "$ROOT/tests/fixtures/tiny-model/manifest.json"; then
   die "the 'postgres' user cannot read $ROOT/tests/fixtures: clone into a folder that others can read"
 fi
+# Clusters that an aborted run left running from the private installations: stopped before anything is installed.
+use_private_postgres pgrx-test && stop_clusters_running_from "$PG_ROOT"
+use_private_postgres suites && stop_clusters_running_from "$PG_ROOT"
+
+# The system installation's files (bin, lib and share, with their sha256) and the state of its PostgreSQL packages:
+# the last suite requires them unchanged.
+system_installation() {
+  local option
+  for option in --bindir --pkglibdir --sharedir; do
+    find "$("$SYSTEM_PG_CONFIG" "$option")" \( -type f -o -type l \) -print0 | sort -z | xargs -0 sha256sum
+  done
+  dpkg-query -W -f '${Package} ${Version} ${Status}\n' "postgresql-$PG_MAJOR*" 2>/dev/null || true
+}
+system_before=$(system_installation)
+system_unchanged() {
+  diff <(echo "$system_before") <(system_installation) >&2 \
+    || { log "the run changed the system's PostgreSQL installation ($("$SYSTEM_PG_CONFIG" --bindir)/..)"; return 1; }
+  echo "the system's PostgreSQL installation is unchanged: $(wc -l <<<"$system_before") files and packages"
+}
+
 passed=0 failed=0
 suite() {
   local name=$1; shift
@@ -27,22 +52,35 @@ suite() {
   if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); log "suite FAILED: $name"; fi
 }
 
-pgrx_tests() {
+# cargo pgrx test on the private installation 'pgrx-test': pgrx reads the pg_config to build for, install into and
+# start its test cluster from in $PGRX_HOME/config.toml (rewritten only when it changes: the build reruns pgrx's
+# build script when its time changes).
+pgrx_tests() (
+  use_private_postgres pgrx-test
+  export PGRX_HOME="$DEPS/pgrx-home"
+  local config
+  config=$(printf '[configs]\npg%s = "%s"' "$PG_MAJOR" "$PG_CONFIG")
+  mkdir -p "$PGRX_HOME"
+  [[ "$(cat "$PGRX_HOME/config.toml" 2>/dev/null)" == "$config" ]] || echo "$config" >"$PGRX_HOME/config.toml"
   local data="$DEPS/pgrx-test-data"
   mkdir -p "$data"
   local runas=()
   if [[ $(id -u) -eq 0 ]]; then chown postgres:postgres "$data"; runas=(--runas postgres); fi
   install_onnxruntime
   cargo pgrx test "pg$PG_MAJOR" "${runas[@]}" --pgdata "$data"
-}
+)
 
 # The private 'test' cluster with the tiny fixture model, shared by the SQL-level suites.
 test_cluster() {
-  # The Debian package (a release build), installed with apt-get: what users install is what gets tested.
-  scripts/package.sh --install >/dev/null
+  # The Debian packages (a release build), installed with dpkg into the private installation: what users install is
+  # what gets tested.
+  local debs
+  debs=$(scripts/package.sh)
+  private_dpkg --install $debs
   # The earlier releases' install scripts, for the upgrade test.
-  $([[ $(id -u) -ne 0 ]] && echo sudo) install -m 0644 tests/upgrade/clip_search--*.sql "$(pg_sharedir)/extension/"
+  install -m 0644 tests/upgrade/clip_search--*.sql "$(pg_sharedir)/extension/"
   cluster_env test
+  scripts/cluster.sh stop test
   scripts/cluster.sh start test
   scripts/cluster.sh psql test -c "LOAD 'clip_search'" \
     -c "ALTER SYSTEM SET clip.model_dir = '$ROOT/tests/fixtures/tiny-model'" -c "SELECT pg_reload_conf()" >/dev/null
@@ -75,7 +113,7 @@ orm_example() {
 suite "model core (cargo test -p clip_core)" cargo test -p clip_core
 suite "int8 on emulated AVX2 (qemu -cpu Haswell)" tests/int8_avx2.sh
 suite "extension (cargo pgrx test)" pgrx_tests
-suite "Debian package (apt-get install, CREATE EXTENSION, apt-get remove)" tests/package_install.sh
+suite "Debian package (dpkg --install into a private installation, CREATE EXTENSION, dpkg --remove)" tests/package_install.sh
 trap 'scripts/cluster.sh stop test' EXIT
 test_cluster
 suite "SQL regression (pg_regress)" sql_regression
@@ -85,6 +123,7 @@ suite "background worker (clip_watch, shared_preload_libraries)" tests/watch.sh
 suite "scaling out: hot standby (pg_basebackup, streaming replication)" tests/scale_replica.sh
 suite "scaling out: shards (partitioning, postgres_fdw)" tests/scale_sharding.sh
 suite "gallery (API and headless browser)" scripts/test_gallery.sh
+suite "the system's PostgreSQL installation is unchanged" system_unchanged
 
 echo "test suites: $passed passed, $failed failed"
 [[ $failed -eq 0 ]]

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The gallery's tests (gallery/), installing what is missing first. Safe to run twice.
 #   1. cargo test -p clip-gallery: the set-up, the server's privileges, every endpoint, bad requests included,
-#      against the private 'gallery' cluster (port 55434, or $CLIP_GALLERY_PORT) with the tiny fixture model
+#      against the private 'gallery' cluster (port 55434, or $CLIP_GALLERY_PORT) with the tiny fixture model, which
+#      runs from the private PostgreSQL installation 'suites' (use_private_postgres in scripts/lib.sh)
 #   2. the browser test: Debian's Chromium, headless, driven by playwright-core (gallery/browser/test.mjs), on the
 #      page of a server over a fresh database (set up as postgres, served as the role clip_gallery); screenshots in
 #      target/gallery/ (screenshot.png: text search results)
@@ -13,11 +14,13 @@ export CARGO_BUILD_JOBS=2
 SUDO=""
 [[ $(id -u) -ne 0 ]] && SUDO="sudo"
 
-# The extension (normally already there: scripts/test.sh installs it before it calls this script).
-if [[ ! -f "$(pg_sharedir)/extension/clip_search.control" ]]; then
+# The private installation with the extension (normally already there: scripts/test.sh installs the package into
+# it before it calls this script).
+if [[ -z $PG_ROOT ]]; then
   scripts/setup.sh
-  scripts/install.sh --debug
+  use_private_postgres suites
 fi
+[[ -f "$(pg_sharedir)/extension/clip_search.control" ]] || scripts/install.sh --debug
 if ! command -v chromium >/dev/null; then
   log "installing chromium"
   $SUDO apt-get update -qq
@@ -40,6 +43,8 @@ cleanup() {
   scripts/cluster.sh stop gallery
 }
 trap cleanup EXIT
+# Restarted: a cluster left running may run from another installation.
+scripts/cluster.sh stop gallery
 scripts/cluster.sh start gallery
 scripts/cluster.sh psql gallery -c "LOAD 'clip_search'" \
   -c "ALTER SYSTEM SET clip.model_dir = '$ROOT/tests/fixtures/tiny-model'" -c "SELECT pg_reload_conf()" >/dev/null

@@ -1,13 +1,23 @@
 #!/usr/bin/env bash
-# The Debian package, installed as a user installs it: builds the packages (scripts/package.sh), installs them with
-# `apt-get install ./...deb`, checks that the installed files are the package's and complete (the library, the
-# ONNX Runtime library, the control file, the install script and every upgrade script in sql/), then in a fresh
-# cluster creates the extension and embeds a text and an image with the fixture model, compared with open_clip's
-# reference embeddings. Then `apt-get remove` must remove every file the package installed. The package is
-# installed again at the end, for the suites that run after this one. Run by scripts/test.sh.
+# The Debian packages, installed as dpkg installs them, but into a private PostgreSQL installation (use_private_postgres
+# 'suites', the one scripts/test.sh runs the SQL suites on), so that the system's PostgreSQL and the clusters that
+# run from it are left alone. Builds the packages (scripts/package.sh) and proves:
+#   - their dependencies resolve on this system: `apt-get install -s` of both .deb files, a simulation against the
+#     system's packages that installs nothing, must succeed and install clip_search;
+#   - the package installs the expected files, and they are the package's: `dpkg --root` installs both packages
+#     into the private installation's folder, whose layout is the system's (with a dpkg database of its own there:
+#     see private_dpkg in scripts/lib.sh), `dpkg --verify` compares the installed files with the package's md5sums,
+#     and `dpkg -L` must list the library, the ONNX Runtime library, the control file, the install script and every
+#     upgrade script in sql/;
+#   - the installed package works: in a fresh cluster started from that installation, the extension is created at
+#     the package's version, the backend loads the packaged ONNX Runtime, and a text's and an image's embeddings
+#     with the fixture model match open_clip's reference embeddings;
+#   - `dpkg --remove` removes every file the package installed.
+# The package is installed again at the end, for the suites that run after this one. Run by scripts/test.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
+use_private_postgres suites
 
 debs=$(scripts/package.sh)
 vector_deb=$(grep -- '-pgvector_' <<<"$debs")
@@ -18,12 +28,19 @@ echo "$clip_deb:"
 dpkg-deb --field "$clip_deb" Version Depends
 dpkg-deb --contents "$clip_deb" | awk '{ print "  " $3 "\t" $6 }'
 
-apt_get() { $SUDO env DEBIAN_FRONTEND=noninteractive apt-get -y -qq "$@" >/dev/null; }
-apt_get install --reinstall "$vector_deb" "$clip_deb"
+# The dependencies, against the system's packages (a simulation: apt-get installs nothing).
+simulation=$(apt-get install -s --reinstall "$vector_deb" "$clip_deb" 2>&1) \
+  || { echo "$simulation"; echo "FAIL: apt-get cannot install the packages on this system"; exit 1; }
+grep -q "^Inst $package " <<<"$simulation" || { echo "$simulation"; echo "FAIL: apt-get would not install $package"; exit 1; }
+echo "apt-get install -s: the dependencies resolve"
+
+private_dpkg --install "$vector_deb" "$clip_deb"
 
 # The files are the package's (dpkg --verify compares them with the package's md5sums), and they are all there.
-dpkg --verify "$package" || { echo "FAIL: installed files differ from the package"; exit 1; }
-mapfile -t installed < <(dpkg -L "$package" | while read -r path; do [[ -f $path ]] && echo "$path"; done)
+dpkg --root="$PG_ROOT" --verify "$package" || { echo "FAIL: installed files differ from the package"; exit 1; }
+mapfile -t installed < <(dpkg --root="$PG_ROOT" -L "$package" | while read -r path; do
+  [[ -f $PG_ROOT$path ]] && echo "$PG_ROOT$path"
+done)
 expected=("$(pg_pkglibdir)/clip_search.so" "$(pg_pkglibdir)/clip_search/libonnxruntime.so.$ORT_VERSION"
           "$(pg_sharedir)/extension/clip_search.control" "$(pg_sharedir)/extension/clip_search--$version.sql")
 for upgrade in sql/clip_search--*--*.sql; do expected+=("$(pg_sharedir)/extension/$(basename "$upgrade")"); done
@@ -32,9 +49,9 @@ for path in "${installed[@]}"; do is_installed[$path]=1; done
 for path in "${expected[@]}"; do
   [[ -n ${is_installed[$path]:-} ]] || { echo "FAIL: the package does not install $path"; exit 1; }
 done
-echo "installed ${#installed[@]} files, among them the ${#expected[@]} expected"
+echo "installed ${#installed[@]} files into $PG_ROOT, among them the ${#expected[@]} expected"
 
-# A fresh cluster of its own.
+# A fresh cluster of its own, started from that installation.
 cluster_env package
 scripts/cluster.sh stop package
 rm -rf "$PGDATA"
@@ -67,11 +84,11 @@ printf '  %s\n' "${result[@]}"
 [[ ${result[2]} == "t "* && ${result[3]} == "t "* ]] || { echo "FAIL: embeddings differ from open_clip's"; exit 1; }
 scripts/cluster.sh stop package
 
-apt_get remove "$package"
+private_dpkg --remove "$package"
 for path in "${installed[@]}"; do
-  [[ ! -e $path ]] || { echo "FAIL: $path is still there after apt-get remove"; exit 1; }
+  [[ ! -e $path ]] || { echo "FAIL: $path is still there after dpkg --remove"; exit 1; }
 done
 [[ ! -e "$(pg_pkglibdir)/clip_search" ]] || { echo "FAIL: $(pg_pkglibdir)/clip_search is still there"; exit 1; }
-echo "apt-get remove removed all ${#installed[@]} files"
+echo "dpkg --remove removed all ${#installed[@]} files"
 
-apt_get install "$clip_deb"
+private_dpkg --install "$clip_deb"
