@@ -105,6 +105,9 @@ cluster_env() {
     package) PGPORT=${CLIP_PACKAGE_PORT:-55435} ;;
     watch) PGPORT=${CLIP_WATCH_PORT:-55436} ;;  # tests/watch.sh: the background worker (shared_preload_libraries)
     watch-standby) PGPORT=${CLIP_WATCH_STANDBY_PORT:-55437} ;;  # and its hot standby
+    # tests/concurrent_install.sh: the worker's cluster and the gallery's, while the extension is reinstalled.
+    concurrent) PGPORT=${CLIP_CONCURRENT_PORT:-55438} ;;
+    concurrent-gallery) PGPORT=${CLIP_CONCURRENT_GALLERY_PORT:-55439} ;;
     # The scaling tests' and benchmark's clusters (tests/scale_replica.sh, tests/scale_sharding.sh, bench/scale.sh).
     scale-primary) PGPORT=55540 ;;
     scale-standby) PGPORT=55541 ;;

@@ -10,7 +10,8 @@
 #   8. scaling out, each on its own clusters: a hot standby (tests/scale_replica.sh) and shards (tests/scale_sharding.sh)
 #   9. int8 models on an emulated AVX2 CPU without VNNI (tests/int8_avx2.sh, qemu-user)
 #  10. the background worker that keeps watched columns embedded, on its own cluster (tests/watch.sh)
-#  11. the system's PostgreSQL installation is byte for byte what it was before the run
+#  11. reinstalling under running servers, the worker's and the gallery's (tests/concurrent_install.sh)
+#  12. the system's PostgreSQL installation is byte for byte what it was before the run
 # Everything the suites install goes into private copies of the system's PostgreSQL installation (use_private_postgres
 # in scripts/lib.sh), and every cluster they start runs from one: .deps/pgroot/pgrx-test for cargo pgrx test (which
 # copies its debug build over the installed library, in place), .deps/pgroot/suites for the package and the SQL-level
@@ -123,6 +124,7 @@ suite "background worker (clip_watch, shared_preload_libraries)" tests/watch.sh
 suite "scaling out: hot standby (pg_basebackup, streaming replication)" tests/scale_replica.sh
 suite "scaling out: shards (partitioning, postgres_fdw)" tests/scale_sharding.sh
 suite "gallery (API and headless browser)" scripts/test_gallery.sh
+suite "reinstalling under the worker and the gallery (tests/concurrent_install.sh)" tests/concurrent_install.sh
 suite "the system's PostgreSQL installation is unchanged" system_unchanged
 
 echo "test suites: $passed passed, $failed failed"
