@@ -63,7 +63,7 @@ pub fn clip_embed_texts(inputs: Array<'_, &str>) -> Vec<Option<Vector>> {
 }
 
 /// Embeds texts in batches of clip.batch_size (so within the superuser's ceiling). The model core checks for
-/// interrupts between the texts and inside the tokenizing of a long one; an inference runs to its end.
+/// interrupts between the texts and inside the tokenizing of a long one, and has a running inference terminated.
 pub fn embed_texts_in_batches(function: &'static str, texts: &[&str]) -> Vec<Vec<f32>> {
     let mut embedded = Vec::with_capacity(texts.len());
     for chunk in texts.chunks(guc::batch_size()) {
