@@ -22,6 +22,7 @@ fn clip_info() -> JsonB {
         Ok::<_, ClipError>(json!({
             "model": man.name,
             "weights": man.weights,
+            "source": man.source,
             "model_dir": s.model_dir,
             "embed_dim": man.embed_dim,
             "context_length": man.text.context_length,

@@ -477,6 +477,14 @@ def reference_image(path):
 
 
 def write_reference(args, model, preprocess, tokenizer, out):
+    reference = compute_reference(args, model, preprocess, tokenizer)
+    (out / "reference.json").write_text(json.dumps(reference) + "\n")
+    print(f"  wrote {out}/reference.json ({len(reference['texts'])} texts, {len(reference['images'])} images)")
+
+
+def compute_reference(args, model, preprocess, tokenizer):
+    """open_clip's token ids and embeddings of --reference-texts and --reference-images (reference.json's content);
+    tools/immich_models.py computes its references with it too."""
     texts = []
     if args.reference_texts:
         texts = json.loads(Path(args.reference_texts).read_text())
@@ -520,8 +528,7 @@ def write_reference(args, model, preprocess, tokenizer, out):
         "classify": {"labels": texts[:5], "probabilities": scores},
         "languages": languages,
     }
-    (out / "reference.json").write_text(json.dumps(reference) + "\n")
-    print(f"  wrote {out}/reference.json ({len(texts)} texts, {len(images)} images)")
+    return reference
 
 
 def main():

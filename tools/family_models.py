@@ -175,42 +175,54 @@ def nllb_model(root):
 STAND_INS = {"unigram": unigram, "byte_fallback_bpe": byte_fallback_bpe}
 
 
+def family_model(family, scratch):
+    """The tiny model of a FAMILIES entry, made in folder `scratch`: its open_clip name (a tools/model_configs config
+    or a local-dir: model) and the folder of its stand-in Hugging Face tokenizer (None where open_clip finds the
+    tokenizer itself: OpenAI's BPE, or a local-dir: model's own)."""
+    how = FAMILIES[family]
+    if isinstance(how, str):
+        return globals()[how](scratch), None
+    model, stand_in = how
+    if not stand_in:
+        return model, None
+    STAND_INS[stand_in](scratch)
+    return model, scratch
+
+
 def make_fixtures(families):
     texts = FIXTURES / "family_texts.json"
     for family in families or FAMILIES:
-        how = FAMILIES[family]
         out = FIXTURES / "families" / family
         with tempfile.TemporaryDirectory() as scratch:
-            extra = []
-            if isinstance(how, str):
-                model = globals()[how](scratch)
-            else:
-                model, stand_in = how
-                if stand_in:
-                    STAND_INS[stand_in](scratch)
-                    extra = ["--tokenizer-dir", scratch]
+            model, tokenizer_dir = family_model(family, scratch)
+            extra = ["--tokenizer-dir", tokenizer_dir] if tokenizer_dir else []
             cmd = [sys.executable, str(ROOT / "tools/export_model.py"), "--model", model, "--random-seed", "0",
                    "--out", str(out), "--reference-texts", str(texts), "--reference-images", str(FIXTURES / "images")]
             subprocess.run(cmd + extra, check=True)
 
 
-def export_full_size(model, out, export_args):
-    """A random-weights export of a published architecture without the hub: stand-in tokenizers where the model's
-    config names a Hugging Face one, and Hugging Face text towers built from their known configs."""
+def full_size_model(model, scratch):
+    """A published architecture without the hub, made in folder `scratch`: its open_clip name (the model itself, or
+    a local-dir: model whose Hugging Face text tower is built from its known config) and the folder of its stand-in
+    tokenizer where the model's config names a Hugging Face one (None otherwise), as family_model returns them."""
     import open_clip
+    if model in HF_TOWER_OF:
+        tag = open_clip.list_pretrained_tags_by_model(model)[0]
+        pre = {k: v for k, v in open_clip.get_pretrained_cfg(model, tag).items()
+               if k in ("mean", "std", "interpolation", "resize_mode")}
+        tower, size = HF_TOWER_OF[model]
+        return hf_tower_model(scratch, model, tower, size, open_clip.get_model_config(model), pre), None
+    if not open_clip.get_model_config(model)["text_cfg"].get("hf_tokenizer_name"):
+        return model, None
+    STAND_INS["byte_fallback_bpe" if "SigLIP2" in model else "unigram"](scratch)
+    return model, scratch
+
+
+def export_full_size(model, out, export_args):
+    """A random-weights export of a published architecture without the hub (full_size_model)."""
     with tempfile.TemporaryDirectory() as scratch:
-        extra = []
-        if model in HF_TOWER_OF:
-            tag = open_clip.list_pretrained_tags_by_model(model)[0]
-            pre = {k: v for k, v in open_clip.get_pretrained_cfg(model, tag).items()
-                   if k in ("mean", "std", "interpolation", "resize_mode")}
-            tower, size = HF_TOWER_OF[model]
-            name = hf_tower_model(scratch, model, tower, size, open_clip.get_model_config(model), pre)
-        else:
-            name = model
-            if open_clip.get_model_config(model)["text_cfg"].get("hf_tokenizer_name"):
-                STAND_INS["byte_fallback_bpe" if "SigLIP2" in model else "unigram"](scratch)
-                extra = ["--tokenizer-dir", scratch]
+        name, tokenizer_dir = full_size_model(model, scratch)
+        extra = ["--tokenizer-dir", tokenizer_dir] if tokenizer_dir else []
         cmd = [sys.executable, str(ROOT / "tools/export_model.py"), "--model", name, "--random-seed", "0",
                "--out", str(out)]
         subprocess.run(cmd + extra + export_args, check=True)

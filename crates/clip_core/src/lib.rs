@@ -2,7 +2,9 @@
 //! Plain Rust with no PostgreSQL in it, so all of it is tested with `cargo test -p clip_core`.
 
 pub mod error;
+pub mod graph;
 pub mod hf_tokenizer;
+pub mod immich;
 pub mod interrupt;
 pub mod manifest;
 pub mod memory;

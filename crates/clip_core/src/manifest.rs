@@ -23,6 +23,9 @@ pub struct Manifest {
     pub name: String,
     /// Where the weights came from ("pretrained laion2b_s34b_b79k", "random weights, seed 0", ...).
     pub weights: String,
+    /// Where the model's files were taken from, for a model installed by the fetcher (a hub repository and its
+    /// revision, or a directory).
+    pub source: Option<String>,
     pub embed_dim: usize,
     pub text: TextSpec,
     pub image: ImageSpec,
@@ -116,10 +119,16 @@ impl TowerFiles {
     /// What the tower's weights are made from: the graph's sha256, and its data file's name and sha256 where it has
     /// one (the graph finds the file by its name: a manifest giving it another must not reuse a prepared tower).
     pub fn source_sha256(&self) -> String {
-        match &self.data {
-            Some(data) => format!("{}+{}:{}", self.graph.sha256, data.path, data.sha256),
-            None => self.graph.sha256.clone(),
+        match (&self.data, self.data_name()) {
+            (Some(data), Some(name)) => format!("{}+{}:{}", self.graph.sha256, name, data.sha256),
+            _ => self.graph.sha256.clone(),
         }
+    }
+
+    /// The name the graph gives its external data file: its path relative to the graph's directory (the manifest
+    /// keeps the two in one directory).
+    pub fn data_name(&self) -> Option<&str> {
+        self.data.as_ref().map(|d| d.path.rsplit('/').next().expect("rsplit yields at least one piece"))
     }
 }
 
@@ -134,6 +143,8 @@ pub struct FileEntry {
 struct ManifestV2 {
     name: String,
     weights: String,
+    #[serde(default)]
+    source: Option<String>,
     embed_dim: usize,
     text: TextSpec,
     image: ImageSpec,
@@ -178,6 +189,7 @@ impl Manifest {
                     format_version: 1,
                     name: v1.name,
                     weights: v1.weights,
+                    source: None,
                     embed_dim: v1.embed_dim,
                     text: TextSpec {
                         context_length: v1.context_length,
@@ -202,6 +214,7 @@ impl Manifest {
                     format_version: FORMAT_VERSION,
                     name: v2.name,
                     weights: v2.weights,
+                    source: v2.source,
                     embed_dim: v2.embed_dim,
                     text: v2.text,
                     image: v2.image,
@@ -242,12 +255,25 @@ impl Manifest {
         let towers = [&f.text, &f.image];
         let entries = towers.iter().flat_map(|t| [Some(&t.graph), t.data.as_ref()]).flatten().chain([&f.tokenizer]);
         for entry in entries {
-            if entry.path.contains('/') || entry.path.starts_with('.') {
-                return Err(invalid(format!("file name {:?} must be a plain name inside the directory", entry.path)));
+            if !is_inside_path(&entry.path) {
+                return Err(invalid(format!("file {:?} must be a relative path inside the directory", entry.path)));
+            }
+        }
+        for tower in towers {
+            if let Some(data) = &tower.data {
+                if Path::new(&data.path).parent() != Path::new(&tower.graph.path).parent() {
+                    return Err(invalid(format!("{} must be beside its graph {}", data.path, tower.graph.path)));
+                }
             }
         }
         Ok(m)
     }
+}
+
+/// A path made of plain names (`model.onnx`, `visual/model.onnx`): nothing absolute, no `..`, and no name
+/// starting with a dot, so a manifest cannot name a file outside its directory or a hidden one.
+fn is_inside_path(path: &str) -> bool {
+    !path.is_empty() && path.split('/').all(|name| !name.is_empty() && !name.starts_with('.'))
 }
 
 /// Reads one model file and checks it against the manifest's checksum, so that what is hashed is what is loaded.

@@ -3,10 +3,11 @@
 use std::path::{Path, PathBuf};
 
 use ort::session::Session;
-use ort::value::Tensor;
+use ort::value::{Outlet, Tensor, TensorElementType, ValueType};
 
 use crate::error::{check_language, ClipError, Result};
 use crate::hf_tokenizer::HfTokenizer;
+use crate::graph::{self, GraphInput, TowerKind};
 use crate::interrupt;
 use crate::manifest::{read_verified, read_verified_shared, Manifest, TokenizerKind, TowerFiles};
 use crate::preprocess::{decode, preprocess_into, DecodeLimits, DecodedImage, ImageError, PreprocessConfig};
@@ -37,8 +38,8 @@ pub struct ClipModel {
     settings: ModelSettings,
     manifest: Manifest,
     tokenizer: Option<TextTokenizer>,
-    text: Option<Session>,
-    image: Option<Session>,
+    text: Option<Tower>,
+    image: Option<Tower>,
 }
 
 impl ClipModel {
@@ -85,7 +86,7 @@ impl ClipModel {
     /// On a first text call, when neither the tokenizer nor the text tower is loaded, loads both at once: the
     /// tokenizer is read on a second thread while this one loads ONNX Runtime and creates the session, so the call
     /// takes the longer of the two rather than their sum (BENCHMARKS.md, "Where the first call goes"). Otherwise
-    /// [`Self::tokenizer`] and [`Self::session`] load what is missing when it is needed.
+    /// [`Self::tokenizer`] and [`Self::tower`] load what is missing when it is needed.
     fn load_text_together(&mut self) -> Result<()> {
         if self.tokenizer.is_none() && self.text.is_none() {
             let (settings, manifest) = (&self.settings, &self.manifest);
@@ -94,7 +95,7 @@ impl ClipModel {
                 // Started with every signal blocked, so that PostgreSQL's handlers only run on the backend's own
                 // thread. Where no thread can be started, the tokenizer is read afterwards, on this one.
                 let reader = runtime::with_signals_blocked(|| std::thread::Builder::new().spawn_scoped(scope, read));
-                let session = open_session(settings, &manifest.files.text, Tower::Text);
+                let session = Tower::open(settings, manifest, TowerKind::Text);
                 let tokenizer = match reader {
                     Ok(reader) => reader
                         .join()
@@ -104,7 +105,7 @@ impl ClipModel {
                 (tokenizer, session)
             });
             // Whatever loaded is kept; the tokenizer's error first, as when the two are loaded one after the other.
-            let session = session.map(|session| self.text = Some(session));
+            let session = session.map(|tower| self.text = Some(tower));
             self.tokenizer = Some(tokenizer?);
             session?;
         }
@@ -141,22 +142,36 @@ impl ClipModel {
         if ids.iter().any(|row| row.is_empty() || row.len() > spec.context_length) {
             return Err(ClipError::Inference("the tokenizer gave no tokens, or more than the context, for a text".into()));
         }
+        let (pad_id, context, pad_to_context) = (spec.pad_id, spec.context_length, spec.pad_to_context);
+        let dim = self.manifest.embed_dim;
+        let tower = self.tower(TowerKind::Text)?;
         // Towers without a causal mask see every position: pad to the full context with the model's pad id, as
         // open_clip does. Under a causal mask, pooled at the end token, padding after it changes nothing: pad to
-        // the longest text of the batch only.
-        let width = if spec.pad_to_context {
-            spec.context_length
-        } else {
-            ids.iter().map(Vec::len).max().expect("texts is not empty")
+        // the longest text of the batch only, unless the graph's shape fixes the width (it then equals the
+        // context: see `Tower::open`).
+        let width = match tower.input.width {
+            Some(width) => width,
+            None if pad_to_context => context,
+            None => ids.iter().map(Vec::len).max().expect("texts is not empty"),
         };
-        let mut flat = vec![spec.pad_id; ids.len() * width];
-        for (row, seq) in flat.chunks_mut(width).zip(&ids) {
-            row[..seq.len()].copy_from_slice(seq);
+        let mut embeddings = Vec::with_capacity(ids.len());
+        for rows in ids.chunks(tower.input.batch.unwrap_or(ids.len())) {
+            interrupt::check();
+            let mut flat = vec![pad_id; rows.len() * width];
+            for (row, seq) in flat.chunks_mut(width).zip(rows) {
+                row[..seq.len()].copy_from_slice(seq);
+            }
+            let shape = [rows.len(), width];
+            let read = |outputs: &ort::session::SessionOutputs| rows_normalised(&outputs[0], rows.len(), dim);
+            embeddings.extend(if tower.input.int32_ids {
+                // Ids are below the vocabulary size, which the manifest bounds far below 2^31.
+                let input = Tensor::from_array((shape, flat.iter().map(|&id| id as i32).collect::<Vec<i32>>()))?;
+                runtime::run(&mut tower.session, &input, read)?
+            } else {
+                runtime::run(&mut tower.session, &Tensor::from_array((shape, flat))?, read)?
+            });
         }
-        let dim = self.manifest.embed_dim;
-        let session = self.session(Tower::Text)?;
-        let input = Tensor::from_array(([ids.len(), width], flat))?;
-        runtime::run(session, &input, |outputs| rows_normalised(&outputs[0], texts.len(), dim))
+        Ok(embeddings)
     }
 
     /// An empty batch of images for this model's input size, with room for `capacity` images.
@@ -175,7 +190,8 @@ impl ClipModel {
         self.embed_image_batch(batch)
     }
 
-    /// Embeds the images of a batch in one inference. Each row is L2-normalised.
+    /// Embeds the images of a batch in one inference, or one per image where the graph takes one at a time. Each
+    /// row is L2-normalised.
     pub fn embed_image_batch(&mut self, batch: ImageBatch) -> Result<Vec<Vec<f32>>> {
         if batch.is_empty() {
             return Ok(Vec::new());
@@ -183,12 +199,24 @@ impl ClipModel {
         if batch.cfg != self.preprocess_config() {
             return Err(ClipError::Inference("the image batch was made for another model".into()));
         }
-        let size = batch.cfg.image_size as usize;
-        let rows = batch.len;
+        let (size, tensor_len, rows) = (batch.cfg.image_size as usize, batch.cfg.tensor_len(), batch.len);
         let dim = self.manifest.embed_dim;
-        let session = self.session(Tower::Image)?;
-        let input = Tensor::from_array(([rows, 3, size, size], batch.pixels))?;
-        let embeddings = runtime::run(session, &input, |outputs| rows_normalised(&outputs[0], rows, dim));
+        let tower = self.tower(TowerKind::Image)?;
+        let mut run = |pixels: Vec<f32>| {
+            let n = pixels.len() / tensor_len;
+            let input = Tensor::from_array(([n, 3, size, size], pixels))?;
+            runtime::run(&mut tower.session, &input, |outputs| rows_normalised(&outputs[0], n, dim))
+        };
+        let embeddings = match tower.input.batch {
+            Some(per_run) if per_run < rows => {
+                batch.pixels.chunks(per_run * tensor_len).try_fold(Vec::with_capacity(rows), |mut all, pixels| {
+                    interrupt::check();
+                    all.extend(run(pixels.to_vec())?);
+                    Ok(all)
+                })
+            }
+            _ => run(batch.pixels),
+        };
         // A batch's activations are tens of MB (about 75 MB for 16 images): give them back rather than keep them
         // for the backend's lifetime (see runtime::release_free_heap). Not after one image: its few MB are reused
         // by the next call, and faulting them in again each time cost 3-6% of a single image's time.
@@ -198,13 +226,13 @@ impl ClipModel {
         embeddings
     }
 
-    fn session(&mut self, tower: Tower) -> Result<&mut Session> {
-        let (slot, files) = match tower {
-            Tower::Text => (&mut self.text, &self.manifest.files.text),
-            Tower::Image => (&mut self.image, &self.manifest.files.image),
+    fn tower(&mut self, kind: TowerKind) -> Result<&mut Tower> {
+        let slot = match kind {
+            TowerKind::Text => &mut self.text,
+            TowerKind::Image => &mut self.image,
         };
         if slot.is_none() {
-            *slot = Some(open_session(&self.settings, files, tower)?);
+            *slot = Some(Tower::open(&self.settings, &self.manifest, kind)?);
         }
         Ok(slot.as_mut().expect("set above"))
     }
@@ -234,7 +262,7 @@ fn read_tokenizer(dir: &Path, manifest: &Manifest) -> Result<TextTokenizer> {
 
 /// Creates a tower's session as the settings say: from the model's files into this process's heap, or from the
 /// tower prepared in the weights cache (prepared first when it is not there yet).
-fn open_session(s: &ModelSettings, files: &TowerFiles, tower: Tower) -> Result<Session> {
+fn open_session(s: &ModelSettings, files: &TowerFiles, tower: TowerKind) -> Result<Session> {
     let dir = &s.model_dir;
     let named = |e: ClipError| match e {
         ClipError::Inference(reason) => invalid(dir, format!("{}: {reason}", files.graph.path)),
@@ -242,9 +270,9 @@ fn open_session(s: &ModelSettings, files: &TowerFiles, tower: Tower) -> Result<S
     };
     let read = || -> Result<GraphBytes> {
         let graph = read_verified(dir, &files.graph)?;
-        let data = match &files.data {
-            Some(entry) => Some((entry.path.clone(), read_verified_shared(dir, entry)?)),
-            None => None,
+        let data = match (&files.data, files.data_name()) {
+            (Some(entry), Some(name)) => Some((name.to_owned(), read_verified_shared(dir, entry)?)),
+            _ => None,
         };
         Ok(GraphBytes { graph, data })
     };
@@ -321,19 +349,41 @@ impl ImageBatch {
     }
 }
 
-#[derive(Clone, Copy)]
-enum Tower {
-    Text,
-    Image,
+/// A tower's session and the shape of its input.
+struct Tower {
+    session: Session,
+    input: GraphInput,
 }
 
 impl Tower {
-    fn name(self) -> &'static str {
-        match self {
-            Tower::Text => "text",
-            Tower::Image => "image",
-        }
+    fn open(settings: &ModelSettings, manifest: &Manifest, kind: TowerKind) -> Result<Tower> {
+        let files = match kind {
+            TowerKind::Text => &manifest.files.text,
+            TowerKind::Image => &manifest.files.image,
+        };
+        let session = open_session(settings, files, kind)?;
+        let inputs: Vec<graph::Tensor> = session.inputs().iter().map(graph_tensor).collect();
+        let input = graph::check_input(&inputs, manifest, kind)
+            .map_err(|reason| invalid(&settings.model_dir, format!("{}: {reason}", files.graph.path)))?;
+        Ok(Tower { session, input })
     }
+}
+
+/// A session's input as [`graph::check_input`] reads it. ONNX Runtime gives a free dimension as -1.
+fn graph_tensor(input: &Outlet) -> graph::Tensor {
+    let (elem_type, dims) = match input.dtype() {
+        ValueType::Tensor { ty, shape, .. } => {
+            let code = match ty {
+                TensorElementType::Float32 => graph::FLOAT,
+                TensorElementType::Int32 => graph::INT32,
+                TensorElementType::Int64 => graph::INT64,
+                _ => 0,
+            };
+            (code, shape.iter().map(|&d| usize::try_from(d).ok().filter(|&d| d > 0)).collect())
+        }
+        _ => (0, Vec::new()),
+    };
+    graph::Tensor { name: input.name().to_owned(), elem_type, dims }
 }
 
 fn invalid(dir: &Path, reason: String) -> ClipError {

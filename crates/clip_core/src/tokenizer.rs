@@ -99,6 +99,9 @@ use crate::manifest::TextClean;
 pub const DEFAULT_CONTEXT_LENGTH: usize = 77;
 /// open_clip's start-of-text token.
 pub const SOT_TOKEN: &str = "<start_of_text>";
+/// Hugging Face's names of the start and end tokens, in its CLIP tokenizer.json (Immich's exports carry it).
+const HF_SOT_TOKEN: &str = "<|startoftext|>";
+const HF_EOT_TOKEN: &str = "<|endoftext|>";
 /// open_clip's end-of-text token.
 pub const EOT_TOKEN: &str = "<end_of_text>";
 /// The BPE end-of-word suffix of the CLIP vocabulary.
@@ -177,8 +180,8 @@ impl ClipTokenizer {
     /// `["a b", ...]` or `[["a", "b"], ...]`, optional `model.end_of_word_suffix` (default `</w>`) and
     /// `added_tokens`). The start and end tokens are `<start_of_text>` / `<end_of_text>` (open_clip's
     /// names; Hugging Face's `<|startoftext|>` / `<|endoftext|>` are accepted instead), looked up in
-    /// the vocabulary or the added tokens; further added tokens marked `special` are matched in the
-    /// text like open_clip's `additional_special_tokens`.
+    /// the vocabulary or the added tokens, and matched in the text by open_clip's names only; further
+    /// added tokens marked `special` are matched like open_clip's `additional_special_tokens`.
     pub fn from_json_bytes(bytes: &[u8], context_length: usize) -> Result<Self, TokenizerError> {
         if context_length == 0 {
             return Err(TokenizerError::InvalidContextLength(context_length));
@@ -247,18 +250,21 @@ impl ClipTokenizer {
                     .map(|(id, _, _)| *id)
             })
         };
-        // open_clip's names; a Hugging Face CLIP tokenizer.json names them <|startoftext|> / <|endoftext|>.
-        let (sot_name, sot_id) = [SOT_TOKEN, "<|startoftext|>"]
+        // A Hugging Face CLIP tokenizer.json names the start and end tokens <|startoftext|> / <|endoftext|>.
+        // open_clip matches its own names in a text whatever the file says, and never Hugging Face's.
+        let hf_names = [HF_SOT_TOKEN, HF_EOT_TOKEN];
+        let sot_id = [SOT_TOKEN, HF_SOT_TOKEN]
             .iter()
-            .find_map(|n| lookup(n).map(|id| (n.to_string(), id)))
+            .find_map(|n| lookup(n))
             .ok_or_else(|| TokenizerError::MissingSpecialToken(SOT_TOKEN.into()))?;
-        let (eot_name, eot_id) = [EOT_TOKEN, "<|endoftext|>"]
+        let eot_id = [EOT_TOKEN, HF_EOT_TOKEN]
             .iter()
-            .find_map(|n| lookup(n).map(|id| (n.to_string(), id)))
+            .find_map(|n| lookup(n))
             .ok_or_else(|| TokenizerError::MissingSpecialToken(EOT_TOKEN.into()))?;
-        let mut special_names = vec![(sot_name, sot_id), (eot_name, eot_id)];
+        let mut special_names = vec![(SOT_TOKEN.to_string(), sot_id), (EOT_TOKEN.to_string(), eot_id)];
         for (id, content, special) in &added {
-            if *special && !content.is_empty() && !special_names.iter().any(|(n, _)| n == content) {
+            let new = !special_names.iter().any(|(n, _)| n == content) && !hf_names.contains(&content.as_str());
+            if *special && !content.is_empty() && new {
                 special_names.push((
                     content.clone(),
                     vocab.get(content.as_str()).copied().unwrap_or(*id),

@@ -160,7 +160,12 @@ fn a_missing_or_broken_model_directory_is_a_clear_error() {
     let manifest = std::fs::read_to_string(repo().join("tests/fixtures/tiny-model/manifest.json")).unwrap();
     std::fs::write(dir.join("manifest.json"), manifest.replace("\"text.onnx\"", "\"../text.onnx\"")).unwrap();
     let err = ClipModel::open(settings(dir.clone())).err().unwrap();
-    assert!(err.to_string().contains("plain name"), "{err}");
+    assert!(err.to_string().contains("relative path inside the directory"), "{err}");
+    for outside in ["/etc/passwd", "textual/../../x", ".hidden/text.onnx", "a//b"] {
+        std::fs::write(dir.join("manifest.json"), manifest.replace("\"text.onnx\"", &format!("{outside:?}"))).unwrap();
+        let err = ClipModel::open(settings(dir.clone())).err().unwrap();
+        assert!(err.to_string().contains("relative path inside the directory"), "{outside}: {err}");
+    }
 
     std::fs::write(dir.join("manifest.json"), &manifest).unwrap();
     std::fs::remove_file(dir.join("image.onnx")).unwrap();
