@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # Runs every test suite of clip_search, installing what is missing first (scripts/setup.sh). Safe to run twice.
-#   1. the model core, pure Rust:             cargo test -p clip_core
+#   1. the model core and the model fetcher, pure Rust: cargo test -p clip_core -p clip_fetch
 #   2. the extension inside PostgreSQL:       cargo pgrx test (#[pg_test]s, a throwaway cluster)
 #   3. SQL regression tests with expected output (tests/pg_regress), on the private 'test' cluster
 #   4. the SQLAlchemy example's tests (examples/sqlalchemy), against the same cluster
 #   5. crash recovery: an immediate shutdown during inserts (tests/crash_recovery.sh)
 #   6. the gallery: its HTTP API and a headless-Chromium test of its page (scripts/test_gallery.sh)
-#   7. the Debian package (tests/package_install.sh), run before 3: suites 3 to 6 then run on the installed package
-#   8. scaling out, each on its own clusters: a hot standby (tests/scale_replica.sh) and shards (tests/scale_sharding.sh)
-#   9. int8 models on an emulated AVX2 CPU without VNNI (tests/int8_avx2.sh, qemu-user)
-#  10. the background worker that keeps watched columns embedded, on its own cluster (tests/watch.sh)
-#  11. reinstalling under running servers, the worker's and the gallery's (tests/concurrent_install.sh)
-#  12. the system's PostgreSQL installation is byte for byte what it was before the run
+#   7. clip-fetch against a hub emulator, and its models' embeddings in SQL against open_clip's (tests/fetch.sh)
+#   8. the Debian package (tests/package_install.sh), run before 3: suites 3 to 7 then run on the installed package
+#   9. scaling out, each on its own clusters: a hot standby (tests/scale_replica.sh) and shards (tests/scale_sharding.sh)
+#  10. int8 models on an emulated AVX2 CPU without VNNI (tests/int8_avx2.sh, qemu-user)
+#  11. the background worker that keeps watched columns embedded, on its own cluster (tests/watch.sh)
+#  12. reinstalling under running servers, the worker's and the gallery's (tests/concurrent_install.sh)
+#  13. the system's PostgreSQL installation is byte for byte what it was before the run
 # Everything the suites install goes into private copies of the system's PostgreSQL installation (use_private_postgres
 # in scripts/lib.sh), and every cluster they start runs from one: .deps/pgroot/pgrx-test for cargo pgrx test (which
 # copies its debug build over the installed library, in place), .deps/pgroot/suites for the package and the SQL-level
@@ -111,7 +112,7 @@ orm_example() {
   (cd examples/sqlalchemy && "$venv/bin/python" -m pytest -q -p no:cacheprovider)
 }
 
-suite "model core (cargo test -p clip_core)" cargo test -p clip_core
+suite "model core and fetcher (cargo test -p clip_core -p clip_fetch)" cargo test -p clip_core -p clip_fetch
 suite "int8 on emulated AVX2 (qemu -cpu Haswell)" tests/int8_avx2.sh
 suite "extension (cargo pgrx test)" pgrx_tests
 suite "Debian package (dpkg --install into a private installation, CREATE EXTENSION, dpkg --remove)" tests/package_install.sh
@@ -120,6 +121,7 @@ test_cluster
 suite "SQL regression (pg_regress)" sql_regression
 suite "SQLAlchemy example (pytest)" orm_example
 suite "crash recovery (immediate shutdown during inserts)" tests/crash_recovery.sh
+suite "clip-fetch against a hub emulator, and its models in SQL (tests/fetch.sh)" tests/fetch.sh
 suite "background worker (clip_watch, shared_preload_libraries)" tests/watch.sh
 suite "scaling out: hot standby (pg_basebackup, streaming replication)" tests/scale_replica.sh
 suite "scaling out: shards (partitioning, postgres_fdw)" tests/scale_sharding.sh
