@@ -116,6 +116,8 @@ cluster_env() {
     scale-shard2) PGPORT=55544 ;;
     scale-shard3) PGPORT=55545 ;;
     scale-bench) PGPORT=55546 ;;
+    # tests/fetch.sh: models installed by clip-fetch from the hub emulator.
+    fetch) PGPORT=${CLIP_FETCH_PORT:-55547} ;;
     *) die "unknown cluster $name" ;;
   esac
   export PGDATA="$DEPS/cluster-$name" PGPORT PGSOCKET="/tmp/clip_search-$PGPORT"
