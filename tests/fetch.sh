@@ -8,7 +8,8 @@
 #     and leaves no model directory;
 #   - per family, on the private cluster 'fetch': the token ids of clip_tokenize and the embeddings of
 #     clip_embed_text (in each language the reference has) and clip_embed_image equal open_clip's under the same
-#     weights (cosine >= 0.9999 for texts, >= 0.999 for images), and clip_embed_texts runs a graph of a batch of one.
+#     weights (cosine >= 0.9999 for texts, >= 0.999 for images), clip_embed_texts runs a graph of a batch of one,
+#     and clip_info() says where the model came from.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -139,6 +140,9 @@ for family in "${families[@]}"; do
   awk -v r="$result" 'BEGIN { split(r, f, /[ ,]+/); for (i in f) if (f[i] == "texts") t = f[i + 1]; else if (f[i] == "images") m = f[i + 1];
                               exit !(t >= 0.9999 && m >= 0.999) }' || fail "$family: an embedding differs from open_clip's: $result"
 done
+
+source=$(q -c "SET clip.model_dir = '$installed/clip'" -c "SELECT clip_info()->>'source'")
+[[ $source == "$HF_ENDPOINT/test/clip at revision "* ]] || fail "clip_info() gives the source $source"
 
 ((failures == 0)) || die "fetch: $failures failures"
 log "fetch: all passed"
