@@ -5,7 +5,7 @@ use clip_core::ClipError;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::{PgLogLevel, PgSqlErrorCode};
 
-const MODEL_HINT: &str = "Export a model with tools/export_model.py (see the README), then as a superuser: \
+const MODEL_HINT: &str = "Install a model with clip-fetch (see the README), then as a superuser: \
      ALTER SYSTEM SET clip.model_dir = '/path/to/model'; SELECT pg_reload_conf();";
 
 /// Raises `err` as an ERROR of `function`. Never returns.
@@ -26,7 +26,7 @@ fn report(function: &'static str, message: String, detail: Option<String>, err: 
         ClipError::ModelMissing { .. } => (ERRCODE_UNDEFINED_FILE, Some(MODEL_HINT)),
         ClipError::ModelInvalid { .. } => (
             ERRCODE_DATA_CORRUPTED,
-            Some("Export the model again with tools/export_model.py, or point clip.model_dir at an intact copy."),
+            Some("Install or export the model again, or point clip.model_dir at an intact copy."),
         ),
         ClipError::WeightsCache { .. } => (
             ERRCODE_IO_ERROR,

@@ -27,8 +27,8 @@ const DEFAULT_ORT_RELATIVE: &str = concat!("clip_search/libonnxruntime.so.", env
 pub fn register() {
     GucRegistry::define_string_guc(
         c"clip.model_dir",
-        c"Directory of the CLIP model (manifest.json, text.onnx, image.onnx, tokenizer.json).",
-        c"Written by tools/export_model.py. Superuser only.",
+        c"Directory of the CLIP model (its manifest.json names the model's files).",
+        c"Installed by clip-fetch or written by tools/export_model.py. Superuser only.",
         &MODEL_DIR,
         GucContext::Suset,
         GucFlags::default(),
