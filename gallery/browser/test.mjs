@@ -1,11 +1,13 @@
 // The gallery page in headless Chromium (Debian's package): add images with the upload form, search by text,
 // search by an uploaded image, add and rank texts, read the stats; check that result thumbnails render
-// (naturalWidth > 0), that nothing is fetched from outside the server, and that the page raises no script error.
+// (naturalWidth > 0), that the notice of random weights (the fixture model's) is shown beside the results of both
+// searches, that the page fits a phone's width, that nothing is fetched from outside the server, and that the page
+// raises no script error.
 //
 //   node test.mjs BASE_URL FIXTURE_IMAGES_DIR OUTPUT_DIR
 //
-// Screenshots go to OUTPUT_DIR: screenshot.png (text search results), similar.png, add.png, texts.png, and
-// failure.png when a step fails. $CHROMIUM overrides the browser (default /usr/bin/chromium).
+// Screenshots go to OUTPUT_DIR: screenshot.png (text search results), similar.png, add.png, texts.png, phone.png,
+// and failure.png when a step fails. $CHROMIUM overrides the browser (default /usr/bin/chromium).
 import { chromium } from "playwright-core";
 import { mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -85,6 +87,15 @@ async function renderedWidths(grid) {
   return page.$$eval(`#${grid} .card img`, (imgs) => imgs.map((img) => img.naturalWidth));
 }
 
+// The notice of random weights in a results pane: shown, and saying what /api/stats says.
+async function checkNotice(id) {
+  const notice = (await apiStats()).notice;
+  check(/random weights/.test(notice || ""), "/api/stats has no notice of random weights: " + notice);
+  check(await page.isVisible(`#${id}`), `#${id} is not shown`);
+  const text = await page.textContent(`#${id}`);
+  check(text === notice, `#${id} says ${JSON.stringify(text)}`);
+}
+
 async function apiStats() {
   return page.evaluate(async () => (await fetch("/api/stats")).json());
 }
@@ -155,6 +166,7 @@ try {
     check(scores.every((s, i) => i === 0 || scores[i - 1] >= s), "scores not descending: " + scores);
     const widths = await renderedWidths("search-results");
     check(widths.every((w) => w > 0), "a result image did not render: " + widths);
+    await checkNotice("search-notice");
     await page.screenshot({ path: join(out, "screenshot.png"), fullPage: true });
   });
 
@@ -171,6 +183,7 @@ try {
     check(widths.length === 5 && widths.every((w) => w > 0), "a result image did not render: " + widths);
     const preview = await page.$eval("#similar-preview", (img) => img.naturalWidth);
     check(preview > 0, "the query image preview did not render");
+    await checkNotice("similar-notice");
     await page.screenshot({ path: join(out, "similar.png"), fullPage: true });
   });
 
@@ -202,6 +215,22 @@ try {
     await page.waitForFunction(() => /images\s*5/.test(document.querySelector("#stats-table").textContent));
     const text = await page.textContent("#stats-table");
     check(/texts\s*3/.test(text) && /embedding dimension/.test(text), "stats table: " + text);
+  });
+
+  await step("at a phone's width: nothing wider than the screen, the notice beside the results", async () => {
+    await page.setViewportSize({ width: 390, height: 844 });
+    await tab("search");
+    await page.fill("#q", "a photo of a cat");
+    await page.press("#q", "Enter");
+    await page.waitForFunction(() => /images for/.test(document.querySelector("#search-status").textContent));
+    await checkNotice("search-notice");
+    const widths = await page.evaluate(() => ({
+      page: document.documentElement.scrollWidth,
+      screen: window.innerWidth,
+      notice: document.querySelector("#search-notice").getBoundingClientRect().right,
+    }));
+    check(widths.page <= widths.screen && widths.notice <= widths.screen, "wider than the screen: " + JSON.stringify(widths));
+    await page.screenshot({ path: join(out, "phone.png"), fullPage: true });
   });
 
   await step("no outside requests, no script errors", async () => {

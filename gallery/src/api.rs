@@ -2,7 +2,7 @@
 //! extension; this module only moves bytes and JSON.
 //!
 //!   GET    /                          the page
-//!   GET    /api/stats                 model, dimension, counts, sizes
+//!   GET    /api/stats                 model (its weights, source, and a notice for random weights), counts, sizes
 //!   POST   /api/images                multipart, one or more files: store and embed them (all or none)
 //!   GET    /api/images                the stored images, newest first (?limit=&offset=)
 //!   GET    /api/images/{id}           the image's bytes, with their content type
@@ -265,6 +265,8 @@ async fn stats(State(state): State<AppState>) -> ApiResult<Json<Value>> {
     Ok(Json(json!({
         "model": info["model"],
         "weights": info["weights"],
+        "source": info["source"],
+        "notice": info["weights"].as_str().and_then(db::weights_notice),
         "embed_dim": info["embed_dim"],
         "context_length": info["context_length"],
         "image_size": info["image_size"],

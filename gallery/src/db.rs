@@ -27,6 +27,8 @@ use crate::sniff;
 pub struct ModelInfo {
     pub model: String,
     pub weights: String,
+    /// Where an installed model came from (a hub address and revision); None for a model exported locally.
+    pub source: Option<String>,
     pub embed_dim: i32,
     /// Name, weights and the checksums of both towers (and of their data files, for models that have them) and of
     /// the tokenizer: the stored vectors are valid while this stays the same.
@@ -47,12 +49,31 @@ async fn extension_schema(client: &impl GenericClient, extension: &str) -> Resul
     row.map(|r| r.get(0)).ok_or_else(|| format!("the extension {extension} is not installed in this database"))
 }
 
+impl ModelInfo {
+    /// The model in one line, for the set-up's and the server's output, with the notice when there is one.
+    pub fn describe(&self) -> String {
+        let source = self.source.as_deref().map(|s| format!(", from {s}")).unwrap_or_default();
+        let notice = weights_notice(&self.weights).map(|n| format!(". {n}")).unwrap_or_default();
+        format!("model {} ({}), {} dimensions{source}{notice}", self.model, self.weights, self.embed_dim)
+    }
+}
+
+/// What a user must know about weights described as `weights` (clip_info()'s "weights"): with random weights,
+/// which the exporter writes as "random weights, seed N", the searches run but their rankings mean nothing.
+pub fn weights_notice(weights: &str) -> Option<&'static str> {
+    weights.starts_with("random weights").then_some(
+        "These are random weights: the rankings show the machinery working, not CLIP's quality. For real \
+         weights, run scripts/gallery.sh where the Hugging Face hub is reachable, or install a model with \
+         clip-fetch and set clip.model_dir to its directory.",
+    )
+}
+
 async fn model_info(client: &impl GenericClient) -> Result<ModelInfo, String> {
     let clip = extension_schema(client, "clip_search").await?;
     let row = client
         .query_one(
             &format!(
-                "SELECT i->>'model', i->>'weights', (i->>'embed_dim')::int,
+                "SELECT i->>'model', i->>'weights', i->>'source', (i->>'embed_dim')::int,
                         concat_ws(' ', i->>'model', i->>'weights', i->'files'->'text'->>'sha256',
                                   i->'files'->'text'->'data'->>'sha256', i->'files'->'image'->>'sha256',
                                   i->'files'->'image'->'data'->>'sha256', i->'files'->'tokenizer'->>'sha256')
@@ -62,7 +83,13 @@ async fn model_info(client: &impl GenericClient) -> Result<ModelInfo, String> {
         )
         .await
         .map_err(|e| format!("the model is not usable: {}", describe(&e)))?;
-    let info = ModelInfo { model: row.get(0), weights: row.get(1), embed_dim: row.get(2), identity: row.get(3) };
+    let info = ModelInfo {
+        model: row.get(0),
+        weights: row.get(1),
+        source: row.get(2),
+        embed_dim: row.get(3),
+        identity: row.get(4),
+    };
     if !(1..=16000).contains(&info.embed_dim) {
         return Err(format!("clip_info() reports an embedding dimension of {}", info.embed_dim));
     }

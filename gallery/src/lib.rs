@@ -48,7 +48,7 @@ pub async fn set_up(config: SetupConfig) -> Result<(), String> {
         pg.connect(tokio_postgres::NoTls).await.map_err(|e| format!("cannot connect to the database: {e}"))?;
     let connection = tokio::spawn(connection);
     let model = db::set_up(&mut client, &config.role).await?;
-    eprintln!("clip-gallery: model {} ({}), {} dimensions", model.model, model.weights, model.embed_dim);
+    eprintln!("clip-gallery: {}", model.describe());
     if let Some(dir) = &config.import_dir {
         match db::import_dir(&mut client, dir).await? {
             0 => {}
@@ -83,7 +83,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         .map_err(|e| format!("database pool: {e}"))?;
 
     let model = db::check_schema(&pool).await?;
-    eprintln!("clip-gallery: model {} ({}), {} dimensions", model.model, model.weights, model.embed_dim);
+    eprintln!("clip-gallery: {}", model.describe());
     warm_up(&pool, config.pool_size.max(1)).await?;
 
     let listener =

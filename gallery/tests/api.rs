@@ -253,6 +253,8 @@ async fn page_and_stats_of_an_empty_gallery() {
         "id=\"add-files\"",
         "id=\"add-progress\"",
         "id=\"stats-table\"",
+        "id=\"search-notice\"",
+        "id=\"similar-notice\"",
     ] {
         assert!(page.contains(id), "the page has no {id}");
     }
@@ -269,6 +271,11 @@ async fn page_and_stats_of_an_empty_gallery() {
     assert_eq!(stats["texts"], 0);
     assert_eq!(stats["image_bytes"], 0);
     assert_eq!(stats["max_upload_bytes"], 1 << 20);
+    // The fixture model was exported here, with random weights: no source, and the notice that says so.
+    assert_eq!(stats["weights"], "random weights, seed 0");
+    assert_eq!(stats["source"], Value::Null);
+    let notice = stats["notice"].as_str().unwrap_or_else(|| panic!("no notice for random weights: {stats}"));
+    assert!(notice.contains("random weights") && notice.contains("clip-fetch"), "notice: {notice}");
     // The tables were made with the model's dimension.
     let types: Vec<String> = server
         .db()
