@@ -286,12 +286,12 @@ def interleaved_speed(args, settings):
     return out
 
 
-def run_families(args):
-    """Each model family's base model (random weights, the real architecture) beside the benchmark's ViT-B-32, in
-    one warm backend per model with the same settings: one image per call over the photos and short-text latency,
-    medians over the rounds."""
+def time_models(args, model_dirs):
+    """Models of other architectures or layouts, in one warm backend per model with the same settings: one image per
+    call over the photos and short-text latency, medians over the rounds; and the bytes of the model directory's
+    files (for a model that clip-fetch installed: what it downloads, and the manifest it writes)."""
     out = []
-    for model_dir in [args.model_dir] + args.family_dirs:
+    for model_dir in model_dirs:
         manifest = json.loads((Path(model_dir) / "manifest.json").read_text())
         image_ms, text_ms = [], []
         with Backend(sql_settings(args, model_dir)) as b:
@@ -302,20 +302,39 @@ def run_families(args):
             info = b.json("SELECT clip_info()")
         out.append({"model": manifest["name"], "dim": manifest["embed_dim"], "context": info["context_length"],
                     "image_size": manifest["image"]["size"], "images_per_s": 1000 / statistics.median(image_ms),
-                    "short_text_ms": statistics.median(text_ms)})
+                    "short_text_ms": statistics.median(text_ms),
+                    "bytes": sum(f.stat().st_size for f in Path(model_dir).rglob("*") if f.is_file())})
     return out
+
+
+def models_table(title, rows, labels):
+    lines = ["", title, f"{'model':<44}{'dim':>6}{'context':>9}{'image px':>10}{'images/s':>10}{'short text ms':>15}"
+                        f"{'files MB':>10}"]
+    for label, f in zip(labels, rows):
+        lines.append(f"{label:<44}{f['dim']:>6}{f['context']:>9}{f['image_size']:>10}{f['images_per_s']:>10.1f}"
+                     f"{f['short_text_ms']:>15.1f}{f['bytes'] / 1e6:>10.1f}")
+    return lines
 
 
 def families_table(res):
     if "families" not in res:
         return []
-    lines = ["", "Model families (random weights, real architectures; clip_search SQL, one warm backend each, "
-                 "one image per call, short texts; medians):",
-             f"{'model':<28}{'dim':>6}{'context':>9}{'image px':>10}{'images/s':>10}{'short text ms':>15}"]
-    for f in res["families"]:
-        lines.append(f"{f['model']:<28}{f['dim']:>6}{f['context']:>9}{f['image_size']:>10}"
-                     f"{f['images_per_s']:>10.1f}{f['short_text_ms']:>15.1f}")
-    return lines
+    return models_table("Model families (random weights, real architectures; clip_search SQL, one warm backend each, "
+                        "one image per call, short texts; medians; files in 10^6 bytes):",
+                        res["families"], [f["model"] for f in res["families"]])
+
+
+def immich_table(res):
+    """Immich's exports (--immich-dirs: each installed model, then the reference export of its architecture)."""
+    if "immich" not in res:
+        return []
+    rows = res["immich"]
+    labels = [f["model"] if i % 2 == 0 else f"  export_model.py: {f['model']}" for i, f in enumerate(rows)]
+    return models_table("Immich's exports (random weights, real architectures, in Immich's layout, installed by "
+                        "clip-fetch --from), each followed by\nthe same architecture exported by tools/export_model.py "
+                        "(clip_search SQL, one warm backend each, one image per call, short texts;\nmedians; files in "
+                        "10^6 bytes). Immich's text graphs take the full context: a short text costs a full-context "
+                        "one.", rows, labels)
 
 
 def concurrent_pss(args, settings, counts):
@@ -614,6 +633,7 @@ def table(res, args):
             lines.append(f"{s['ef_search']:>10}{s['recall_at_10']:>12.3f}{pct(s['ms'], .5):>10.2f}{pct(s['ms'], .95):>10.2f}")
     lines += weights_table(res, args)
     lines += families_table(res)
+    lines += immich_table(res)
     return "\n".join(lines)
 
 
@@ -704,6 +724,9 @@ def main():
                    help="numbers of concurrent backends whose PSS the weights part sums")
     p.add_argument("--family-dirs", nargs="*", default=[],
                    help="model directories of other families to time beside --model-dir (the families part)")
+    p.add_argument("--immich-dirs", nargs="*", default=[],
+                   help="pairs: a model installed by clip-fetch from Immich's layout, then the same architecture "
+                   "exported by tools/export_model.py (the immich part)")
     p.add_argument("--skip", nargs="*", default=[], choices=("peers", "int8", "hnsw", "weights"))
     p.add_argument("--report", help="append the run, as Markdown, to this file")
     p.add_argument("--json", help="write every measurement to this file")
@@ -762,7 +785,10 @@ def main():
                  sql_blocked or int8_missing)
 
     if args.family_dirs:
-        step("families", "model families", lambda: run_families(args), sql_blocked)
+        step("families", "model families", lambda: time_models(args, [args.model_dir] + args.family_dirs),
+             sql_blocked)
+    if args.immich_dirs:
+        step("immich", "Immich's exports", lambda: time_models(args, args.immich_dirs), sql_blocked)
 
     # Cosines: open_clip is the reference; int8 is also compared with the fp32 model through SQL.
     par = {}

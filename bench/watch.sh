@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 text_rows=${1:-1000} image_rows=${2:-160}
-CLIP_MODEL_DIR="" prepare_demo >/dev/null   # release build, the ViT-B-32 export and the photos
+CLIP_MODEL_DIR="" prepare_demo demo random >/dev/null   # release build, the ViT-B-32 export and the photos
 model_dir=$DEMO_MODEL_DIR photos=$DEMO_PHOTOS
 cluster_env watch
 db=clip_watch_bench

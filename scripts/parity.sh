@@ -23,7 +23,7 @@ for f in astronaut.png chelsea.png coffee.png rocket.jpg hubble_deep_field.jpg m
 done
 model=${1:-ViT-B-32}
 # Not the demo's and the benchmark's folder (random_model_dir): the demo cluster may have that model loaded.
-model_dir="$DEPS/models/$model-parity"
+model_dir="$MODELS_DIR/$model-parity"
 log "exporting $model (random weights, seed 0) with open_clip reference embeddings"
 "$VENV/bin/python" tools/family_models.py export "$model" "$model_dir" \
   --reference-texts tests/fixtures/family_texts.json --reference-images "$photos" 2>&1 | grep -v -i warn >&2

@@ -43,24 +43,23 @@ fi
 if ! sha256_ok "$ORT_LIB" "$ORT_SHA256" || ! ls "${ORT_NOTICES[@]}" >/dev/null 2>&1; then
   log "fetching ONNX Runtime $ORT_VERSION"
   tmp=$(mktemp -d)
-  python3 -m pip download -q --no-deps --only-binary=:all: --platform manylinux_2_28_x86_64 \
-    --python-version 3.11 -d "$tmp" "onnxruntime==$ORT_VERSION"
+  wheel=$(download_wheel "onnxruntime==$ORT_VERSION" "$tmp") || die "cannot download ONNX Runtime's wheel"
   mkdir -p "$ORT_DIR"
-  unzip -p "$tmp"/onnxruntime-*.whl "onnxruntime/capi/libonnxruntime.so.$ORT_VERSION" >"$ORT_LIB"
-  for notice in "${ORT_NOTICES[@]}"; do unzip -p "$tmp"/onnxruntime-*.whl "onnxruntime/$(basename "$notice")" >"$notice"; done
+  unzip -p "$wheel" "onnxruntime/capi/libonnxruntime.so.$ORT_VERSION" >"$ORT_LIB"
+  for notice in "${ORT_NOTICES[@]}"; do unzip -p "$wheel" "onnxruntime/$(basename "$notice")" >"$notice"; done
   rm -rf "$tmp"
   sha256_ok "$ORT_LIB" "$ORT_SHA256" || die "ONNX Runtime library checksum mismatch"
 fi
 
-# --- Python environment for the exporter, the reference (open_clip) and the demo photos -----------------------
+# --- Python environment for the exporter and the reference (open_clip) ------------------------------------------
 if ((want_python)); then
   # Python's onnxruntime is the version of the library the extension loads, so that the two give the same outputs.
   if ! "$VENV/bin/python" -c "import open_clip, onnx, onnxscript, onnxruntime, skimage, transformers, tokenizers
-assert onnxruntime.__version__ == '$ORT_VERSION'" 2>/dev/null; then
+assert onnxruntime.__version__ == '$ORT_VERSION' and skimage.__version__ == '$SKIMAGE_VERSION'" 2>/dev/null; then
     log "creating $VENV with torch and open_clip (downloads about 3 GB)"
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install -q --upgrade pip
-    "$VENV/bin/pip" install -q -r tools/requirements.txt "onnxruntime==$ORT_VERSION"
+    "$VENV/bin/pip" install -q -r tools/requirements.txt "onnxruntime==$ORT_VERSION" "scikit-image==$SKIMAGE_VERSION"
   fi
 fi
 log "setup done"

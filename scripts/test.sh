@@ -7,12 +7,14 @@
 #   5. crash recovery: an immediate shutdown during inserts (tests/crash_recovery.sh)
 #   6. the gallery: its HTTP API and a headless-Chromium test of its page (scripts/test_gallery.sh)
 #   7. clip-fetch against a hub emulator, and its models' embeddings in SQL against open_clip's (tests/fetch.sh)
-#   8. the Debian package (tests/package_install.sh), run before 3: suites 3 to 7 then run on the installed package
-#   9. scaling out, each on its own clusters: a hot standby (tests/scale_replica.sh) and shards (tests/scale_sharding.sh)
-#  10. int8 models on an emulated AVX2 CPU without VNNI (tests/int8_avx2.sh, qemu-user)
-#  11. the background worker that keeps watched columns embedded, on its own cluster (tests/watch.sh)
-#  12. reinstalling under running servers, the worker's and the gallery's (tests/concurrent_install.sh)
-#  13. the system's PostgreSQL installation is byte for byte what it was before the run
+#   8. the main job, scripts/gallery.sh: the recommended model from a hub emulator, and the loud fallback to random
+#      weights without a hub (tests/gallery_main.sh)
+#   9. the Debian package (tests/package_install.sh), run before 3: suites 3 to 8 then run on the installed package
+#  10. scaling out, each on its own clusters: a hot standby (tests/scale_replica.sh) and shards (tests/scale_sharding.sh)
+#  11. int8 models on an emulated AVX2 CPU without VNNI (tests/int8_avx2.sh, qemu-user)
+#  12. the background worker that keeps watched columns embedded, on its own cluster (tests/watch.sh)
+#  13. reinstalling under running servers, the worker's and the gallery's (tests/concurrent_install.sh)
+#  14. the system's PostgreSQL installation is byte for byte what it was before the run
 # Everything the suites install goes into private copies of the system's PostgreSQL installation (use_private_postgres
 # in scripts/lib.sh), and every cluster they start runs from one: .deps/pgroot/pgrx-test for cargo pgrx test (which
 # copies its debug build over the installed library, in place), .deps/pgroot/suites for the package and the SQL-level
@@ -126,6 +128,8 @@ suite "background worker (clip_watch, shared_preload_libraries)" tests/watch.sh
 suite "scaling out: hot standby (pg_basebackup, streaming replication)" tests/scale_replica.sh
 suite "scaling out: shards (partitioning, postgres_fdw)" tests/scale_sharding.sh
 suite "gallery (API and headless browser)" scripts/test_gallery.sh
+suite "the main job (scripts/gallery.sh: the recommended model from a hub emulator, the fallback without one)" \
+  tests/gallery_main.sh
 suite "reinstalling under the worker and the gallery (tests/concurrent_install.sh)" tests/concurrent_install.sh
 suite "the system's PostgreSQL installation is unchanged" system_unchanged
 
