@@ -2,6 +2,10 @@
 # clip-fetch (crates/clip_fetch) against a local emulator of the Hugging Face hub (tests/hub/emulator.py) serving the
 # tiny models of tests/fixtures/immich in Immich's layout, then the installed models inside PostgreSQL:
 #   - each family installs, from the hub and with --from, and nothing but the model's directory is left;
+#   - the hub's own client, huggingface_hub (tests/hub/requirements.txt), downloads a repository from the emulator,
+#     and clip-fetch --from installs the folder it wrote: the air-gapped path, and the emulator's protocol checked;
+#   - the CLIP fixture with its towers' weights in external data files, as Immich's exporter saves them, installs
+#     and gives the embeddings the fixture gives;
 #   - a connection cut in the middle of a file is resumed with a Range request, within a run and by a second run
 #     after the first was killed; a file whose size or content is wrong, a missing file, an unknown model, a hub that
 #     does not answer, a graph the extension does not know, a full or read-only disk: each fails with its own message
@@ -30,6 +34,20 @@ cp -r "$fixtures/clip/model" "$work/incomplete" && rm "$work/incomplete/textual/
 cp -r "$fixtures/clip/model" "$work/wrong-graph" && cp "$work/wrong-graph/textual/model.onnx" "$work/wrong-graph/visual/"
 repos=(--repo test/incomplete="$work/incomplete" --repo test/wrong-graph="$work/wrong-graph")
 for family in "${families[@]}"; do repos+=(--repo "test/$family=$fixtures/$family/model"); done
+
+# The Python tools: the hub's own client, and onnx.
+hub_venv=$(python_env venv-hub tests/hub/requirements.txt huggingface_hub onnx) || die "fetch: no Python environment"
+# The CLIP fixture as Immich's exporter writes it last: each tower saved again by onnx.save(save_as_external_data=True,
+# all_tensors_to_one_file=True), its weights in one file named <uuid>.data beside model.onnx.
+"$hub_venv/bin/python" - "$fixtures/clip/model" "$work/external" <<'EOF'
+import shutil, sys, onnx
+source, folder = sys.argv[1:]
+shutil.copytree(source, folder)
+for tower in ("visual", "textual"):
+    path = f"{folder}/{tower}/model.onnx"
+    onnx.save(onnx.load(path), path, save_as_external_data=True, all_tensors_to_one_file=True)
+EOF
+repos+=(--repo test/clip-external="$work/external")
 
 emulator_pid=""
 mounted=()
@@ -75,6 +93,23 @@ for family in "${families[@]}"; do
 done
 leftovers=$(find "$models/.partial" -mindepth 1 ! -name '*.lock' | head -5)
 [[ -z $leftovers ]] || fail "staging folders left after successful installs: $leftovers"
+
+log "fetch: towers whose weights are in an external data file"
+fetch test/clip-external >/dev/null || fail "test/clip-external did not install"
+python3 -c 'import json, re, sys; files = json.load(open(sys.argv[1]))["files"]
+sys.exit(not all(re.fullmatch(r"(textual|visual)/[-0-9a-f]+[.]data", files[t]["data"]["path"]) for t in ("text", "image")))' \
+  "$models/clip-external/manifest.json" || fail "the manifest of clip-external does not name both towers' data files"
+
+log "fetch: the hub's own client (huggingface_hub) downloads a repository, clip-fetch --from installs its folder"
+# As `hf download REPO` does: into its cache, which gives a folder of links to the files.
+snapshot=$(HF_HOME="$work/hf-home" HF_HUB_DISABLE_TELEMETRY=1 "$hub_venv/bin/python" -c '
+import sys
+from huggingface_hub import snapshot_download
+print(snapshot_download(sys.argv[1], endpoint=sys.argv[2]))' test/siglip2 "$HF_ENDPOINT" 2>"$work/stderr") \
+  || fail "huggingface_hub did not download from the emulator: $(tail -5 "$work/stderr")"
+[[ -L $snapshot/textual/model.onnx ]] || fail "huggingface_hub's snapshot has no links: $snapshot"
+diff -r "$fixtures/siglip2/model" "$snapshot" >&2 || fail "huggingface_hub's download differs from the repository"
+fetch --from "$snapshot" siglip2-hf >/dev/null || fail "--from huggingface_hub's snapshot did not install"
 expect_refusal "installed twice" "already installed" other-name test/clip
 fetch --force test/clip >/dev/null || fail "--force did not replace the installed model"
 # The cases below each start without the model installed.
@@ -132,14 +167,21 @@ scripts/cluster.sh start fetch
 [[ $(id -u) -eq 0 ]] && chown -R postgres "$installed"
 q() { "$PG_BIN/psql" -X -q -At -v ON_ERROR_STOP=1 "$@"; }
 q -c "CREATE EXTENSION clip_search CASCADE" >/dev/null
+declare -A results
 for family in "${families[@]}"; do
   result=$(q -v dir="$installed/$family" -v ref="$fixtures/$family/reference.json" -v images="$ROOT/tests/fixtures/images/" \
     -f tests/fetch_parity.sql)
   log "fetch: $family: $result"
+  results[$family]=$result
   [[ $result == *"ids differ 0,"*"batch differs 0" ]] || fail "$family: $result"
   awk -v r="$result" 'BEGIN { split(r, f, /[ ,]+/); for (i in f) if (f[i] == "texts") t = f[i + 1]; else if (f[i] == "images") m = f[i + 1];
                               exit !(t >= 0.9999 && m >= 0.999) }' || fail "$family: an embedding differs from open_clip's: $result"
 done
+
+result=$(q -v dir="$installed/clip-external" -v ref="$fixtures/clip/reference.json" \
+  -v images="$ROOT/tests/fixtures/images/" -f tests/fetch_parity.sql)
+log "fetch: clip-external: $result"
+[[ $result == "${results[clip]}" ]] || fail "clip-external does not give clip's embeddings: $result"
 
 source=$(q -c "SET clip.model_dir = '$installed/clip'" -c "SELECT clip_info()->>'source'")
 [[ $source == "$HF_ENDPOINT/test/clip at revision "* ]] || fail "clip_info() gives the source $source"
