@@ -234,6 +234,18 @@ stop_clusters_running_from() {
   done < <(ps -eo pid=,args=)
 }
 
+# Prints the path of a Python environment $DEPS/NAME with the packages of the requirements file REQUIREMENTS, making
+# it when the modules MODULE... cannot all be imported from it. For the tests' Python tools, apart from .venv.
+python_env() {
+  local venv="$DEPS/$1" requirements=$2 modules
+  shift 2
+  modules=$(IFS=,; echo "$*")
+  if ! "$venv/bin/python" -c "import $modules" 2>/dev/null; then
+    python3 -m venv "$venv" >&2 && "$venv/bin/pip" install -q -r "$requirements" >&2 || return
+  fi
+  echo "$venv"
+}
+
 # Where models are installed: by clip-fetch (the recommended model) and by the exporter (random weights).
 # CLIP_MODELS_DIR, which clip-fetch reads too, puts them elsewhere.
 MODELS_DIR=$(realpath -m "${CLIP_MODELS_DIR:-$DEPS/models}")

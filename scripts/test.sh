@@ -106,11 +106,8 @@ sql_regression() {
 }
 
 orm_example() {
-  local venv="$DEPS/venv-examples"
-  if ! "$venv/bin/python" -c "import sqlalchemy, pgvector, psycopg, pytest" 2>/dev/null; then
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install -q -r examples/sqlalchemy/requirements.txt
-  fi
+  local venv
+  venv=$(python_env venv-examples examples/sqlalchemy/requirements.txt sqlalchemy pgvector psycopg pytest) || return
   (cd examples/sqlalchemy && "$venv/bin/python" -m pytest -q -p no:cacheprovider)
 }
 

@@ -52,6 +52,8 @@ impl Hub {
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(15)))
             .timeout_recv_response(Some(Duration::from_secs(60)))
+            // A transfer that stalls fails, and is resumed, rather than waiting for ever.
+            .timeout_per_read(Some(Duration::from_secs(60)))
             .user_agent(concat!("clip-fetch/", env!("CARGO_PKG_VERSION")))
             .build()
             .into();

@@ -1,7 +1,7 @@
 //! Installing a model: files gathered in a staging folder (`MODELS/.partial/`), checked, given their manifest, and
 //! moved to `MODELS/NAME` by one rename, so that the model's directory either is complete or does not exist.
-//! Downloads that fail keep their staging folder (`NAME@COMMIT`), which the next run resumes; anything found wrong
-//! with the files themselves removes it.
+//! Downloads that fail keep their staging folder (`NAME@COMMIT`), which the next run resumes; a file whose size or
+//! hash is wrong is deleted from it, and a layout or graph the extension does not know removes it.
 use std::ffi::CString;
 use std::fs;
 use std::os::fd::AsRawFd;
@@ -36,6 +36,10 @@ pub fn run(options: &Options) -> Result<PathBuf, String> {
     fs::create_dir_all(&staging_root).map_err(|e| format!("cannot write in {}: {e}", models.display()))?;
     // Two runs for one name would append to the same files: the second is refused while the first runs.
     let _lock = lock(&staging_root.join(format!("{name}.lock")))?;
+    // Again under the lock: a run that held it may have installed the model since.
+    if target.exists() && !options.force {
+        return Err(format!("{name} is already installed in {} (--force replaces it)", target.display()));
+    }
     let mut progress = Progress::new(options.quiet);
     let (staging, source) = match &options.from {
         Some(from) => {
@@ -121,7 +125,8 @@ fn copy_layout(from: &Path, staging: &Path) -> Result<(), String> {
             let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
             let relative = Path::new(folder).join(entry.file_name());
             let Some(relative_str) = relative.to_str().filter(|r| wanted(r)) else { continue };
-            if !entry.file_type().map_err(|e| format!("{relative_str}: {e}"))?.is_file() {
+            // Links are followed: `hf download` without --local-dir makes a folder of links into its cache.
+            if !fs::metadata(entry.path()).map_err(|e| format!("{relative_str}: {e}"))?.is_file() {
                 continue;
             }
             let to = staging.join(&relative);
@@ -134,8 +139,10 @@ fn copy_layout(from: &Path, staging: &Path) -> Result<(), String> {
 
 /// Refuses at once a download the file system cannot hold, rather than failing at its end.
 fn check_space(models: &Path, staging: &Path, files: &[RemoteFile]) -> Result<(), String> {
-    let have: u64 = files.iter().map(|f| fs::metadata(staging.join(&f.path)).map_or(0, |m| m.len().min(f.size))).sum();
-    let needed = files.iter().map(|f| f.size).sum::<u64>() - have;
+    // Saturating: the sizes come from the hub's listing.
+    let sum = |sizes: &mut dyn Iterator<Item = u64>| sizes.fold(0u64, u64::saturating_add);
+    let have = sum(&mut files.iter().map(|f| fs::metadata(staging.join(&f.path)).map_or(0, |m| m.len().min(f.size))));
+    let needed = sum(&mut files.iter().map(|f| f.size)).saturating_sub(have);
     let path = CString::new(models.as_os_str().as_bytes()).map_err(|_| "the models directory has a NUL in its name")?;
     // SAFETY: statvfs fills the struct it is given, for a NUL-terminated path.
     let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
