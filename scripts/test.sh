@@ -3,7 +3,8 @@
 #   1. the model core and the model fetcher, pure Rust: cargo test -p clip_core -p clip_fetch
 #   2. the extension inside PostgreSQL:       cargo pgrx test (#[pg_test]s, a throwaway cluster)
 #   3. SQL regression tests with expected output (tests/pg_regress), on the private 'test' cluster
-#   4. the SQLAlchemy example's tests (examples/sqlalchemy), against the same cluster
+#   4. the client examples' tests, against the same cluster: SQLAlchemy (examples/sqlalchemy), then psycopg 3 and
+#      asyncpg, node-postgres, Django and JDBC (tests/clients.sh: examples/python, node, django, jdbc)
 #   5. crash recovery: an immediate shutdown during inserts (tests/crash_recovery.sh)
 #   6. the gallery: its HTTP API and a headless-Chromium test of its page (scripts/test_gallery.sh)
 #   7. clip-fetch against a hub emulator, and its models' embeddings in SQL against open_clip's (tests/fetch.sh)
@@ -119,6 +120,10 @@ trap 'scripts/cluster.sh stop test' EXIT
 test_cluster
 suite "SQL regression (pg_regress)" sql_regression
 suite "SQLAlchemy example (pytest)" orm_example
+suite "Python clients: psycopg 3 and asyncpg (examples/python, pytest)" tests/clients.sh python
+suite "Node.js client: node-postgres and pgvector (examples/node, npm ci, node --test)" tests/clients.sh node
+suite "Django client: VectorField, CosineDistance, migrations (examples/django, manage.py test)" tests/clients.sh django
+suite "Java client: the PostgreSQL JDBC driver (examples/jdbc, javac, java)" tests/clients.sh jdbc
 suite "crash recovery (immediate shutdown during inserts)" tests/crash_recovery.sh
 suite "clip-fetch against a hub emulator, and its models in SQL (tests/fetch.sh)" tests/fetch.sh
 suite "background worker (clip_watch, shared_preload_libraries)" tests/watch.sh
