@@ -56,19 +56,22 @@ def backfill(conninfo: str = "", batch_size: int = 64, progress=None) -> None:
                      ("photos", "image", "embedding", batch_size))
 
 
+TEXT_SEARCH = """SELECT name, embedding <=> clip_embed_text(%(query)s) AS distance FROM photos
+                 ORDER BY embedding <=> clip_embed_text(%(query)s) LIMIT %(k)s"""
+# The query vector is a scalar subquery, so the HNSW index serves the ORDER BY (a join would not).
+PHOTO_SEARCH = """SELECT name, embedding <=> (SELECT embedding FROM photos WHERE name = %(name)s) AS distance
+                  FROM photos ORDER BY embedding <=> (SELECT embedding FROM photos WHERE name = %(name)s)
+                  LIMIT %(k)s"""
+
+
 def search_text(conn: psycopg.Connection, query: str, k: int = 5) -> list[tuple[str, float]]:
     """Text to image: (name, cosine distance), closest first."""
-    return conn.execute("""SELECT name, embedding <=> clip_embed_text(%s) AS distance FROM photos
-                           ORDER BY embedding <=> clip_embed_text(%s) LIMIT %s""", (query, query, k)).fetchall()
+    return conn.execute(TEXT_SEARCH, {"query": query, "k": k}).fetchall()
 
 
 def similar_photos(conn: psycopg.Connection, name: str, k: int = 5) -> list[tuple[str, float]]:
-    """Image to image: the photos closest to the photo called NAME, that photo itself first (distance 0).
-    The query vector is a scalar subquery, so the HNSW index serves the ORDER BY."""
-    rows = conn.execute("""SELECT name, embedding <=> (SELECT embedding FROM photos WHERE name = %(name)s) AS distance
-                           FROM photos
-                           ORDER BY embedding <=> (SELECT embedding FROM photos WHERE name = %(name)s)
-                           LIMIT %(k)s""", {"name": name, "k": k}).fetchall()
+    """Image to image: the photos closest to the photo called NAME, that photo itself first (distance 0)."""
+    rows = conn.execute(PHOTO_SEARCH, {"name": name, "k": k}).fetchall()
     if rows and rows[0][1] is None:
         raise LookupError(f"no embedded photo is called {name!r}")
     return rows

@@ -77,6 +77,15 @@ def test_image_to_image_ranks_the_photo_itself_first(backfilled, photos):
             assert [d for _, d in rows] == sorted(d for _, d in rows)
 
 
+def test_both_searches_use_the_hnsw_index(backfilled, photos):
+    with psycopg.connect(backfilled) as conn:
+        conn.execute("SET enable_seqscan = off")
+        for query, params in ((clip_photos.TEXT_SEARCH, {"query": "a cat", "k": 3}),
+                              (clip_photos.PHOTO_SEARCH, {"name": photos[0].name, "k": 3})):
+            plan = "\n".join(row[0] for row in conn.execute("EXPLAIN (COSTS OFF) " + query, params))
+            assert "Index Scan using photos_embedding_hnsw" in plan, plan
+
+
 def test_vectors_read_as_text_unless_the_type_is_registered(backfilled, photos):
     query = "SELECT embedding FROM photos WHERE name = %s"
     with psycopg.connect(backfilled) as conn:
