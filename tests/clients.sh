@@ -28,6 +28,13 @@ django_client() {
   (cd examples/django && "$venv/bin/python" manage.py test --noinput)
 }
 
+# apt-get install, waiting for another apt or dpkg to finish; the package lists are updated when that fails.
+apt_install() {
+  local install=(env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=300 "$@")
+  $SUDO "${install[@]}" >/dev/null && return
+  $SUDO apt-get update -qq -o DPkg::Lock::Timeout=300 && $SUDO "${install[@]}" >/dev/null
+}
+
 # Debian's driver (/usr/share/java/postgresql.jar) and a JDK, installed when missing.
 jdbc_client() {
   local jar=/usr/share/java/postgresql.jar packages=() classes="$ROOT/target/jdbc-example"
@@ -35,8 +42,7 @@ jdbc_client() {
   command -v javac >/dev/null || packages+=(openjdk-17-jdk-headless)
   if ((${#packages[@]})); then
     log "installing Debian packages: ${packages[*]}"
-    $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${packages[@]}" >/dev/null \
-      || return
+    apt_install "${packages[@]}" || return
   fi
   rm -rf "$classes" && mkdir -p "$classes"
   javac -Xlint:all -Werror -cp "$jar" -d "$classes" examples/jdbc/*.java \
