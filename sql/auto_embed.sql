@@ -69,6 +69,40 @@ BEGIN
 END
 $function$;
 
+-- An error unless the procedure caller, which calls it, may COMMIT (src/auto_embed.rs).
+CREATE FUNCTION clip_search_internal.require_own_transaction(caller text) RETURNS void
+LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'require_own_transaction_wrapper';
+
+-- An error unless a vector column of a fixed dimension (vector(512), halfvec(512)) has the loaded model's
+-- dimension: pgvector would refuse each row, deep in the embedding statement's context. Without a model there is
+-- nothing to compare with; embedding then reports that itself.
+CREATE FUNCTION clip_search_internal.check_dimension(relation regclass, column_name text, caller text) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $function$
+DECLARE
+    declared integer;
+    model    jsonb;
+BEGIN
+    SELECT a.atttypmod INTO declared FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+    WHERE a.attrelid = relation AND a.attname = column_name AND a.attnum > 0 AND NOT a.attisdropped
+      AND t.typname IN ('vector', 'halfvec') AND a.atttypmod > 0;
+    IF declared IS NULL THEN
+        RETURN;
+    END IF;
+    BEGIN
+        model := @extschema@.clip_info();
+    EXCEPTION WHEN OTHERS THEN
+        RETURN;
+    END;
+    IF declared <> (model->>'embed_dim')::integer THEN
+        RAISE EXCEPTION '%: column "%" of % holds vectors of % dimensions, and the model % makes vectors of %',
+                caller, column_name, relation, declared, model->>'model', model->>'embed_dim'
+            USING ERRCODE = 'datatype_mismatch',
+                  HINT = format('Embed into a column of type vector(%s), or set clip.model_dir to the model the column was made for.',
+                                model->>'embed_dim');
+    END IF;
+END
+$function$;
+
 -- The call of the embedding function that serves a source column type, the single or the array form, on the SQL
 -- expression argument. The argument is cast to the function's exact parameter type, named with its schema: a
 -- varchar column then calls the text function itself, not an overload for varchar that a user could add to the
@@ -317,6 +351,7 @@ BEGIN
     PERFORM clip_search_internal.embed_call(
         clip_search_internal.column_type(target_table, source_column, 'clip_backfill'), 'clip_backfill', true, '');
     PERFORM clip_search_internal.column_type(target_table, target_column, 'clip_backfill');
+    PERFORM clip_search_internal.check_dimension(target_table, target_column, 'clip_backfill');
     PERFORM clip_search_internal.forget_stale_failures(target_table, source_column, target_column);
     SELECT count(*) INTO recorded FROM @extschema@.clip_backfill_failures f
     WHERE f.relation = target_table AND f.source_column = backfill_start.source_column;
@@ -380,7 +415,8 @@ $function$;
 -- Interrupted (cancelled, failed, server stopped), it keeps what it committed; CALL it again to resume: nothing is
 -- embedded twice, nothing is missed. Concurrent calls share the work (SKIP LOCKED). A row whose source cannot be
 -- embedded stops the call with an error that names the row's key (on_error => 'stop'), or is recorded in
--- clip_backfill_failures and left out (on_error => 'skip'). Must be CALLed outside an explicit transaction block.
+-- clip_backfill_failures and left out (on_error => 'skip'). Must be CALLed as a statement of its own (in
+-- autocommit mode, outside BEGIN ... COMMIT): it says so before the first batch otherwise.
 -- The body names only functions with their schema, and uses no operator: see the top of this file.
 CREATE PROCEDURE @extschema@.clip_backfill(target_table regclass, source_column text, target_column text,
                                            batch_size integer DEFAULT 64, on_error text DEFAULT 'stop')
@@ -390,6 +426,7 @@ DECLARE
 BEGIN
     progress := clip_search_internal.backfill_start(target_table, source_column, target_column, batch_size, on_error,
                                                     pg_catalog.current_setting('search_path'::pg_catalog.text));
+    PERFORM clip_search_internal.require_own_transaction('clip_backfill');
     LOOP
         progress := clip_search_internal.backfill_batch(progress);
         EXIT WHEN progress.finished;

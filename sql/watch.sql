@@ -110,6 +110,7 @@ BEGIN
     PERFORM clip_search_internal.embed_call(
         clip_search_internal.column_type(target_table, source_column, 'clip_watch'), 'clip_watch', true, '');
     PERFORM clip_search_internal.column_type(target_table, target_column, 'clip_watch');
+    PERFORM clip_search_internal.check_dimension(target_table, target_column, 'clip_watch');
     source_attnum := clip_search_internal.column_attnum(target_table, source_column, 'clip_watch');
     target_attnum := clip_search_internal.column_attnum(target_table, target_column, 'clip_watch');
     IF EXISTS (SELECT FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
@@ -129,6 +130,12 @@ BEGIN
     WHERE c.relname = index_name AND c.relnamespace = (SELECT relnamespace FROM pg_class WHERE oid = target_table);
     INSERT INTO clip_search_internal.watches (relation, source_attnum, target_attnum, pending_index)
     VALUES (target_table, source_attnum, target_attnum, index_oid);
+    IF NOT clip_search_internal.worker_configured() THEN
+        RAISE WARNING 'clip_watch: no background worker embeds the watched columns of database %', current_database()
+            USING DETAIL = 'The watch is recorded, and rows will wait with a NULL embedding until a worker runs.',
+                  HINT = format('In postgresql.conf, add clip_search to shared_preload_libraries and %s to clip.worker_databases, then restart the server. Meanwhile CALL clip_backfill(...) embeds the rows.',
+                                current_database());
+    END IF;
 END
 $function$;
 
@@ -179,6 +186,14 @@ EXCEPTION WHEN OTHERS THEN
     skipped := 0;
     error := SQLSTATE || ' ' || SQLERRM;
 END
+$function$;
+
+-- Whether the server starts a background worker for this database: clip_search in shared_preload_libraries
+-- (which defines clip.worker_databases) and this database in clip.worker_databases.
+CREATE FUNCTION clip_search_internal.worker_configured() RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $function$
+    SELECT coalesce(bool_or(btrim(d) = current_database()), false)
+    FROM unnest(string_to_array(current_setting('clip.worker_databases', true), ',')) AS d
 $function$;
 
 -- Whether this database's worker runs, and what it does: "active" while it embeds, "idle" while it waits, "not

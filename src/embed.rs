@@ -102,7 +102,8 @@ fn place<T>(inputs: &[Option<T>], embedded: Vec<Vec<f32>>) -> Vec<Option<Vector>
     inputs.iter().map(|input| input.as_ref().map(|_| Vector(embedded.next().expect("one row per input")))).collect()
 }
 
-/// The token ids the model sees for a text, start and end tokens included.
+/// A text's token ids, start and end tokens included, truncated to the model's context length as the text tower's
+/// input is, but not padded (the tower's input is padded to the context length, or to a batch's longest text).
 #[pg_extern(immutable, parallel_safe)]
 fn clip_tokenize(input: &str) -> Vec<i32> {
     let ids = with_model(|m| m.tokenizer()?.encode(input, None)).or_raise("clip_tokenize");

@@ -1,5 +1,6 @@
-//! Maps model-core errors to PostgreSQL errors: one SQLSTATE per cause, a message that names the SQL function,
-//! and a hint that says what to do.
+//! How the extension raises errors: [`error`] and [`error_with_hint`] for its own checks, [`raise`] for the model
+//! core's errors, mapped to one SQLSTATE per cause with a message that names the SQL function and a hint that says
+//! what to do. Every error of the extension goes through [`throw`].
 use clip_core::preprocess::ImageError;
 use clip_core::ClipError;
 use pgrx::pg_sys::panic::ErrorReport;
@@ -35,8 +36,9 @@ fn report(function: &'static str, message: String, detail: Option<String>, err: 
         ),
         ClipError::RuntimeUnavailable { .. } => (
             ERRCODE_UNDEFINED_FILE,
-            Some("scripts/install.sh installs ONNX Runtime next to the extension; a superuser can point \
-                  clip.onnxruntime_library at another copy (version 1.31 or later)."),
+            Some("The extension's package installs ONNX Runtime under $libdir/clip_search (clip_info() names the \
+                  library it uses); a superuser can point clip.onnxruntime_library at another copy (version 1.31 \
+                  or later)."),
         ),
         ClipError::Image(ImageError::TooLarge { .. }) => (
             ERRCODE_PROGRAM_LIMIT_EXCEEDED,
@@ -54,6 +56,20 @@ fn report(function: &'static str, message: String, detail: Option<String>, err: 
         ),
         ClipError::Inference(_) => (ERRCODE_INTERNAL_ERROR, None),
     };
+    throw(function, code, message, detail, hint)
+}
+
+/// Raises an ERROR of SQLSTATE `code`. Never returns.
+pub fn error(code: PgSqlErrorCode, message: impl Into<String>) -> ! {
+    throw("clip_search", code, message.into(), None, None)
+}
+
+/// Raises an ERROR of SQLSTATE `code` with a hint that says what to do. Never returns.
+pub fn error_with_hint(code: PgSqlErrorCode, message: impl Into<String>, hint: &str) -> ! {
+    throw("clip_search", code, message.into(), None, Some(hint))
+}
+
+fn throw(function: &'static str, code: PgSqlErrorCode, message: String, detail: Option<String>, hint: Option<&str>) -> ! {
     let mut report = ErrorReport::new(code, message, function);
     if let Some(detail) = detail {
         report = report.set_detail(detail);

@@ -1,13 +1,15 @@
 //! Settings (GUCs). Those that pick files or libraries, or bound memory and threads, are superuser-only
 //! (PGC_SUSET): an ordinary user must not be able to make the server read a file of their choosing or allocate
-//! without bound. The settings any user may change (batch size, threads) are capped by superuser-only ceilings.
+//! without bound. The settings any user may change (batch size, threads) are capped by superuser-only ceilings:
+//! `SET` above a ceiling is refused, and a value from elsewhere (a configuration file, `ALTER ROLE ... SET`) is
+//! capped when it is used, as clip_info() shows.
 use std::ffi::{CStr, CString};
 use std::path::PathBuf;
 
 use clip_core::preprocess::DecodeLimits;
 use clip_core::{ModelSettings, Weights};
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
-use pgrx::pg_sys;
+use pgrx::{pg_guard, pg_sys};
 
 pub static MODEL_DIR: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static ONNXRUNTIME_LIBRARY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -28,7 +30,7 @@ pub fn register() {
     GucRegistry::define_string_guc(
         c"clip.model_dir",
         c"Directory of the CLIP model (its manifest.json names the model's files).",
-        c"Installed by clip-fetch or written by tools/export_model.py. Superuser only.",
+        c"A model installed by clip-fetch or exported from open_clip. Superuser only.",
         &MODEL_DIR,
         GucContext::Suset,
         GucFlags::default(),
@@ -43,17 +45,23 @@ pub fn register() {
         GucContext::Suset,
         GucFlags::default(),
     );
-    GucRegistry::define_int_guc(
-        c"clip.intra_op_threads",
-        c"Threads one backend uses for one inference.",
-        c"1 runs inference on the backend's own thread. Each backend has its own threads, so keep \
-          backends x threads within the cores you want CLIP to use. Capped by clip.max_intra_op_threads.",
-        &INTRA_OP_THREADS,
-        1,
-        64,
-        GucContext::Userset,
-        GucFlags::default(),
-    );
+    // SAFETY: the check hook is a #[pg_guard] function.
+    unsafe {
+        GucRegistry::define_int_guc_with_hooks(
+            c"clip.intra_op_threads",
+            c"Threads one backend uses for one inference.",
+            c"1 runs inference on the backend's own thread. Each backend has its own threads, so keep \
+              backends x threads within the cores you want CLIP to use. At most clip.max_intra_op_threads.",
+            &INTRA_OP_THREADS,
+            1,
+            64,
+            GucContext::Userset,
+            GucFlags::default(),
+            Some(check_intra_op_threads),
+            None,
+            None,
+        )
+    };
     GucRegistry::define_int_guc(
         c"clip.max_intra_op_threads",
         c"Most threads one backend may use for one inference, whatever clip.intra_op_threads says.",
@@ -64,17 +72,23 @@ pub fn register() {
         GucContext::Suset,
         GucFlags::default(),
     );
-    GucRegistry::define_int_guc(
-        c"clip.batch_size",
-        c"Inputs per inference in the array functions.",
-        c"Larger batches run faster per input and take more memory (an image takes about 0.6 MB of input \
-          tensor plus the model's activations). Capped by clip.max_batch_size.",
-        &BATCH_SIZE,
-        1,
-        1024,
-        GucContext::Userset,
-        GucFlags::default(),
-    );
+    // SAFETY: the check hook is a #[pg_guard] function.
+    unsafe {
+        GucRegistry::define_int_guc_with_hooks(
+            c"clip.batch_size",
+            c"Inputs per inference in the array functions.",
+            c"Larger batches run faster per input and take more memory (an image takes about 0.6 MB of input \
+              tensor plus the model's activations). At most clip.max_batch_size.",
+            &BATCH_SIZE,
+            1,
+            1024,
+            GucContext::Userset,
+            GucFlags::default(),
+            Some(check_batch_size),
+            None,
+            None,
+        )
+    };
     GucRegistry::define_int_guc(
         c"clip.max_batch_size",
         c"Largest batch the array functions run, whatever clip.batch_size says.",
@@ -153,6 +167,44 @@ pub fn register() {
     unsafe {
         pg_sys::EmitWarningsOnPlaceholders(c"clip".as_ptr())
     };
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn check_batch_size(
+    value: *mut std::ffi::c_int,
+    _extra: *mut *mut std::ffi::c_void,
+    source: pg_sys::GucSource::Type,
+) -> bool {
+    // SAFETY: PostgreSQL passes the proposed value.
+    within_ceiling(unsafe { *value }, MAX_BATCH_SIZE.get(), "clip.max_batch_size", source)
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn check_intra_op_threads(
+    value: *mut std::ffi::c_int,
+    _extra: *mut *mut std::ffi::c_void,
+    source: pg_sys::GucSource::Type,
+) -> bool {
+    // SAFETY: PostgreSQL passes the proposed value.
+    within_ceiling(unsafe { *value }, MAX_INTRA_OP_THREADS.get(), "clip.max_intra_op_threads", source)
+}
+
+/// A check hook's verdict on a setting capped by `ceiling`: a `SET` (or a function's `SET` clause) above it is
+/// refused with a DETAIL and HINT that name the ceiling. Other sources are applied in an order the hook cannot
+/// know (the ceiling may come later in the same file), so their values are capped where they are used instead.
+fn within_ceiling(value: i32, ceiling: i32, ceiling_name: &str, source: pg_sys::GucSource::Type) -> bool {
+    if value <= ceiling || source < pg_sys::GucSource::PGC_S_INTERACTIVE {
+        return true;
+    }
+    let detail = CString::new(format!("{ceiling_name} is {ceiling}, and larger values would not be used."))
+        .expect("no NUL");
+    let hint = CString::new(format!("A superuser can raise {ceiling_name}.")).expect("no NUL");
+    // SAFETY: PostgreSQL reads these palloc'd strings when it reports the refusal.
+    unsafe {
+        pg_sys::GUC_check_errdetail_string = pg_sys::pstrdup(detail.as_ptr());
+        pg_sys::GUC_check_errhint_string = pg_sys::pstrdup(hint.as_ptr());
+    }
+    false
 }
 
 fn path_setting(setting: &GucSetting<Option<CString>>) -> Option<PathBuf> {

@@ -18,6 +18,9 @@ mod worker;
 
 ::pgrx::pg_module_magic!(name, version);
 
+// Descriptions of the public functions, after everything else.
+pgrx::extension_sql_file!("../sql/comments.sql", name = "comments", finalize);
+
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     guc::register();

@@ -1,37 +1,64 @@
 //! Comparing embeddings: similarity, zero-shot classification, and blending query vectors.
 use clip_core::model::normalised;
-use clip_core::{cosine, label_probabilities, ClipError};
+use clip_core::{label_probabilities, ClipError};
 use pgrx::prelude::*;
 
 use crate::embed::{decode_image, embed_one_image, embed_one_text, embed_texts_in_batches};
-use crate::errors::OrRaise;
+use crate::errors::{error, OrRaise};
 use crate::model_cache::with_model;
 use crate::vector::Vector;
 
 fn data_error(message: String) -> ! {
-    ereport!(ERROR, PgSqlErrorCode::ERRCODE_DATA_EXCEPTION, message);
+    error(PgSqlErrorCode::ERRCODE_DATA_EXCEPTION, message)
 }
 
 fn invalid_parameter(message: String) -> ! {
-    ereport!(ERROR, PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, message);
+    error(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, message)
 }
 
-/// Cosine similarity of a text and an image under the loaded model.
+/// Cosine similarity of a text and an image under the loaded model: `1 - (text <=> image)` of their embeddings.
+// C symbols of their own: installs not yet updated declare the older ones, which return `real` (below).
 #[pg_extern(immutable, parallel_safe, name = "clip_similarity")]
-fn clip_similarity_text_image(text: &str, image: &[u8]) -> f32 {
+fn clip_similarity_text_image_float8(text: &str, image: &[u8]) -> f64 {
     const F: &str = "clip_similarity";
     // The image first: a bad image fails before any model is loaded.
     let image = embed_one_image(F, image);
-    cosine(&embed_one_text(F, text, None).0, &image.0)
+    cosine_similarity(&embed_one_text(F, text, None).0, &image.0)
 }
 
-/// Cosine similarity of two vectors (1 - the `<=>` distance).
+/// Cosine similarity of two vectors: `1 - (a <=> b)`, NaN when either is the zero vector, as pgvector's `<=>`.
 #[pg_extern(immutable, parallel_safe, name = "clip_similarity")]
-fn clip_similarity_vectors(a: Vector, b: Vector) -> f32 {
+fn clip_similarity_vectors_float8(a: Vector, b: Vector) -> f64 {
     if a.0.len() != b.0.len() {
         data_error(format!("clip_similarity: different vector dimensions {} and {}", a.0.len(), b.0.len()));
     }
-    cosine(&a.0, &b.0)
+    cosine_similarity(&a.0, &b.0)
+}
+
+/// The C symbols that installs of versions before 0.5.0 declare as clip_similarity returning `real`, so that such an
+/// install keeps working between a new library and its ALTER EXTENSION UPDATE.
+#[pg_extern(immutable, parallel_safe, sql = false)]
+fn clip_similarity_text_image(text: &str, image: &[u8]) -> f32 {
+    clip_similarity_text_image_float8(text, image) as f32
+}
+
+#[pg_extern(immutable, parallel_safe, sql = false)]
+fn clip_similarity_vectors(a: Vector, b: Vector) -> f32 {
+    clip_similarity_vectors_float8(a, b) as f32
+}
+
+/// The cosine similarity as pgvector's cosine distance computes it (`vector_cosine_distance`): float sums, a double
+/// quotient clamped to [-1, 1], NaN for a zero vector. It equals `1 - (a <=> b)` to within float rounding (pgvector
+/// is compiled to add the products in another order).
+fn cosine_similarity(a: &[f32], b: &[f32]) -> f64 {
+    let (mut dot, mut norm_a, mut norm_b) = (0f32, 0f32, 0f32);
+    for (x, y) in a.iter().zip(b) {
+        dot += x * y;
+        norm_a += x * x;
+        norm_b += y * y;
+    }
+    let similarity = dot as f64 / (norm_a as f64 * norm_b as f64).sqrt();
+    if similarity.is_nan() { similarity } else { similarity.clamp(-1.0, 1.0) }
 }
 
 /// Zero-shot classification as open_clip does it: each label is put into `template` ("{}" marks where), and the

@@ -94,7 +94,7 @@ mod tests {
     #[pg_test]
     fn similarity_of_a_text_and_an_image_is_the_cosine_of_their_embeddings() {
         let bytes = std::fs::read(format!("{FIXTURES}/images/{}", first_image())).unwrap();
-        let (direct, via_vectors) = Spi::get_two_with_args::<f32, f32>(
+        let (direct, via_vectors) = Spi::get_two_with_args::<f64, f64>(
             "SELECT clip_similarity('a photo', $1), clip_similarity(clip_embed_text('a photo'), clip_embed_image($1))",
             &[bytes.into()],
         )

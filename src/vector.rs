@@ -8,8 +8,9 @@ use std::sync::Once;
 use pgrx::callconv::{Arg, ArgAbi, BoxRet, FcInfo};
 use pgrx::datum::UnboxDatum;
 use pgrx::pg_sys;
-use pgrx::pg_sys::panic::ErrorReport;
-use pgrx::{FromDatum, IntoDatum, PgLogLevel, PgSqlErrorCode};
+use pgrx::{FromDatum, IntoDatum, PgSqlErrorCode};
+
+use crate::errors::{error, error_with_hint};
 
 /// pgvector's limit on dimensions (VECTOR_MAX_DIM).
 pub const VECTOR_MAX_DIM: usize = 16000;
@@ -25,8 +26,7 @@ impl IntoDatum for Vector {
         assert!(self.0.len() <= VECTOR_MAX_DIM, "vector of {} dimensions exceeds pgvector's limit", self.0.len());
         // pgvector refuses NaN and infinities in every vector it makes; a model's broken output must not slip in.
         if let Some(bad) = self.0.iter().find(|x| !x.is_finite()) {
-            let message = format!("{bad} not allowed in vector");
-            ErrorReport::new(PgSqlErrorCode::ERRCODE_DATA_EXCEPTION, message, "clip_search").report(PgLogLevel::ERROR);
+            error(PgSqlErrorCode::ERRCODE_DATA_EXCEPTION, format!("{bad} not allowed in vector"));
         }
         let size = HEADER_BYTES + 4 * self.0.len();
         // SAFETY: palloc0 returns `size` zeroed bytes in the current memory context; every write stays inside them.
@@ -68,13 +68,7 @@ impl FromDatum for Vector {
                 pg_sys::pfree(raw.cast());
             }
             let Some(values) = values else {
-                ErrorReport::new(
-                    PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
-                    format!("malformed vector value: {total} bytes, dimension {dim}"),
-                    "clip_search",
-                )
-                .report(PgLogLevel::ERROR);
-                unreachable!("ERROR does not return")
+                error(PgSqlErrorCode::ERRCODE_DATA_CORRUPTED, format!("malformed vector value: {total} bytes, dimension {dim}"));
             };
             Some(Vector(values))
         }
@@ -148,14 +142,11 @@ fn vector_type_oid() -> pg_sys::Oid {
         })
     };
     if oid == pg_sys::InvalidOid {
-        ErrorReport::new(
+        error_with_hint(
             PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
             "pgvector's type vector is not installed in this database",
-            "clip_search",
-        )
-        .set_hint("clip_search needs the vector extension: CREATE EXTENSION vector;")
-        .report(PgLogLevel::ERROR);
-        unreachable!("ERROR does not return")
+            "clip_search needs the vector extension: CREATE EXTENSION vector;",
+        );
     }
     CACHED.set(Some(oid));
     oid

@@ -1,6 +1,9 @@
-//! The background worker that keeps watched columns embedded (sql/watch.sql): one per database that
-//! clip.worker_databases names, started with the server when shared_preload_libraries includes clip_search. Without
-//! that, everything else works as before and clip_watch_status says the worker is not running.
+//! The background workers that keep watched columns embedded (sql/watch.sql), started with the server when
+//! shared_preload_libraries includes clip_search. A launcher, connected to no database, starts one worker per
+//! database that clip.worker_databases names and that exists; a database that does not exist is reported as a
+//! WARNING (once, until it exists) rather than started and failed every few seconds, and a worker that stops is
+//! started again after [`RESTART_PAUSE`]. Without shared_preload_libraries, everything else works as before and
+//! clip_watch_status says the worker is not running.
 //!
 //! Each round runs one batch of every watch, each in a transaction of its own, as the watched table's owner in a
 //! security-restricted operation (see [`as_owner`]: nothing the table's owner wrote, a trigger say, can use the
@@ -9,43 +12,196 @@
 //! can stand in for one they use. A watch whose batch fails as a whole (a column dropped, the model missing) is
 //! reported once, as a WARNING, and then tried again after a pause that doubles with each failure in a row, up to
 //! [`MAX_RETRY_PAUSE`]. Rounds follow each other while there is work, then the worker sleeps clip.worker_naptime or
-//! until its latch is set. It does not start on a hot standby (it starts once recovery has finished).
+//! until its latch is set. Neither the launcher nor the workers run on a hot standby (they start once recovery has
+//! finished).
+use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
-use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags};
+use pgrx::bgworkers::{
+    BackgroundWorker, BackgroundWorkerBuilder, BackgroundWorkerStatus, BgWorkerStartTime, DynamicBackgroundWorker,
+    SignalWakeFlags,
+};
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
+use pgrx::PgSqlErrorCode::ERRCODE_INTERNAL_ERROR;
 
+use crate::errors::error;
 use crate::guc;
 
 // The watches and the functions they use, after the batch function of sql/auto_embed.sql.
 pgrx::extension_sql_file!("../sql/watch.sql", name = "watch", requires = ["auto_embed"]);
 
-/// Registers one worker per database of clip.worker_databases. Only while shared_preload_libraries is being loaded
-/// (static workers are registered by the postmaster); a no-op otherwise.
+/// How long the launcher waits before it starts a database's worker again, after it stopped or failed to start.
+const RESTART_PAUSE: Duration = Duration::from_secs(10);
+
+/// Registers the launcher when clip.worker_databases names a database. Only while shared_preload_libraries is being
+/// loaded (static workers are registered by the postmaster); a no-op otherwise.
 pub fn register() {
     // SAFETY: a plain flag PostgreSQL sets while it loads shared_preload_libraries.
-    if !unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+    if !unsafe { pg_sys::process_shared_preload_libraries_in_progress } || guc::worker_databases().is_empty() {
         return;
     }
-    for (index, database) in guc::worker_databases().iter().enumerate() {
-        BackgroundWorkerBuilder::new(&format!("clip_search worker for database {database}"))
+    BackgroundWorkerBuilder::new("clip_search launcher")
+        .set_type("clip_search launcher")
+        .set_library("clip_search")
+        .set_function("clip_search_launcher_main")
+        .enable_spi_access()
+        .set_start_time(BgWorkerStartTime::RecoveryFinished)
+        .set_restart_time(Some(RESTART_PAUSE))
+        .load();
+}
+
+thread_local! {
+    /// The launcher's workers, one per database of clip.worker_databases (see [`terminate_workers`]).
+    static WORKERS: RefCell<Vec<DatabaseWorker>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The worker of one database of clip.worker_databases, as the launcher sees it.
+struct DatabaseWorker {
+    /// The database's position in clip.worker_databases, the worker's argument.
+    index: usize,
+    database: String,
+    running: Option<DynamicBackgroundWorker>,
+    last_start: Option<Instant>,
+    reported_missing: bool,
+}
+
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn clip_search_launcher_main(_argument: pg_sys::Datum) {
+    // SAFETY: installs PostgreSQL's own SIGTERM handler before the signals are unblocked below.
+    unsafe { pg_sys::pqsignal(pg_sys::SIGTERM as i32, Some(die)) };
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP);
+    // No database: the launcher reads pg_database, a shared catalog, and nothing else.
+    BackgroundWorker::connect_worker_to_spi(None, None);
+    WORKERS.with_borrow_mut(|workers| {
+        *workers = guc::worker_databases()
+            .into_iter()
+            .enumerate()
+            .map(|(index, database)| DatabaseWorker {
+                index,
+                database,
+                running: None,
+                last_start: None,
+                reported_missing: false,
+            })
+            .collect()
+    });
+    // SAFETY: registers a plain function, run when the launcher exits for any reason.
+    unsafe { pg_sys::before_shmem_exit(Some(terminate_workers), pg_sys::Datum::from(0)) };
+    loop {
+        if BackgroundWorker::sighup_received() {
+            // SAFETY: the documented way for a background worker to reload its configuration.
+            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+        }
+        WORKERS.with_borrow_mut(|workers| workers.iter_mut().for_each(DatabaseWorker::keep_running));
+        check_for_interrupts!();
+        // The postmaster sets the latch when a worker starts or stops (bgw_notify_pid).
+        if !BackgroundWorker::wait_latch(Some(Duration::from_secs(1))) {
+            return; // the postmaster died
+        }
+        check_for_interrupts!();
+    }
+}
+
+/// Stops the launcher's workers when it exits, so that a launcher started again does not start a second worker
+/// for a database.
+#[pg_guard]
+unsafe extern "C-unwind" fn terminate_workers(_code: std::ffi::c_int, _arg: pg_sys::Datum) {
+    WORKERS.with(|workers| {
+        if let Ok(mut workers) = workers.try_borrow_mut() {
+            for worker in workers.iter_mut() {
+                if let Some(running) = worker.running.take() {
+                    running.terminate();
+                }
+            }
+        }
+    });
+}
+
+impl DatabaseWorker {
+    /// Starts the database's worker unless it runs, it stopped less than [`RESTART_PAUSE`] ago, or the database
+    /// does not exist (a WARNING, once).
+    fn keep_running(&mut self) {
+        if let Some(running) = &self.running {
+            match running.pid() {
+                Ok(_) | Err(BackgroundWorkerStatus::NotYetStarted) => return,
+                Err(_) => self.running = None,
+            }
+        }
+        if self.last_start.is_some_and(|at| at.elapsed() < RESTART_PAUSE) {
+            return;
+        }
+        if !database_exists(&self.database) {
+            if !self.reported_missing {
+                warning!(
+                    "clip_search launcher: clip.worker_databases names the database \"{}\", which does not exist; \
+                     no worker embeds its watched columns. Create the database, or take it out of \
+                     clip.worker_databases and restart the server.",
+                    self.database
+                );
+                self.reported_missing = true;
+            }
+            return;
+        }
+        self.reported_missing = false;
+        self.last_start = Some(Instant::now());
+        let started = BackgroundWorkerBuilder::new(&format!("clip_search worker for database {}", self.database))
             .set_type("clip_search worker")
             .set_library("clip_search")
             .set_function("clip_search_worker_main")
-            .set_argument(Some(pg_sys::Datum::from(index)))
+            .set_argument(Some(pg_sys::Datum::from(self.index)))
             .enable_spi_access()
             .set_start_time(BgWorkerStartTime::RecoveryFinished)
-            .set_restart_time(Some(Duration::from_secs(10)))
-            .load();
+            .set_restart_time(None)
+            // SAFETY: the launcher's own process id, set by PostgreSQL at start-up.
+            .set_notify_pid(unsafe { pg_sys::MyProcPid })
+            .load_dynamic();
+        match started {
+            Ok(worker) => self.running = Some(worker),
+            Err(_) => warning!(
+                "clip_search launcher: no background worker slot is free for the worker of database \"{}\"; \
+                 raise max_worker_processes (a restart)",
+                self.database
+            ),
+        }
     }
+}
+
+/// Whether a database of this name exists, read from the shared catalog pg_database by a sequential scan, as
+/// autovacuum's launcher reads it: a process connected to no database cannot open the catalog's indexes until a
+/// backend has written the shared relcache file.
+fn database_exists(name: &str) -> bool {
+    BackgroundWorker::transaction(|| {
+        // SAFETY: the catalog is opened, scanned and closed inside this transaction; each tuple heap_getnext
+        // returns is a pg_database row, valid until the next call.
+        unsafe {
+            let relation = pg_sys::table_open(pg_sys::DatabaseRelationId, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+            let scan = pg_sys::table_beginscan_catalog(relation, 0, std::ptr::null_mut());
+            let mut found = false;
+            loop {
+                let tuple = pg_sys::heap_getnext(scan, pg_sys::ScanDirection::ForwardScanDirection);
+                if tuple.is_null() {
+                    break;
+                }
+                let row = pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_database>(tuple);
+                if std::ffi::CStr::from_ptr((*row).datname.data.as_ptr()).to_bytes() == name.as_bytes() {
+                    found = true;
+                    break;
+                }
+            }
+            pg_sys::table_endscan(scan);
+            pg_sys::table_close(relation, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+            found
+        }
+    })
 }
 
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn clip_search_worker_main(argument: pg_sys::Datum) {
-    // SIGTERM (server shutdown, pg_terminate_backend) ends the worker at its next interrupt check, which the
-    // embedding functions make between images and batches, rather than only between rounds.
+    // SIGTERM (server shutdown, pg_terminate_backend, the launcher's exit) ends the worker at its next interrupt
+    // check, which the embedding functions make between images and batches, rather than only between rounds.
     // SAFETY: installs PostgreSQL's own handler before the signals are unblocked below.
     unsafe { pg_sys::pqsignal(pg_sys::SIGTERM as i32, Some(die)) };
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP);
@@ -119,7 +275,7 @@ fn run_round() -> bool {
             }))
             .collect::<Result<Vec<Watch>, pgrx::spi::Error>>()
         })
-        .unwrap_or_else(|e| error!("clip_search worker: cannot read the watches: {e}"))
+        .unwrap_or_else(|e| error(ERRCODE_INTERNAL_ERROR, format!("clip_search worker: cannot read the watches: {e}")))
     });
     let mut busy = false;
     for watch in &watches {
@@ -213,7 +369,7 @@ fn run_batch(watch: &Watch) -> bool {
                 (guc::batch_size() as i32).into(),
             ],
         )
-        .unwrap_or_else(|e| error!("clip_search worker: {}: {e}", watch.name))
+        .unwrap_or_else(|e| error(ERRCODE_INTERNAL_ERROR, format!("clip_search worker: {}: {e}", watch.name)))
     });
     let (done, skipped) = (done.unwrap_or(0), skipped.unwrap_or(0));
     if done + skipped == 0 && failure.is_none() && watch.failures_in_a_row == 0 {
@@ -266,7 +422,7 @@ fn record(watch: &Watch, done: i64, skipped: i64, rate: f64, failure: Option<&st
             pause.as_secs_f64().into(),
         ],
     )
-    .unwrap_or_else(|e| error!("clip_search worker: {}: {e}", watch.name));
+    .unwrap_or_else(|e| error(ERRCODE_INTERNAL_ERROR, format!("clip_search worker: {}: {e}", watch.name)));
 }
 
 /// How long a watch that failed `failures_in_a_row` times in a row waits before it is tried again: the naptime,

@@ -4,7 +4,8 @@
 # watch too; an update while a row waits ends with its newest source's embedding; a corrupt image is recorded in
 # clip_backfill_failures and the other rows are embedded; an immediate shutdown in the middle of the work loses
 # nothing and embeds nothing twice; a partitioned table works; clip_unwatch stops the work; pg_terminate_backend
-# stops the worker, which the postmaster starts again; a table owner's trigger cannot use the worker's rights or
+# stops the worker, which the launcher starts again; a database of clip.worker_databases that does not exist is
+# reported once and served once it is created; a table owner's trigger cannot use the worker's rights or
 # leave it a setting, and an error it raises past the batch function is recorded and stops no other watch; a hot
 # standby of the cluster runs no worker. Every wait is a
 # bounded poll; nothing is timed.
@@ -250,7 +251,7 @@ done
 [[ "$(h -c "SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'clip_hostile_owner'")" == f ]] \
   || die "watch: the planting role became a superuser"
 
-log "watch: pg_terminate_backend stops the worker; the postmaster starts it again"
+log "watch: pg_terminate_backend stops the worker; the launcher starts it again"
 old=$(q -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'clip_search worker' AND datname = current_database()")
 [[ -n $old ]] || die "watch: no worker running"
 q -c "SELECT pg_terminate_backend($old)" >/dev/null
@@ -261,6 +262,23 @@ wait_for "SELECT embedding IS NOT NULL FROM notes WHERE id = 9002"
 if grep -q -E 'server process .* was terminated by signal|terminating any other active server processes' "$PGDATA/server.log"; then
   die "watch: a process crashed (see $PGDATA/server.log)"
 fi
+log "watch: a database of clip.worker_databases that does not exist is reported once, and served once created"
+echo "clip.worker_databases = '$db, $hostile_db, clip_later'" >>"$PGDATA/postgresql.conf"
+scripts/cluster.sh stop watch
+scripts/cluster.sh start watch
+missing_warnings() { grep -c 'clip.worker_databases names the database "clip_later", which does not exist' "$PGDATA/server.log" || true; }
+missing_reported() { [[ $(missing_warnings) -ge 1 ]]; }
+wait_until 30 missing_reported || die "watch: no warning about the missing database clip_later"
+wait_for "SELECT count(*) = 2 FROM pg_stat_activity WHERE backend_type = 'clip_search worker'" 30
+# The launcher that started them is the first, not one the postmaster started again after a failure (10 s later).
+wait_for "SELECT backend_start < pg_postmaster_start_time() + interval '5 s' FROM pg_stat_activity
+          WHERE backend_type = 'clip_search launcher'" 5
+sleep 3  # the launcher looks every second: a second warning would be in the log by now
+[[ "$(missing_warnings)" == 1 ]] || die "watch: the missing database was reported $(missing_warnings) times"
+"$PG_BIN/createdb" clip_later
+wait_for "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE backend_type = 'clip_search worker' AND datname = 'clip_later')" 30
+! grep -q 'FATAL:  database "clip_later" does not exist' "$PGDATA/server.log" \
+  || die "watch: a worker tried to connect to the missing database"
 log "watch: a hot standby runs no worker"
 primary_socket=$PGSOCKET primary_port=$PGPORT
 (

@@ -84,7 +84,7 @@ public final class ClipPhotos {
     /**
      * Embeds every photo whose embedding is NULL. clip_backfill is a procedure that COMMITs after each batch: the
      * connection must be in auto-commit mode (JDBC's default). After setAutoCommit(false), as in a pool or a
-     * framework's transaction, the server refuses it with "invalid transaction termination". The casts pin the
+     * framework's transaction, the server refuses it (SQLSTATE 2D000). The casts pin the
      * call to the extension's procedure's exact argument types. PROGRESS receives the procedure's NOTICEs, which
      * the driver hands over as warnings.
      */

@@ -67,13 +67,13 @@ public final class ClipPhotosTest {
             check(((Number) scalar("SELECT count(embedding) FROM photos")).intValue() == 0, "nothing embedded yet");
         });
 
-        test("with auto-commit off, CALL clip_backfill fails with 'invalid transaction termination'", () -> {
+        test("with auto-commit off, CALL clip_backfill refuses to start (SQLSTATE 2D000)", () -> {
             conn.setAutoCommit(false);
             try {
                 ClipPhotos.backfill(conn, 64, null);
                 throw new AssertionError("the call succeeded inside a transaction");
             } catch (SQLException e) {
-                check(e.getMessage().contains("invalid transaction termination"), e.getMessage());
+                check(e.getMessage().contains("cannot run inside a transaction block"), e.getMessage());
                 check("2D000".equals(e.getSQLState()), "SQLSTATE " + e.getSQLState());
             } finally {
                 conn.rollback();

@@ -49,7 +49,7 @@ async def insert_photos(conn: asyncpg.Connection, paths) -> None:
 async def backfill(conn: asyncpg.Connection, batch_size: int = 64) -> None:
     """Embeds the rows whose embedding is NULL (rows from before the trigger, say). clip_backfill COMMITs after
     each batch: asyncpg runs each statement on its own, which is what it needs; inside `async with
-    conn.transaction()` it fails with 'invalid transaction termination'."""
+    conn.transaction()` it refuses to start (SQLSTATE 2D000)."""
     await conn.execute("CALL clip_backfill($1::regclass, $2::text, $3::text, $4)",
                        "photos", "image", "embedding", batch_size)
 

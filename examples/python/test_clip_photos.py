@@ -38,12 +38,12 @@ def test_the_column_has_the_models_dimension(conninfo):
 
 
 def test_backfill_inside_a_transaction_block_fails(conninfo, photos):
-    """Without autocommit psycopg opens a transaction first, and the procedure's COMMIT is refused: the doc's
-    warning. The failed call leaves nothing behind."""
+    """Without autocommit psycopg opens a transaction first, and the procedure refuses to start: the doc's
+    warning. The refused call leaves nothing behind."""
     with psycopg.connect(conninfo) as conn:
         assert not conn.autocommit
         conn.execute("UPDATE photos SET embedding = NULL WHERE name = %s", (photos[0].name,))
-        with pytest.raises(psycopg.errors.InvalidTransactionTermination, match="invalid transaction termination"):
+        with pytest.raises(psycopg.errors.InvalidTransactionTermination, match="cannot run inside a transaction block"):
             conn.execute("CALL clip_backfill(%s::regclass, %s::text, %s::text)", ("photos", "image", "embedding"))
         conn.rollback()
         assert conn.execute("SELECT count(*) FROM photos WHERE embedding IS NULL "

@@ -51,7 +51,7 @@ def test_backfill_runs_outside_a_transaction_only(database, photos):
     async def check(conn):
         await conn.execute("UPDATE photos SET embedding = NULL WHERE name = $1", name)
         with pytest.raises(asyncpg.exceptions.InvalidTransactionTerminationError,
-                           match="invalid transaction termination"):
+                           match="cannot run inside a transaction block"):
             async with conn.transaction():
                 await cpa.backfill(conn)
         assert await conn.fetchval("SELECT embedding IS NULL FROM photos WHERE name = $1", name)

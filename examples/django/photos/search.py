@@ -20,7 +20,7 @@ def add_photos(paths) -> int:
 def embed_photos(batch_size: int = 64) -> None:
     """Embeds every photo whose embedding is NULL with CALL clip_backfill. The procedure COMMITs after each batch,
     so it must run outside a transaction: not inside transaction.atomic(), ATOMIC_REQUESTS views or a TestCase
-    (use TransactionTestCase), where PostgreSQL refuses it with 'invalid transaction termination'."""
+    (use TransactionTestCase), where it refuses to start (SQLSTATE 2D000)."""
     if connection.in_atomic_block:
         raise RuntimeError("clip_backfill commits as it goes: call embed_photos() outside transaction.atomic()")
     with connection.cursor() as cursor:

@@ -30,16 +30,23 @@ SELECT pg_temp.error_of($$SET clip.max_batch_size = 1024$$);
 SELECT pg_temp.error_of($$SET clip.max_intra_op_threads = 64$$);
 SET clip.intra_op_threads = 2;
 SELECT pg_temp.error_of($$SET clip.intra_op_threads = 0$$);
--- An ordinary role may ask for more, but gets at most the superuser's ceilings (clip_info shows what is in force).
+-- An ordinary role may not SET more than the superuser's ceilings: the refusal names the ceiling.
 SET clip.batch_size = 1024;
 SET clip.intra_op_threads = 64;
-SELECT clip_info()->>'batch_size' AS batch_size_in_force, clip_info()->>'intra_op_threads' AS threads_in_force;
+SET clip.batch_size = 64;
+SHOW clip.batch_size;
 RESET clip.batch_size;
 RESET clip.intra_op_threads;
 -- Ordinary use needs no privilege: embeddings come from the values given, never from a path or a URL.
 SELECT vector_dims(clip_embed_text('an ordinary user embeds text')) AS dims_as_ordinary_user;
 RESET ROLE;
 DROP ROLE clip_regress_user;
+-- A ceiling lowered under a value already set caps it where it is used (clip_info shows what is in force).
+SET clip.batch_size = 16;
+SET clip.max_batch_size = 8;
+SELECT current_setting('clip.batch_size') AS batch_size_set, clip_info()->>'batch_size' AS batch_size_in_force;
+RESET clip.max_batch_size;
+RESET clip.batch_size;
 
 -- The clip. prefix is reserved: a misspelt setting is an error, not a silently kept placeholder.
 SELECT pg_temp.error_of($$SET clip.batchsize = 8$$);

@@ -18,6 +18,16 @@ FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'clip
 WHERE d.deptype = 'e' AND d.classid <> 'pg_proc'::regclass
 ORDER BY 1;
 
+-- Every public function, procedure, table and view has a description (psql's \df+, obj_description()).
+SELECT pg_describe_object(d.classid, d.objid, 0) AS undescribed
+FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'clip_search'
+WHERE d.deptype = 'e' AND d.classid IN ('pg_proc'::regclass, 'pg_class'::regclass)
+  AND NOT EXISTS (SELECT FROM pg_description c WHERE c.classoid = d.classid AND c.objoid = d.objid AND c.objsubid = 0)
+  AND coalesce((SELECT pronamespace FROM pg_proc WHERE oid = d.objid AND d.classid = 'pg_proc'::regclass),
+               (SELECT relnamespace FROM pg_class WHERE oid = d.objid AND d.classid = 'pg_class'::regclass))
+      <> 'clip_search_internal'::regnamespace;
+SELECT obj_description('clip_embed_text(text)'::regprocedure) AS clip_embed_text;
+
 -- NULL in, NULL out.
 SELECT clip_embed_text(NULL) IS NULL AS text_null, clip_embed_image(NULL) IS NULL AS image_null,
        clip_similarity(NULL::text, NULL::bytea) IS NULL AS similarity_null;
@@ -37,9 +47,16 @@ SELECT clip_tokenize('') AS empty, clip_tokenize('Tom &amp; Jerry') AS entity;
 SELECT array_length(clip_tokenize(repeat('word ', 200)), 1) AS truncated_length,
        (clip_tokenize(repeat('word ', 200)))[77] AS last_id;
 
--- clip_similarity of two vectors is 1 - cosine distance.
+-- clip_similarity of two vectors is 1 - cosine distance, as double precision, to within float rounding; NaN for a
+-- zero vector, as pgvector's distance gives.
 SELECT round(clip_similarity('[1,0,0]'::vector, '[1,1,0]'::vector)::numeric, 4) AS similarity,
        round((1 - ('[1,0,0]'::vector <=> '[1,1,0]'::vector))::numeric, 4) AS one_minus_distance;
+SELECT pg_typeof(clip_similarity('[1,0]'::vector, '[0,1]'::vector)) AS returns,
+       max(abs(clip_similarity(a, b) - (1 - (a <=> b)))) < 1e-6 AS equals_one_minus_distance
+FROM (SELECT clip_embed_text('text ' || i) AS a, clip_embed_text('other ' || i) AS b FROM generate_series(1, 20) i) v;
+SELECT clip_similarity('[0,0,0]'::vector, '[1,1,0]'::vector) AS zero_vector,
+       1 - ('[0,0,0]'::vector <=> '[1,1,0]'::vector) AS one_minus_distance,
+       clip_similarity('[1,2,3]'::vector, '[-2,-4,-6]'::vector) AS opposite;
 SELECT clip_similarity('[1,0]'::vector, '[1,0,0]'::vector);
 
 -- What produced the vectors.

@@ -1,8 +1,8 @@
 -- Memory an ordinary role controls: the array functions decode, preprocess and free one image at a time, so a
--- backend holds one decoded image however many large images a call embeds, and the batch size an ordinary role
--- asks for is capped by clip.max_batch_size. Before this bound, 16 images of 7000x7000 in one call peaked at
--- 3 GB. Here: 24 legal 6000x6000 PNGs (108 MB of pixels each, 2.6 GB together) in one call, in a fresh backend
--- (its peak RSS counts only this statement), asked for in one batch.
+-- backend holds one decoded image however many large images a call embeds, and an ordinary role may ask for no
+-- larger batch than clip.max_batch_size. Here: 24 legal 6000x6000 PNGs (108 MB of pixels each, 2.6 GB together)
+-- in one call, in a fresh backend (its peak RSS counts only this statement), in one batch of the largest size the
+-- role may set.
 \getenv abs_srcdir PG_ABS_SRCDIR
 \set setup :abs_srcdir '/include/setup.psql'
 \i :setup
@@ -15,7 +15,7 @@ CREATE ROLE clip_memory_user LOGIN IN ROLE pg_read_server_files;
 GRANT EXECUTE ON FUNCTION pg_read_file(text) TO clip_memory_user;
 GRANT SELECT ON huge_image, huge_rgba16_image TO clip_memory_user;
 \c - clip_memory_user
-SET clip.batch_size = 1024;
+SET clip.batch_size = 64;
 SELECT rolsuper FROM pg_roles WHERE rolname = current_user;
 SELECT count(e) AS embedded, bool_and(vector_dims(e) = 32) AS all_32_dims
 FROM unnest((SELECT clip_embed_images(array_fill(image, ARRAY[24])) FROM huge_image)) AS e;

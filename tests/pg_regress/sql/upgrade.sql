@@ -1,5 +1,5 @@
--- Upgrades: 0.1.0 -> 0.2.0 -> current with stored embeddings, 0.2.0 -> current with a user trigger, and 0.3.0 ->
--- current with a watch. After each
+-- Upgrades: 0.1.0 -> 0.2.0 -> current with stored embeddings, 0.2.0 -> current with a user trigger, 0.3.0 ->
+-- current with a watch, and 0.4.0 -> current with a table searched by clip_similarity. After each
 -- step the upgraded extension is compared, object by object, with a fresh install of the same version: every
 -- function's full definition (arguments, defaults, return type, language, body or C symbol, volatility,
 -- strictness, parallel safety, security), every table's columns, constraints, indexes and policies, types,
@@ -11,6 +11,7 @@ RESET client_min_messages;
 CREATE DATABASE clip_upgrade;           -- 0.1.0, then updated to 0.2.0, then to the current version
 CREATE DATABASE clip_upgrade_from_0_2;  -- a fresh 0.2.0, then updated to the current version
 CREATE DATABASE clip_upgrade_from_0_3;  -- a fresh 0.3.0 with a watch, then updated to the current version
+CREATE DATABASE clip_upgrade_from_0_4;  -- a fresh 0.4.0, then updated to the current version
 CREATE DATABASE clip_fresh;             -- a fresh current version
 
 -- Every object of the extension in database dbname, with its definition: equal sets mean equal extensions.
@@ -128,6 +129,21 @@ INSERT INTO photos VALUES (1, 'embedded with 0.3.0', NULL), (2, 'not yet', NULL)
 SELECT clip_watch('photos', 'caption', 'embedding');
 UPDATE photos SET embedding = clip_embed_text(caption) WHERE id = 1;
 
+\c clip_upgrade_from_0_4
+SET client_min_messages = warning;
+CREATE EXTENSION clip_search VERSION '0.4.0' CASCADE;
+RESET client_min_messages;
+CREATE TABLE notes (id int PRIMARY KEY, body text, embedding vector(32));
+INSERT INTO notes SELECT i, 'note ' || i, clip_embed_text('note ' || i) FROM generate_series(1, 5) i;
+-- Until it is updated, its clip_similarity (real) runs on the current library.
+\getenv abs_srcdir PG_ABS_SRCDIR
+\set images :abs_srcdir '/../fixtures/images/'
+SELECT pg_typeof(clip_similarity('[1,0]'::vector, '[1,1]'::vector)) AS returns_before_update,
+       round(clip_similarity('[1,0]'::vector, '[1,1]'::vector)::numeric, 4) AS similarity,
+       round(clip_similarity('a photo', pg_read_binary_file(:'images' || 'chelsea_rgb_200x133.png'))::numeric, 4)
+           = round(clip_similarity(clip_embed_text('a photo'), clip_embed_image(pg_read_binary_file(:'images' || 'chelsea_rgb_200x133.png')))::numeric, 4)
+           AS text_image_consistent;
+
 \c clip_regress
 -- 0.1.0 updated to 0.2.0 is a fresh 0.2.0.
 SELECT * FROM extension_differences('clip_upgrade', 'clip_upgrade_from_0_2');
@@ -165,6 +181,14 @@ ALTER TABLE photos RENAME COLUMN caption TO title;
 UPDATE photos SET title = 'changed after the update' WHERE id = 1;
 SELECT relation, source_column, target_column, rows_pending, rows_embedded FROM clip_watch_status;
 
+\c clip_upgrade_from_0_4
+ALTER EXTENSION clip_search UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'clip_search';
+-- clip_similarity now gives double precision, as 1 - (a <=> b) does, and the stored vectors are unchanged.
+SELECT min(pg_typeof(clip_similarity(embedding, embedding))::text) AS returns,
+       bool_and(abs(clip_similarity(embedding, clip_embed_text(body)) - 1) < 1e-6) AS unchanged
+FROM notes;
+
 \c clip_fresh
 SET client_min_messages = warning;
 CREATE EXTENSION clip_search CASCADE;
@@ -179,9 +203,11 @@ FROM extension_objects('clip_fresh') GROUP BY 1 ORDER BY 1;
 SELECT * FROM extension_differences('clip_upgrade', 'clip_fresh');
 SELECT * FROM extension_differences('clip_upgrade_from_0_2', 'clip_fresh');
 SELECT * FROM extension_differences('clip_upgrade_from_0_3', 'clip_fresh');
+SELECT * FROM extension_differences('clip_upgrade_from_0_4', 'clip_fresh');
 SELECT (SELECT count(*) FROM extension_differences('clip_upgrade', 'clip_fresh')) AS differences_from_0_1_0,
        (SELECT count(*) FROM extension_differences('clip_upgrade_from_0_2', 'clip_fresh')) AS differences_from_0_2_0,
-       (SELECT count(*) FROM extension_differences('clip_upgrade_from_0_3', 'clip_fresh')) AS differences_from_0_3_0;
+       (SELECT count(*) FROM extension_differences('clip_upgrade_from_0_3', 'clip_fresh')) AS differences_from_0_3_0,
+       (SELECT count(*) FROM extension_differences('clip_upgrade_from_0_4', 'clip_fresh')) AS differences_from_0_4_0;
 
 -- DROP EXTENSION takes everything with it, the helpers' schema and the failures table included.
 \c clip_fresh
@@ -193,5 +219,6 @@ SELECT to_regnamespace('clip_search_internal') IS NULL AS helper_schema_dropped,
 DROP DATABASE clip_upgrade;
 DROP DATABASE clip_upgrade_from_0_2;
 DROP DATABASE clip_upgrade_from_0_3;
+DROP DATABASE clip_upgrade_from_0_4;
 DROP DATABASE clip_fresh;
 DROP FUNCTION extension_differences(text, text), extension_objects(text);

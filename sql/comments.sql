@@ -1,0 +1,39 @@
+-- Descriptions of the extension's public objects, shown by psql's \df+ and \dv+ and by obj_description(). The
+-- upgrade scripts repeat them (tests/pg_regress/sql/upgrade.sql compares an upgraded extension with a fresh
+-- install, comments included).
+COMMENT ON FUNCTION @extschema@.clip_embed_text(text) IS
+    'The L2-normalised CLIP embedding of a text, as a vector of the model''s dimension';
+COMMENT ON FUNCTION @extschema@.clip_embed_text(text, text) IS
+    'The embedding of a text in a language, for models that take a language code (clip_info()->''languages'')';
+COMMENT ON FUNCTION @extschema@.clip_embed_image(bytea) IS
+    'The L2-normalised CLIP embedding of an image (JPEG, PNG, WebP, GIF, BMP or TIFF)';
+COMMENT ON FUNCTION @extschema@.clip_embed_texts(text[]) IS
+    'Embeddings of an array of texts, in batches of clip.batch_size, in input order; NULL gives NULL';
+COMMENT ON FUNCTION @extschema@.clip_embed_images(bytea[]) IS
+    'Embeddings of an array of images, in batches of clip.batch_size, in input order; NULL gives NULL';
+COMMENT ON FUNCTION @extschema@.clip_similarity(text, bytea) IS
+    'Cosine similarity of a text and an image under the model: 1 - (text <=> image) of their embeddings';
+COMMENT ON FUNCTION @extschema@.clip_similarity(vector, vector) IS
+    'Cosine similarity of two vectors: 1 - (a <=> b), NaN when either is the zero vector';
+COMMENT ON FUNCTION @extschema@.clip_classify(bytea, text[], text) IS
+    'Zero-shot classification of an image among labels put into a template, most probable label first';
+COMMENT ON FUNCTION @extschema@.clip_blend(vector[], real[]) IS
+    'One query vector from several: the normalised weighted sum of the normalised vectors';
+COMMENT ON FUNCTION @extschema@.clip_blend(vector, vector, real) IS
+    'One query vector from two: (1 - weight) of a and weight of b, normalised';
+COMMENT ON FUNCTION @extschema@.clip_tokenize(text) IS
+    'A text''s token ids as the model''s tokenizer gives them, start and end tokens included, not padded';
+COMMENT ON FUNCTION @extschema@.clip_info() IS
+    'The model, ONNX Runtime, the settings in force and this backend''s memory, as jsonb';
+COMMENT ON FUNCTION @extschema@.clip_embed_trigger() IS
+    'Trigger function: fills a vector column from a text or bytea column; arguments: source column, target column';
+COMMENT ON PROCEDURE @extschema@.clip_backfill(regclass, text, text, integer, text) IS
+    'Embeds the rows whose target is NULL, committing each batch; resumable; CALL it in autocommit mode';
+COMMENT ON FUNCTION @extschema@.clip_watch(regclass, text, text) IS
+    'Has the background worker keep a vector column embedded from a text or bytea column';
+COMMENT ON FUNCTION @extschema@.clip_unwatch(regclass) IS
+    'Stops watching a table; its embeddings stay';
+COMMENT ON VIEW @extschema@.clip_watch_status IS
+    'Progress of each watch the current role may read, and whether the background worker runs';
+COMMENT ON TABLE @extschema@.clip_backfill_failures IS
+    'Rows clip_backfill or a watch could not embed, with the error, until their source changes';
