@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
-export CARGO_BUILD_JOBS=2
+export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2}
 SUDO=""
 [[ $(id -u) -ne 0 ]] && SUDO="sudo"
 
