@@ -16,7 +16,8 @@
 //!   POST   /api/rank-texts?k=         multipart with one image: stored texts ranked for it by cosine, or, with
 //!                                     "labels" fields, those labels classified zero-shot (probabilities)
 //!   POST   /api/similarity            multipart with "text" and one image: their cosine similarity
-//! Errors are JSON (see error.rs); so are the router's own 404, 405 and 413 (see `json_errors`).
+//! Errors are JSON (see error.rs); so are the router's own 404, 405 and 413 (see `json_errors`), and hyper's own
+//! 400, 414 and 431 for requests it cannot parse (see listener.rs).
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -105,15 +106,7 @@ async fn json_errors(response: Response) -> Response {
     let text =
         to_bytes(body, 64 * 1024).await.map(|b| String::from_utf8_lossy(&b).trim().to_string()).unwrap_or_default();
     let message = if text.is_empty() { status.canonical_reason().unwrap_or("error").to_string() } else { text };
-    let code = match status {
-        StatusCode::NOT_FOUND => "not_found",
-        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
-        StatusCode::PAYLOAD_TOO_LARGE => "request_too_large",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-        s if s.is_client_error() => "bad_request",
-        _ => "internal_error",
-    };
-    let mut out = ApiError::new(status, code, message).into_response();
+    let mut out = ApiError::of_status(status, message).into_response();
     if let Some(allow) = parts.headers.get(header::ALLOW) {
         out.headers_mut().insert(header::ALLOW, allow.clone());
     }

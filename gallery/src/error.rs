@@ -28,6 +28,21 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
+    /// An error that only has a status, as the HTTP layer gives it: the code names the status.
+    pub fn of_status(status: StatusCode, message: impl Into<String>) -> Self {
+        let code = match status {
+            StatusCode::NOT_FOUND => "not_found",
+            StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+            StatusCode::PAYLOAD_TOO_LARGE => "request_too_large",
+            StatusCode::URI_TOO_LONG => "uri_too_long",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "headers_too_large",
+            s if s.is_client_error() => "bad_request",
+            _ => "internal_error",
+        };
+        Self::new(status, code, message)
+    }
+
     /// Names the uploaded file at fault, when the error is about an image.
     pub fn with_file(mut self, file: Option<String>) -> Self {
         if matches!(self.code, "not_an_image" | "unsupported_image_format" | "image_too_large") {
@@ -69,6 +84,15 @@ impl ApiError {
         }
         ApiError { element: db.detail().and_then(element_of_detail), ..Self::new(status, name, message) }
     }
+
+    /// The JSON body of the error's response.
+    pub fn body(&self) -> String {
+        let mut body = json!({"error": self.message, "code": self.code});
+        if let Some(file) = &self.file {
+            body["file"] = json!(file);
+        }
+        body.to_string()
+    }
 }
 
 /// The element index in a DETAIL of the form `element N`.
@@ -93,11 +117,7 @@ impl From<deadpool_postgres::PoolError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = json!({"error": self.message, "code": self.code});
-        if let Some(file) = self.file {
-            body["file"] = json!(file);
-        }
-        let mut response = (self.status, body.to_string()).into_response();
+        let mut response = (self.status, self.body()).into_response();
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         response
     }

@@ -3,6 +3,7 @@
 pub mod api;
 pub mod db;
 pub mod error;
+pub mod listener;
 pub mod sniff;
 
 use std::io::Write;
@@ -92,7 +93,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     println!("clip-gallery: listening on http://{address}");
     let _ = std::io::stdout().flush();
     let state = api::AppState { pool, model: Arc::new(model), max_body_bytes: config.max_body_bytes };
-    axum::serve(listener, api::router(state, config.log_requests))
+    axum::serve(listener::Listener(listener), api::router(state, config.log_requests))
         .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(|e| format!("server: {e}"))?;

@@ -12,7 +12,7 @@ use std::time::Duration;
 use reqwest::multipart::{Form, Part};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -195,6 +195,20 @@ fn assert_error(status: StatusCode, body: &Value, expected: StatusCode, code: &s
     assert_eq!(status, expected, "{body}");
     assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "no error message: {body}");
     assert_eq!(body["code"], code, "{body}");
+}
+
+/// Sends `request` as it is on a new connection and reads the answer until the server closes it: the status, the
+/// response head, and the body, which must be JSON.
+async fn raw_exchange(server: &Server, request: &[u8]) -> (u16, String, Value) {
+    let mut stream = tokio::net::TcpStream::connect(server.base.strip_prefix("http://").unwrap()).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8(answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no complete answer: {answer:?}"));
+    let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no status: {head}"));
+    let body = serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {answer}"));
+    (status, head.to_ascii_lowercase(), body)
 }
 
 fn scores(results: &Value) -> Vec<f64> {
@@ -635,6 +649,44 @@ async fn bad_requests_get_json_errors() {
     assert_error(status, &body, StatusCode::BAD_REQUEST, "no_image");
 
     assert_eq!(server.image_count().await, 1, "no bad request stored anything");
+}
+
+/// What hyper answers itself, before any handler runs (a URL or headers over its limits, a request that is not
+/// HTTP), is JSON too, as are the router's 404 and 405; and the server goes on serving.
+#[tokio::test]
+async fn errors_of_the_http_layer_are_json() {
+    let server = Server::start("http_layer", &[]).await;
+    let long_url = format!("GET /api/search?q={} HTTP/1.1\r\nhost: gallery\r\n\r\n", "a".repeat(100_000));
+    let big_header = format!("GET /api/stats HTTP/1.1\r\nhost: gallery\r\nx-big: {}\r\n\r\n", "b".repeat(1 << 20));
+    let many_headers: String = (0..101).map(|i| format!("x-{i}: {i}\r\n")).collect();
+    let many_headers = format!("GET /api/stats HTTP/1.1\r\nhost: gallery\r\n{many_headers}\r\n");
+    let cases = [
+        ("a 100,000-character URL", long_url, 414, "uri_too_long"),
+        ("a 1 MiB header", big_header, 431, "headers_too_large"),
+        ("102 header fields", many_headers, 431, "headers_too_large"),
+        ("a request that is not HTTP", "GARBAGE\r\n\r\n".to_string(), 400, "bad_request"),
+        (
+            "an unknown path",
+            "GET /nope HTTP/1.1\r\nhost: gallery\r\nconnection: close\r\n\r\n".into(),
+            404,
+            "not_found",
+        ),
+        (
+            "a method the path does not take",
+            "DELETE /api/stats HTTP/1.1\r\nhost: gallery\r\nconnection: close\r\n\r\n".into(),
+            405,
+            "method_not_allowed",
+        ),
+    ];
+    for (what, request, expected, code) in cases {
+        let (status, head, body) = raw_exchange(&server, request.as_bytes()).await;
+        assert_eq!(status, expected, "{what}: {head}");
+        assert!(head.contains("\r\ncontent-type: application/json"), "{what}: {head}");
+        assert_eq!(body["code"], code, "{what}: {body}");
+        assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{what}: {body}");
+    }
+    let (status, body) = server.get("/api/stats").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
 }
 
 #[tokio::test]
