@@ -2,6 +2,7 @@
 //! extension; this module only moves bytes and JSON.
 //!
 //!   GET    /                          the page
+//!   GET    /favicon.ico               the page's icon (SVG)
 //!   GET    /api/stats                 model (its weights, source, and a notice for random weights), counts, sizes
 //!   POST   /api/images                multipart, one or more files: store and embed them (all or none)
 //!   GET    /api/images                the stored images, newest first (?limit=&offset=)
@@ -42,6 +43,7 @@ pub const MAX_K: i64 = 100;
 const DEFAULT_K: i64 = 12;
 const MAX_QUERY_CHARS: usize = 2000;
 const MAX_TEXTS: usize = 1000;
+const FAVICON: &str = include_str!("favicon.svg");
 
 #[derive(Clone)]
 pub struct AppState {
@@ -54,6 +56,7 @@ pub fn router(state: AppState, log_requests: bool) -> Router {
     let limit = state.max_body_bytes;
     let mut app = Router::new()
         .route("/", get(page))
+        .route("/favicon.ico", get(favicon))
         .route("/api/stats", get(stats))
         .route("/api/images", post(add_images).get(list_images))
         .route("/api/images/{id}", get(get_image).delete(delete_image))
@@ -86,6 +89,11 @@ async fn page() -> Response {
         ],
         PAGE,
     )
+        .into_response()
+}
+
+async fn favicon() -> Response {
+    ([(header::CONTENT_TYPE, "image/svg+xml"), (header::CACHE_CONTROL, "public, max-age=86400")], FAVICON)
         .into_response()
 }
 

@@ -277,6 +277,12 @@ async fn page_and_stats_of_an_empty_gallery() {
         assert!(!page.contains(external), "the page loads something from outside: {external}");
     }
 
+    // The icon browsers ask for, as SVG.
+    let response = server.http.get(server.url("/favicon.ico")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "image/svg+xml");
+    assert!(response.text().await.unwrap().starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
+
     let (status, stats) = server.get("/api/stats").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(stats["model"], "clip-tiny");
@@ -605,7 +611,6 @@ async fn bad_requests_get_json_errors() {
         ("/api/images/abc".into(), StatusCode::BAD_REQUEST, "bad_request"),
         ("/api/images/424242".into(), StatusCode::NOT_FOUND, "not_found"),
         ("/api/nope".into(), StatusCode::NOT_FOUND, "not_found"),
-        ("/favicon.ico".into(), StatusCode::NOT_FOUND, "not_found"),
         ("/api/similarity".into(), StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
     ];
     for (path, expected, code) in &gets {
