@@ -5,7 +5,8 @@
 #      runs from the private PostgreSQL installation 'suites' (use_private_postgres in scripts/lib.sh)
 #   2. the browser test: Debian's Chromium, headless, driven by playwright-core (gallery/browser/test.mjs), on the
 #      page of a server over a fresh database (set up as postgres, served as the role clip_gallery); screenshots in
-#      target/gallery/ (screenshot.png: text search results)
+#      target/gallery/ (screenshot.png: text search results; home-desktop.png, home-phone.png: the home grid at
+#      1280 and 390 pixels wide)
 # Stops the cluster at the end; exits non-zero when a test failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -80,7 +81,7 @@ browser_test() {
   node gallery/browser/test.mjs "$url" "$ROOT/tests/fixtures/images" "$out" || status=$?
   kill "$server_pid" && wait "$server_pid" 2>/dev/null || true
   server_pid=""
-  [[ $status -eq 0 ]] && log "screenshot: $out/screenshot.png"
+  [[ $status -eq 0 ]] && log "screenshots: $out/screenshot.png, $out/home-desktop.png, $out/home-phone.png"
   return $status
 }
 status=0

@@ -1,12 +1,14 @@
 // The gallery page in headless Chromium (Debian's package): add images with the upload form, search by text,
-// search by an uploaded image, add and rank texts, read the stats; check that result thumbnails render
-// (naturalWidth > 0), that the notice of random weights (the fixture model's) is shown beside the results of both
-// searches, that the page fits a phone's width, that nothing is fetched from outside the server, and that the page
-// raises no script error.
+// search by an uploaded image, add and rank texts, read the stats; browse the stored images on the home page a page
+// at a time, delete one from its tile, open a search from its address (/?q=...); check that result thumbnails
+// render (naturalWidth > 0), that the notice of random weights (the fixture model's) is shown beside the results
+// of both searches, that the page and its tabs fit a phone's width, that nothing is fetched from outside the
+// server, and that the page raises no script error.
 //
 //   node test.mjs BASE_URL FIXTURE_IMAGES_DIR OUTPUT_DIR
 //
-// Screenshots go to OUTPUT_DIR: screenshot.png (text search results), similar.png, add.png, texts.png, phone.png,
+// Screenshots go to OUTPUT_DIR: screenshot.png (text search results), similar.png, add.png, texts.png,
+// home-desktop.png and home-phone.png (the home grid at 1280 and 390 pixels), phone.png (search results at 390),
 // and failure.png when a step fails. $CHROMIUM overrides the browser (default /usr/bin/chromium).
 import { chromium } from "playwright-core";
 import { mkdirSync, readFileSync } from "node:fs";
@@ -27,6 +29,8 @@ const uploads = [
   "astronaut_lossless_posterized_300x250.webp",
 ];
 const cat = "chelsea_rgb_451x300.jpg";
+const desktop = { width: 1280, height: 900 };
+const phone = { width: 390, height: 844 };
 
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
@@ -35,7 +39,7 @@ const browser = await chromium.launch({
   args: ["--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync"],
 });
-const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+const context = await browser.newContext({ viewport: desktop });
 const page = await context.newPage();
 page.setDefaultTimeout(60_000);
 
@@ -100,6 +104,32 @@ async function apiStats() {
   return page.evaluate(async () => (await fetch("/api/stats")).json());
 }
 
+async function textContents(selector) {
+  return page.$$eval(selector, (elements) => elements.map((e) => e.textContent));
+}
+
+// The home page: the grid of stored images, once its thumbnails have loaded.
+async function home() {
+  const response = await page.goto(base);
+  check(response.ok(), "GET / gave " + response.status());
+  await page.waitForSelector("#browse:not([hidden])");
+  await renderedWidths("browse-grid");
+}
+
+// What is wider than the screen: the page, the tab bar's content, the rightmost tab.
+async function overflow() {
+  return page.evaluate(() => {
+    const nav = document.querySelector("nav");
+    const tabs = [...nav.querySelectorAll("button")].map((b) => b.getBoundingClientRect().right);
+    const screen = window.innerWidth;
+    return {
+      screen, page: document.documentElement.scrollWidth, nav: nav.scrollWidth - nav.clientWidth,
+      tabs: Math.max(...tabs),
+      wide: document.documentElement.scrollWidth > screen || nav.scrollWidth > nav.clientWidth || Math.max(...tabs) > screen,
+    };
+  });
+}
+
 try {
   await step("the page loads with its stats", async () => {
     const response = await page.goto(base);
@@ -107,6 +137,7 @@ try {
     await page.waitForFunction(() => /\d+ images/.test(document.querySelector("#stats-line").textContent));
     const stats = await apiStats();
     check(stats.images === 0, "the gallery should start empty, has " + stats.images);
+    await page.waitForFunction(() => /No images yet/.test(document.querySelector("#search-status").textContent));
   });
 
   await step("add images: upload with progress, thumbnails render", async () => {
@@ -217,20 +248,110 @@ try {
     check(/texts\s*3/.test(text) && /embedding dimension/.test(text), "stats table: " + text);
   });
 
+  await step("home: with no query, the stored images, newest first, on one page", async () => {
+    await home();
+    const names = await textContents("#browse-grid .card .name");
+    check(names.join() === [...uploads].reverse().join(), "the home grid: " + names);
+    const status = await page.textContent("#search-status");
+    check(/^5 images, newest first/.test(status), "the home status: " + status);
+    check(await page.isHidden("#browse-pager"), "a pager for a single page");
+    check(await page.isHidden("#browse-button"), "'All images' shown on the home page");
+    await page.screenshot({ path: join(out, "home-desktop.png"), fullPage: true });
+  });
+
+  await step("home at a phone's width: the tabs fit, the grid reflows to two columns", async () => {
+    const columns = () => page.$eval("#browse-grid", (g) => getComputedStyle(g).gridTemplateColumns.split(" ").length);
+    const wide = await columns();
+    await page.setViewportSize(phone);
+    await renderedWidths("browse-grid");
+    const fit = await overflow();
+    check(fit.screen === 390 && !fit.wide, "wider than the screen: " + JSON.stringify(fit));
+    const narrow = await columns();
+    check(wide > 2 && narrow === 2, `grid columns: ${wide} at 1280 pixels, ${narrow} at 390`);
+    await page.screenshot({ path: join(out, "home-phone.png"), fullPage: true });
+  });
+
   await step("at a phone's width: nothing wider than the screen, the notice beside the results", async () => {
-    await page.setViewportSize({ width: 390, height: 844 });
+    await page.setViewportSize(phone);
     await tab("search");
     await page.fill("#q", "a photo of a cat");
     await page.press("#q", "Enter");
     await page.waitForFunction(() => /images for/.test(document.querySelector("#search-status").textContent));
     await checkNotice("search-notice");
-    const widths = await page.evaluate(() => ({
-      page: document.documentElement.scrollWidth,
-      screen: window.innerWidth,
-      notice: document.querySelector("#search-notice").getBoundingClientRect().right,
-    }));
-    check(widths.page <= widths.screen && widths.notice <= widths.screen, "wider than the screen: " + JSON.stringify(widths));
+    const fit = await overflow();
+    const notice = await page.$eval("#search-notice", (n) => n.getBoundingClientRect().right);
+    check(!fit.wide && notice <= fit.screen, "wider than the screen: " + JSON.stringify({ ...fit, notice }));
     await page.screenshot({ path: join(out, "phone.png"), fullPage: true });
+    await page.setViewportSize(desktop);
+  });
+
+  await step("/?q= runs that search on load; a search puts its text in the address", async () => {
+    const searched = (q) => page.waitForFunction((q) =>
+      document.querySelector("#search-status").textContent.includes(`images for “${q}”`), q);
+    await page.goto(base + "/?q=" + encodeURIComponent("a photo of a cat"));
+    await searched("a photo of a cat");
+    check(await page.inputValue("#q") === "a photo of a cat", "the search box: " + await page.inputValue("#q"));
+    const results = await page.$$eval("#search-results .card", (cards) => cards.length);
+    check(results === 5 && await page.isHidden("#browse"), `${results} results, the home grid hidden`);
+    await page.fill("#q", "a rocket on the launch pad");
+    await page.press("#q", "Enter");
+    await searched("a rocket on the launch pad");
+    const q = new URL(page.url()).searchParams.get("q");
+    check(q === "a rocket on the launch pad", "the address after a search: " + page.url());
+    await page.reload();
+    await searched("a rocket on the launch pad");
+    await page.click("#browse-button");
+    await page.waitForSelector("#browse:not([hidden])");
+    check(new URL(page.url()).search === "", "the address after 'All images': " + page.url());
+    check(await page.$$eval("#search-results .card", (cards) => cards.length) === 0, "search results left beside the home grid");
+  });
+
+  await step("home paging: 24 images a page, older and newer", async () => {
+    // 25 copies of a stored image make 30 images: a page of 24 and one of 6.
+    const added = await page.evaluate(async () => {
+      const { images } = await (await fetch("/api/images")).json();
+      const camera = images.find((i) => i.name === "camera_l_128x128.gif");
+      const bytes = await (await fetch(camera.url)).blob();
+      const form = new FormData();
+      for (let i = 1; i <= 25; i++) form.append("images", bytes, `copy-${String(i).padStart(2, "0")}.gif`);
+      return (await (await fetch("/api/images", { method: "POST", body: form })).json()).added.length;
+    });
+    check(added === 25, "added " + added + " copies");
+    const copies = Array.from({ length: 25 }, (_, i) => `copy-${String(25 - i).padStart(2, "0")}.gif`);
+    const newestFirst = [...copies, ...[...uploads].reverse()];
+    const shows = async (pageNumber, names) => {
+      await page.waitForFunction((label) => document.querySelector("#browse-page").textContent === label, "page " + pageNumber);
+      await renderedWidths("browse-grid");
+      const shown = await textContents("#browse-grid .card .name");
+      check(shown.join() === names.join(), `page ${pageNumber}: ${shown}`);
+    };
+    await home();
+    await shows(1, newestFirst.slice(0, 24));
+    check(await page.isDisabled("#browse-newer") && await page.isEnabled("#browse-older"), "page 1's buttons");
+    await page.click("#browse-older");
+    await shows(2, newestFirst.slice(24));
+    check(await page.isEnabled("#browse-newer") && await page.isDisabled("#browse-older"), "page 2's buttons");
+    await page.click("#browse-newer");
+    await shows(1, newestFirst.slice(0, 24));
+  });
+
+  await step("delete from a tile: cancelled, nothing changes; confirmed, the tile and the image are gone", async () => {
+    const tile = await page.$eval("#browse-grid .card", (c) => ({ id: c.dataset.id, name: c.querySelector(".name").textContent }));
+    const button = `#browse-grid .card[data-id="${tile.id}"] .delete`;
+    page.once("dialog", (dialog) => dialog.dismiss());
+    await page.click(button);
+    check(await page.isVisible(button) && (await apiStats()).images === 30, "a cancelled delete changed something");
+    let asked = "";
+    page.once("dialog", (dialog) => { asked = dialog.message(); dialog.accept(); });
+    await page.click(button);
+    await page.waitForFunction((id) => !document.querySelector(`.card[data-id="${id}"]`), tile.id);
+    check(asked.includes(tile.name), "the confirmation does not name the image: " + asked);
+    const status = await page.evaluate(async (id) => (await fetch("/api/images/" + id)).status, tile.id);
+    check(status === 404, `GET /api/images/${tile.id} after the delete: ${status}`);
+    check((await apiStats()).images === 29, "the server does not have 29 images");
+    // The page fills up again from the older images.
+    await page.waitForFunction(() => document.querySelectorAll("#browse-grid .card").length === 24
+      && /^29 images/.test(document.querySelector("#search-status").textContent));
   });
 
   await step("no outside requests, no script errors", async () => {

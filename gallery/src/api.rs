@@ -1,16 +1,16 @@
 //! The HTTP surface: the page and the JSON API. Every embedding and every search is one SQL statement run by the
 //! extension; this module only moves bytes and JSON.
 //!
-//!   GET    /                          the page
+//!   GET    /                          the page; /?q=TEXT runs that text search when it loads
 //!   GET    /favicon.ico               the page's icon (SVG)
 //!   GET    /api/stats                 model (its weights, source, and a notice for random weights), counts, sizes
 //!   POST   /api/images                multipart, one or more files: store and embed them (all or none)
-//!   GET    /api/images                the stored images, newest first (?limit=&offset=)
+//!   GET    /api/images                the stored images, newest first (?limit=&before=&offset=), a page at a time
 //!   GET    /api/images/{id}           the image's bytes, with their content type
 //!   DELETE /api/images/{id}
 //!   GET    /api/images/{id}/similar   stored images nearest to a stored one (?k=)
 //!   POST   /api/texts                 JSON {"texts": [...]}: store and embed them
-//!   GET    /api/texts                 the stored texts, newest first (?limit=&offset=)
+//!   GET    /api/texts                 the stored texts, newest first (?limit=&before=&offset=)
 //!   DELETE /api/texts/{id}
 //!   GET    /api/search?q=...&k=       text to image
 //!   POST   /api/search/image?k=       multipart with one image: image to image
@@ -43,6 +43,9 @@ pub const MAX_K: i64 = 100;
 const DEFAULT_K: i64 = 12;
 const MAX_QUERY_CHARS: usize = 2000;
 const MAX_TEXTS: usize = 1000;
+/// Rows of a list's page: the most, and when the request does not say.
+const MAX_PAGE: i64 = 1000;
+const DEFAULT_PAGE: i64 = 100;
 const FAVICON: &str = include_str!("favicon.svg");
 
 #[derive(Clone)]
@@ -149,14 +152,40 @@ fn k_of(k: Option<i64>) -> ApiResult<i64> {
 struct PageParams {
     limit: Option<i64>,
     offset: Option<i64>,
+    before: Option<i64>,
 }
 
-fn page_of(p: &PageParams) -> ApiResult<(i64, i64)> {
-    let (limit, offset) = (p.limit.unwrap_or(100), p.offset.unwrap_or(0));
-    if !(1..=1000).contains(&limit) || offset < 0 {
-        return Err(ApiError::bad_request("invalid_page", "limit must be between 1 and 1000 and offset not negative"));
+/// One page of a list, newest first: at most `limit` rows whose ids are below `before`, after skipping `offset`.
+struct Page {
+    limit: i64,
+    offset: i64,
+    before: i64,
+}
+
+fn page_of(p: &PageParams) -> ApiResult<Page> {
+    let page = Page {
+        limit: p.limit.unwrap_or(DEFAULT_PAGE),
+        offset: p.offset.unwrap_or(0),
+        before: p.before.unwrap_or(i64::MAX),
+    };
+    if !(1..=MAX_PAGE).contains(&page.limit) || page.offset < 0 || page.before < 1 {
+        return Err(ApiError::bad_request(
+            "invalid_page",
+            format!("limit must be between 1 and {MAX_PAGE}, offset not negative and before above 0"),
+        ));
     }
-    Ok((limit, offset))
+    Ok(page)
+}
+
+impl Page {
+    /// Cuts `rows`, read with one row over the limit, to the page: the `before` of the next page, None on the last.
+    fn next_before(&self, rows: &mut Vec<tokio_postgres::Row>) -> Option<i64> {
+        if rows.len() as i64 <= self.limit {
+            return None;
+        }
+        rows.truncate(self.limit as usize);
+        rows.last().map(|r| r.get("id"))
+    }
 }
 
 fn query_text(q: Option<&str>, what: &str) -> ApiResult<String> {
@@ -297,15 +326,16 @@ async fn add_images(State(state): State<AppState>, multipart: Multipart) -> ApiR
 }
 
 async fn list_images(State(state): State<AppState>, Query(p): Query<PageParams>) -> ApiResult<Json<Value>> {
-    let (limit, offset) = page_of(&p)?;
+    let page = page_of(&p)?;
     let client = state.pool.get().await?;
-    let rows = client
+    let mut rows = client
         .query(
             "SELECT id, name, content_type, octet_length(image)::int8 AS bytes, added_at::text AS added_at
-             FROM gallery.images ORDER BY id DESC LIMIT $1 OFFSET $2",
-            &[&limit, &offset],
+             FROM gallery.images WHERE id < $3 ORDER BY id DESC LIMIT $1::int8 + 1 OFFSET $2",
+            &[&page.limit, &page.offset, &page.before],
         )
         .await?;
+    let next_before = page.next_before(&mut rows);
     let total: i64 = client.query_one("SELECT count(*) FROM gallery.images", &[]).await?.get(0);
     let images: Vec<Value> = rows
         .iter()
@@ -315,7 +345,7 @@ async fn list_images(State(state): State<AppState>, Query(p): Query<PageParams>)
             v
         })
         .collect();
-    Ok(Json(json!({ "images": images, "total": total })))
+    Ok(Json(json!({ "images": images, "total": total, "next_before": next_before })))
 }
 
 async fn get_image(State(state): State<AppState>, Path(id): Path<i64>) -> ApiResult<Response> {
@@ -401,20 +431,22 @@ async fn add_texts(State(state): State<AppState>, Json(body): Json<AddTexts>) ->
 }
 
 async fn list_texts(State(state): State<AppState>, Query(p): Query<PageParams>) -> ApiResult<Json<Value>> {
-    let (limit, offset) = page_of(&p)?;
+    let page = page_of(&p)?;
     let client = state.pool.get().await?;
-    let rows = client
+    let mut rows = client
         .query(
-            "SELECT id, text, added_at::text FROM gallery.texts ORDER BY id DESC LIMIT $1 OFFSET $2",
-            &[&limit, &offset],
+            "SELECT id, text, added_at::text FROM gallery.texts
+             WHERE id < $3 ORDER BY id DESC LIMIT $1::int8 + 1 OFFSET $2",
+            &[&page.limit, &page.offset, &page.before],
         )
         .await?;
+    let next_before = page.next_before(&mut rows);
     let total: i64 = client.query_one("SELECT count(*) FROM gallery.texts", &[]).await?.get(0);
     let texts: Vec<Value> = rows
         .iter()
         .map(|r| json!({"id": r.get::<_, i64>(0), "text": r.get::<_, &str>(1), "added_at": r.get::<_, &str>(2)}))
         .collect();
-    Ok(Json(json!({ "texts": texts, "total": total })))
+    Ok(Json(json!({ "texts": texts, "total": total, "next_before": next_before })))
 }
 
 async fn delete_text(State(state): State<AppState>, Path(id): Path<i64>) -> ApiResult<StatusCode> {

@@ -197,6 +197,11 @@ fn assert_error(status: StatusCode, body: &Value, expected: StatusCode, code: &s
     assert_eq!(body["code"], code, "{body}");
 }
 
+/// The ids of a list's items.
+fn ids(items: &Value) -> Vec<i64> {
+    items.as_array().unwrap().iter().map(|i| i["id"].as_i64().expect("every item has an id")).collect()
+}
+
 /// Sends `request` as it is on a new connection and reads the answer until the server closes it: the status, the
 /// response head, and the body, which must be JSON.
 async fn raw_exchange(server: &Server, request: &[u8]) -> (u16, String, Value) {
@@ -269,6 +274,8 @@ async fn page_and_stats_of_an_empty_gallery() {
         "id=\"stats-table\"",
         "id=\"search-notice\"",
         "id=\"similar-notice\"",
+        "id=\"browse-grid\"",
+        "id=\"browse-older\"",
     ] {
         assert!(page.contains(id), "the page has no {id}");
     }
@@ -367,6 +374,56 @@ async fn add_list_serve_and_delete_images() {
         json_of(server.http.delete(server.url(&format!("/api/images/{id}"))).send().await.unwrap()).await;
     assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
     assert_eq!(server.image_count().await, 2);
+}
+
+#[tokio::test]
+async fn lists_come_a_page_at_a_time() {
+    let server = Server::start("paging", &[]).await;
+    let added = server.add_images(&[CAT, ROCKET, CAMERA, COFFEE, CAT]).await;
+    let newest_first: Vec<i64> = ids(&json!(added)).into_iter().rev().collect();
+
+    // Following next_before walks every image once, newest first, and the last page has none.
+    let (mut seen, mut path): (Vec<i64>, _) = (Vec::new(), "/api/images?limit=2".to_string());
+    loop {
+        let (status, page) = server.get(&path).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        assert_eq!(page["total"], 5);
+        let page_ids = ids(&page["images"]);
+        assert!(!page_ids.is_empty() && page_ids.len() <= 2, "{page}");
+        seen.extend(&page_ids);
+        let Some(before) = page["next_before"].as_i64() else { break };
+        assert_eq!(Some(&before), page_ids.last(), "the next page starts below this one's last image");
+        path = format!("/api/images?limit=2&before={before}");
+    }
+    assert_eq!(seen, newest_first);
+    let (_, page) = server.get("/api/images?limit=5").await;
+    assert_eq!((ids(&page["images"]), &page["next_before"]), (newest_first.clone(), &Value::Null), "all on one page");
+    let (_, page) = server.get("/api/images?limit=4").await;
+    assert_eq!(page["next_before"], newest_first[3]);
+
+    // A cursor stays where it was when images are added or deleted above it; an offset counts from the newest.
+    let new = server.add_images(&[ROCKET]).await[0]["id"].as_i64().unwrap();
+    let response = server.http.delete(server.url(&format!("/api/images/{}", newest_first[0]))).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let (_, page) = server.get(&format!("/api/images?limit=2&before={}", newest_first[1])).await;
+    assert_eq!(ids(&page["images"]), newest_first[2..4]);
+    let (_, page) = server.get("/api/images?limit=2&offset=1").await;
+    assert_eq!(ids(&page["images"]), newest_first[1..3]);
+    let (_, page) = server.get("/api/images?limit=1").await;
+    assert_eq!(ids(&page["images"]), [new]);
+    let (_, page) = server.get(&format!("/api/images?before={}&offset=1", newest_first[1])).await;
+    assert_eq!(ids(&page["images"]), newest_first[3..]);
+    assert_eq!(page["next_before"], Value::Null);
+    let (_, page) = server.get(&format!("/api/images?before={}", newest_first[4])).await;
+    assert_eq!((&page["images"], &page["next_before"], &page["total"]), (&json!([]), &Value::Null, &json!(5)));
+
+    // Texts page the same way.
+    server.post_json("/api/texts", json!({ "texts": ["one", "two", "three"] })).await;
+    let (_, page) = server.get("/api/texts?limit=2").await;
+    let texts: Vec<&str> = page["texts"].as_array().unwrap().iter().map(|t| t["text"].as_str().unwrap()).collect();
+    assert_eq!(texts, ["three", "two"]);
+    let (_, page) = server.get(&format!("/api/texts?limit=2&before={}", page["next_before"])).await;
+    assert_eq!((page["texts"][0]["text"].as_str(), &page["next_before"]), (Some("one"), &Value::Null));
 }
 
 #[tokio::test]
@@ -608,6 +665,11 @@ async fn bad_requests_get_json_errors() {
         ("/api/search?q=cat&k=101".into(), StatusCode::BAD_REQUEST, "invalid_k"),
         ("/api/search?q=cat&k=many".into(), StatusCode::BAD_REQUEST, "bad_request"),
         ("/api/images?limit=0".into(), StatusCode::BAD_REQUEST, "invalid_page"),
+        ("/api/images?limit=1001".into(), StatusCode::BAD_REQUEST, "invalid_page"),
+        ("/api/images?offset=-1".into(), StatusCode::BAD_REQUEST, "invalid_page"),
+        ("/api/images?before=0".into(), StatusCode::BAD_REQUEST, "invalid_page"),
+        ("/api/texts?limit=0".into(), StatusCode::BAD_REQUEST, "invalid_page"),
+        ("/api/images?before=latest".into(), StatusCode::BAD_REQUEST, "bad_request"),
         ("/api/images/abc".into(), StatusCode::BAD_REQUEST, "bad_request"),
         ("/api/images/424242".into(), StatusCode::NOT_FOUND, "not_found"),
         ("/api/nope".into(), StatusCode::NOT_FOUND, "not_found"),
