@@ -5,17 +5,19 @@
 #   3. SQL regression tests with expected output (tests/pg_regress), on the private 'test' cluster
 #   4. the client examples' tests, against the same cluster: SQLAlchemy (examples/sqlalchemy), then psycopg 3 and
 #      asyncpg, node-postgres, Django and JDBC (tests/clients.sh: examples/python, node, django, jdbc)
-#   5. crash recovery: an immediate shutdown during inserts (tests/crash_recovery.sh)
-#   6. the gallery: its HTTP API and a headless-Chromium test of its page (scripts/test_gallery.sh)
-#   7. clip-fetch against a hub emulator, and its models' embeddings in SQL against open_clip's (tests/fetch.sh)
-#   8. the main job, scripts/gallery.sh: the recommended model from a hub emulator, and the loud fallback to random
+#   5. the documentation: the README's quick start and docs/cookbook.md run as written, and every relative link
+#      resolves (tests/docs.sh), on the same cluster
+#   6. crash recovery: an immediate shutdown during inserts (tests/crash_recovery.sh)
+#   7. the gallery: its HTTP API and a headless-Chromium test of its page (scripts/test_gallery.sh)
+#   8. clip-fetch against a hub emulator, and its models' embeddings in SQL against open_clip's (tests/fetch.sh)
+#   9. the main job, scripts/gallery.sh: the recommended model from a hub emulator, and the loud fallback to random
 #      weights without a hub (tests/gallery_main.sh)
-#   9. the Debian package (tests/package_install.sh), run before 3: suites 3 to 8 then run on the installed package
-#  10. scaling out, each on its own clusters: a hot standby (tests/scale_replica.sh) and shards (tests/scale_sharding.sh)
-#  11. int8 models on an emulated AVX2 CPU without VNNI (tests/int8_avx2.sh, qemu-user)
-#  12. the background worker that keeps watched columns embedded, on its own cluster (tests/watch.sh)
-#  13. reinstalling under running servers, the worker's and the gallery's (tests/concurrent_install.sh)
-#  14. the system's PostgreSQL installation is byte for byte what it was before the run
+#  10. the Debian package (tests/package_install.sh), run before 3: suites 3 to 9 then run on the installed package
+#  11. scaling out, each on its own clusters: a hot standby (tests/scale_replica.sh) and shards (tests/scale_sharding.sh)
+#  12. int8 models on an emulated AVX2 CPU without VNNI (tests/int8_avx2.sh, qemu-user)
+#  13. the background worker that keeps watched columns embedded, on its own cluster (tests/watch.sh)
+#  14. reinstalling under running servers, the worker's and the gallery's (tests/concurrent_install.sh)
+#  15. the system's PostgreSQL installation is byte for byte what it was before the run
 # Everything the suites install goes into private copies of the system's PostgreSQL installation (use_private_postgres
 # in scripts/lib.sh), and every cluster they start runs from one: .deps/pgroot/pgrx-test for cargo pgrx test (which
 # copies its debug build over the installed library, in place), .deps/pgroot/suites for the package and the SQL-level
@@ -124,6 +126,7 @@ suite "Python clients: psycopg 3 and asyncpg (examples/python, pytest)" tests/cl
 suite "Node.js client: node-postgres and pgvector (examples/node, npm ci, node --test)" tests/clients.sh node
 suite "Django client: VectorField, CosineDistance, migrations (examples/django, manage.py test)" tests/clients.sh django
 suite "Java client: the PostgreSQL JDBC driver (examples/jdbc, javac, java)" tests/clients.sh jdbc
+suite "the documentation's SQL and links (tests/docs.sh)" tests/docs.sh
 suite "crash recovery (immediate shutdown during inserts)" tests/crash_recovery.sh
 suite "clip-fetch against a hub emulator, and its models in SQL (tests/fetch.sh)" tests/fetch.sh
 suite "background worker (clip_watch, shared_preload_libraries)" tests/watch.sh
