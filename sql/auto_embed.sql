@@ -416,7 +416,7 @@ $function$;
 -- embedded twice, nothing is missed. Concurrent calls share the work (SKIP LOCKED). A row whose source cannot be
 -- embedded stops the call with an error that names the row's key (on_error => 'stop'), or is recorded in
 -- clip_backfill_failures and left out (on_error => 'skip'). Must be CALLed as a statement of its own (in
--- autocommit mode, outside BEGIN ... COMMIT): it says so before the first batch otherwise.
+-- autocommit mode, outside BEGIN ... COMMIT): it says so before it starts otherwise.
 -- The body names only functions with their schema, and uses no operator: see the top of this file.
 CREATE PROCEDURE @extschema@.clip_backfill(target_table regclass, source_column text, target_column text,
                                            batch_size integer DEFAULT 64, on_error text DEFAULT 'stop')
@@ -424,9 +424,9 @@ LANGUAGE plpgsql AS $procedure$
 DECLARE
     progress clip_search_internal.backfill_progress;
 BEGIN
+    PERFORM clip_search_internal.require_own_transaction('clip_backfill');
     progress := clip_search_internal.backfill_start(target_table, source_column, target_column, batch_size, on_error,
                                                     pg_catalog.current_setting('search_path'::pg_catalog.text));
-    PERFORM clip_search_internal.require_own_transaction('clip_backfill');
     LOOP
         progress := clip_search_internal.backfill_batch(progress);
         EXIT WHEN progress.finished;

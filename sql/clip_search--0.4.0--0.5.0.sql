@@ -7,14 +7,41 @@
 \echo Use "ALTER EXTENSION clip_search UPDATE TO '0.5.0'" to load this file. \quit
 
 -- clip_similarity returns double precision, from C functions of their own: the declarations returning real are
--- replaced. A view or function of a user's that uses clip_similarity makes this fail; drop it, update, and create
--- it again.
-DROP FUNCTION @extschema@.clip_similarity(text, bytea);
-DROP FUNCTION @extschema@.clip_similarity(vector, vector);
-CREATE FUNCTION @extschema@.clip_similarity("text" text, "image" bytea) RETURNS double precision
-IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'clip_similarity_text_image_float8_wrapper';
-CREATE FUNCTION @extschema@.clip_similarity("a" vector, "b" vector) RETURNS double precision
-IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'clip_similarity_vectors_float8_wrapper';
+-- replaced, and the EXECUTE privileges granted or revoked on them carry over. A view or function of a user's that
+-- uses clip_similarity makes this fail; drop it, update, and create it again.
+DO $update$
+DECLARE
+    text_image_acl pg_catalog.aclitem[] := (SELECT p.proacl FROM pg_catalog.pg_proc p WHERE p.oid
+        OPERATOR(pg_catalog.=) '@extschema@.clip_similarity(text, bytea)'::pg_catalog.regprocedure);
+    vectors_acl    pg_catalog.aclitem[] := (SELECT p.proacl FROM pg_catalog.pg_proc p WHERE p.oid
+        OPERATOR(pg_catalog.=) '@extschema@.clip_similarity(vector, vector)'::pg_catalog.regprocedure);
+    replaced record;
+    granted  record;
+BEGIN
+    DROP FUNCTION @extschema@.clip_similarity(text, bytea);
+    DROP FUNCTION @extschema@.clip_similarity(vector, vector);
+    CREATE FUNCTION @extschema@.clip_similarity("text" text, "image" bytea) RETURNS double precision
+    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'clip_similarity_text_image_float8_wrapper';
+    CREATE FUNCTION @extschema@.clip_similarity("a" vector, "b" vector) RETURNS double precision
+    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'clip_similarity_vectors_float8_wrapper';
+    -- A NULL acl is the default, which the new functions have.
+    FOR replaced IN
+        SELECT '@extschema@.clip_similarity(text, bytea)'::pg_catalog.regprocedure AS function, text_image_acl AS acl
+        UNION ALL
+        SELECT '@extschema@.clip_similarity(vector, vector)'::pg_catalog.regprocedure, vectors_acl
+    LOOP
+        CONTINUE WHEN replaced.acl IS NULL;
+        EXECUTE pg_catalog.format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', replaced.function);
+        FOR granted IN SELECT a.grantee, a.is_grantable FROM pg_catalog.aclexplode(replaced.acl) a
+                       WHERE a.privilege_type OPERATOR(pg_catalog.=) 'EXECUTE' LOOP
+            EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %s%s', replaced.function,
+                CASE WHEN granted.grantee OPERATOR(pg_catalog.=) 0 THEN 'PUBLIC'
+                     ELSE granted.grantee::pg_catalog.regrole::pg_catalog.text END,
+                CASE WHEN granted.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+        END LOOP;
+    END LOOP;
+END
+$update$;
 
 -- An error unless the procedure caller, which calls it, may COMMIT (src/auto_embed.rs).
 CREATE FUNCTION clip_search_internal.require_own_transaction(caller text) RETURNS void
@@ -91,7 +118,7 @@ $function$;
 -- embedded twice, nothing is missed. Concurrent calls share the work (SKIP LOCKED). A row whose source cannot be
 -- embedded stops the call with an error that names the row's key (on_error => 'stop'), or is recorded in
 -- clip_backfill_failures and left out (on_error => 'skip'). Must be CALLed as a statement of its own (in
--- autocommit mode, outside BEGIN ... COMMIT): it says so before the first batch otherwise.
+-- autocommit mode, outside BEGIN ... COMMIT): it says so before it starts otherwise.
 -- The body names only functions with their schema, and uses no operator: see the top of this file.
 CREATE OR REPLACE PROCEDURE @extschema@.clip_backfill(target_table regclass, source_column text, target_column text,
                                            batch_size integer DEFAULT 64, on_error text DEFAULT 'stop')
@@ -99,9 +126,9 @@ LANGUAGE plpgsql AS $procedure$
 DECLARE
     progress clip_search_internal.backfill_progress;
 BEGIN
+    PERFORM clip_search_internal.require_own_transaction('clip_backfill');
     progress := clip_search_internal.backfill_start(target_table, source_column, target_column, batch_size, on_error,
                                                     pg_catalog.current_setting('search_path'::pg_catalog.text));
-    PERFORM clip_search_internal.require_own_transaction('clip_backfill');
     LOOP
         progress := clip_search_internal.backfill_batch(progress);
         EXIT WHEN progress.finished;
@@ -112,10 +139,11 @@ END
 $procedure$;
 
 -- Whether the server starts a background worker for this database: clip_search in shared_preload_libraries
--- (which defines clip.worker_databases) and this database in clip.worker_databases.
+-- (which defines clip.worker_databases) and this database in clip.worker_databases, whose names are trimmed of
+-- white space as the launcher trims them.
 CREATE FUNCTION clip_search_internal.worker_configured() RETURNS boolean
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $function$
-    SELECT coalesce(bool_or(btrim(d) = current_database()), false)
+    SELECT coalesce(bool_or(regexp_replace(d, '^\s+|\s+$', '', 'g') = current_database()), false)
     FROM unnest(string_to_array(current_setting('clip.worker_databases', true), ',')) AS d
 $function$;
 

@@ -189,10 +189,11 @@ END
 $function$;
 
 -- Whether the server starts a background worker for this database: clip_search in shared_preload_libraries
--- (which defines clip.worker_databases) and this database in clip.worker_databases.
+-- (which defines clip.worker_databases) and this database in clip.worker_databases, whose names are trimmed of
+-- white space as the launcher trims them.
 CREATE FUNCTION clip_search_internal.worker_configured() RETURNS boolean
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $function$
-    SELECT coalesce(bool_or(btrim(d) = current_database()), false)
+    SELECT coalesce(bool_or(regexp_replace(d, '^\s+|\s+$', '', 'g') = current_database()), false)
     FROM unnest(string_to_array(current_setting('clip.worker_databases', true), ',')) AS d
 $function$;
 

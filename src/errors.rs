@@ -1,6 +1,6 @@
-//! How the extension raises errors: [`error`] and [`error_with_hint`] for its own checks, [`raise`] for the model
-//! core's errors, mapped to one SQLSTATE per cause with a message that names the SQL function and a hint that says
-//! what to do. Every error of the extension goes through [`throw`].
+//! How the extension's Rust code raises errors: [`error`] and [`error_with_hint`] for its own checks, [`raise`] for
+//! the model core's errors, mapped to one SQLSTATE per cause with a message that names the SQL function and a hint
+//! that says what to do. (Its SQL raises its own with RAISE; a setting's check hook refuses through PostgreSQL.)
 use clip_core::preprocess::ImageError;
 use clip_core::ClipError;
 use pgrx::pg_sys::panic::ErrorReport;

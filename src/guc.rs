@@ -189,11 +189,14 @@ unsafe extern "C-unwind" fn check_intra_op_threads(
     within_ceiling(unsafe { *value }, MAX_INTRA_OP_THREADS.get(), "clip.max_intra_op_threads", source)
 }
 
-/// A check hook's verdict on a setting capped by `ceiling`: a `SET` (or a function's `SET` clause) above it is
-/// refused with a DETAIL and HINT that name the ceiling. Other sources are applied in an order the hook cannot
-/// know (the ceiling may come later in the same file), so their values are capped where they are used instead.
+/// A check hook's verdict on a setting capped by `ceiling`: a session's `SET` (`SET LOCAL`, `set_config`, a
+/// function's `SET` clause) above it is refused with a DETAIL and HINT that name the ceiling. Values from elsewhere
+/// (configuration files, `ALTER ROLE ... SET`, which is checked in the session that runs it) are applied in an
+/// order the hook cannot know, the ceiling perhaps after them, and so are capped where they are used instead; so
+/// is the leader's value that a parallel worker takes over.
 fn within_ceiling(value: i32, ceiling: i32, ceiling_name: &str, source: pg_sys::GucSource::Type) -> bool {
-    if value <= ceiling || source < pg_sys::GucSource::PGC_S_INTERACTIVE {
+    // SAFETY: a plain flag PostgreSQL sets while a parallel worker restores the leader's state.
+    if value <= ceiling || source != pg_sys::GucSource::PGC_S_SESSION || unsafe { pg_sys::InitializingParallelWorker } {
         return true;
     }
     let detail = CString::new(format!("{ceiling_name} is {ceiling}, and larger values would not be used."))
@@ -251,12 +254,17 @@ fn default_weights_cache() -> PathBuf {
     }
 }
 
-/// The databases of clip.worker_databases.
+/// The databases of clip.worker_databases, each once, in the order given.
 pub fn worker_databases() -> Vec<String> {
-    WORKER_DATABASES
-        .get()
-        .map(|list| list.to_string_lossy().split(',').map(str::trim).filter(|d| !d.is_empty()).map(String::from).collect())
-        .unwrap_or_default()
+    let mut databases: Vec<String> = Vec::new();
+    if let Some(list) = WORKER_DATABASES.get() {
+        for database in list.to_string_lossy().split(',').map(str::trim).filter(|d| !d.is_empty()) {
+            if !databases.iter().any(|d| d == database) {
+                databases.push(database.to_string());
+            }
+        }
+    }
+    databases
 }
 
 pub fn worker_naptime() -> std::time::Duration {

@@ -1,8 +1,8 @@
 //! The background workers that keep watched columns embedded (sql/watch.sql), started with the server when
 //! shared_preload_libraries includes clip_search. A launcher, connected to no database, starts one worker per
-//! database that clip.worker_databases names and that exists; a database that does not exist is reported as a
-//! WARNING (once, until it exists) rather than started and failed every few seconds, and a worker that stops is
-//! started again after [`RESTART_PAUSE`]. Without shared_preload_libraries, everything else works as before and
+//! database that clip.worker_databases names and that accepts connections; a database that does not is reported
+//! as a WARNING (once, until it does) rather than connected to and failed every few seconds, and a worker that
+//! stops is started again [`RESTART_PAUSE`] later. Without shared_preload_libraries, everything else works as before and
 //! clip_watch_status says the worker is not running.
 //!
 //! Each round runs one batch of every watch, each in a transaction of its own, as the watched table's owner in a
@@ -52,7 +52,8 @@ pub fn register() {
 }
 
 thread_local! {
-    /// The launcher's workers, one per database of clip.worker_databases (see [`terminate_workers`]).
+    /// The launcher's workers, one per database of clip.worker_databases. Borrowed only for moments in which
+    /// nothing can raise an error, so that [`terminate_workers`] always finds them.
     static WORKERS: RefCell<Vec<DatabaseWorker>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -62,8 +63,16 @@ struct DatabaseWorker {
     index: usize,
     database: String,
     running: Option<DynamicBackgroundWorker>,
-    last_start: Option<Instant>,
-    reported_missing: bool,
+    /// No start before this: set when the worker stopped or could not be started.
+    not_before: Option<Instant>,
+    /// Why the worker does not run, once reported (a WARNING is written once per cause).
+    reported: Option<NotRunning>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum NotRunning {
+    DatabaseUnavailable,
+    NoWorkerSlot,
 }
 
 #[pg_guard]
@@ -78,13 +87,7 @@ pub extern "C-unwind" fn clip_search_launcher_main(_argument: pg_sys::Datum) {
         *workers = guc::worker_databases()
             .into_iter()
             .enumerate()
-            .map(|(index, database)| DatabaseWorker {
-                index,
-                database,
-                running: None,
-                last_start: None,
-                reported_missing: false,
-            })
+            .map(|(index, database)| DatabaseWorker { index, database, running: None, not_before: None, reported: None })
             .collect()
     });
     // SAFETY: registers a plain function, run when the launcher exits for any reason.
@@ -94,7 +97,14 @@ pub extern "C-unwind" fn clip_search_launcher_main(_argument: pg_sys::Datum) {
             // SAFETY: the documented way for a background worker to reload its configuration.
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
         }
-        WORKERS.with_borrow_mut(|workers| workers.iter_mut().for_each(DatabaseWorker::keep_running));
+        let due: Vec<(usize, String)> = WORKERS.with_borrow_mut(|workers| {
+            workers.iter_mut().filter_map(|w| w.due().then(|| (w.index, w.database.clone()))).collect()
+        });
+        for (index, database) in due {
+            // Read with no borrow held: the scan checks for interrupts, and a termination ends the process there.
+            let available = database_available(&database);
+            WORKERS.with_borrow_mut(|workers| workers[index].start(available));
+        }
         check_for_interrupts!();
         // The postmaster sets the latch when a worker starts or stops (bgw_notify_pid).
         if !BackgroundWorker::wait_latch(Some(Duration::from_secs(1))) {
@@ -120,32 +130,31 @@ unsafe extern "C-unwind" fn terminate_workers(_code: std::ffi::c_int, _arg: pg_s
 }
 
 impl DatabaseWorker {
-    /// Starts the database's worker unless it runs, it stopped less than [`RESTART_PAUSE`] ago, or the database
-    /// does not exist (a WARNING, once).
-    fn keep_running(&mut self) {
+    /// Whether the worker should be started now: it does not run, and it did not stop or fail to start less than
+    /// [`RESTART_PAUSE`] ago.
+    fn due(&mut self) -> bool {
         if let Some(running) = &self.running {
             match running.pid() {
-                Ok(_) | Err(BackgroundWorkerStatus::NotYetStarted) => return,
-                Err(_) => self.running = None,
+                Ok(_) | Err(BackgroundWorkerStatus::NotYetStarted) => return false,
+                Err(_) => {
+                    self.running = None;
+                    self.not_before = Some(Instant::now() + RESTART_PAUSE);
+                }
             }
         }
-        if self.last_start.is_some_and(|at| at.elapsed() < RESTART_PAUSE) {
+        self.not_before.is_none_or(|at| Instant::now() >= at)
+    }
+
+    /// Starts the worker if its database is `available`; reports why not otherwise, once per cause.
+    fn start(&mut self, available: bool) {
+        if !available {
+            self.report(
+                NotRunning::DatabaseUnavailable,
+                "does not exist or does not accept connections; no worker embeds its watched columns. Create \
+                 the database, or take it out of clip.worker_databases and restart the server.",
+            );
             return;
         }
-        if !database_exists(&self.database) {
-            if !self.reported_missing {
-                warning!(
-                    "clip_search launcher: clip.worker_databases names the database \"{}\", which does not exist; \
-                     no worker embeds its watched columns. Create the database, or take it out of \
-                     clip.worker_databases and restart the server.",
-                    self.database
-                );
-                self.reported_missing = true;
-            }
-            return;
-        }
-        self.reported_missing = false;
-        self.last_start = Some(Instant::now());
         let started = BackgroundWorkerBuilder::new(&format!("clip_search worker for database {}", self.database))
             .set_type("clip_search worker")
             .set_library("clip_search")
@@ -158,41 +167,56 @@ impl DatabaseWorker {
             .set_notify_pid(unsafe { pg_sys::MyProcPid })
             .load_dynamic();
         match started {
-            Ok(worker) => self.running = Some(worker),
-            Err(_) => warning!(
-                "clip_search launcher: no background worker slot is free for the worker of database \"{}\"; \
-                 raise max_worker_processes (a restart)",
-                self.database
-            ),
+            Ok(worker) => {
+                self.running = Some(worker);
+                self.reported = None;
+            }
+            Err(_) => {
+                self.not_before = Some(Instant::now() + RESTART_PAUSE);
+                self.report(
+                    NotRunning::NoWorkerSlot,
+                    "has no worker yet: every background worker slot is taken (max_worker_processes, which parallel \
+                     queries share, must leave one for the launcher and one per database); tried again every 10 s.",
+                );
+            }
+        }
+    }
+
+    fn report(&mut self, cause: NotRunning, what: &str) {
+        if self.reported != Some(cause) {
+            warning!("clip_search launcher: the database \"{}\" of clip.worker_databases {what}", self.database);
+            self.reported = Some(cause);
         }
     }
 }
 
-/// Whether a database of this name exists, read from the shared catalog pg_database by a sequential scan, as
-/// autovacuum's launcher reads it: a process connected to no database cannot open the catalog's indexes until a
-/// backend has written the shared relcache file.
-fn database_exists(name: &str) -> bool {
+/// Whether a database of this name exists and accepts connections, read from the shared catalog pg_database by a
+/// sequential scan, as autovacuum's launcher reads it: a process connected to no database cannot open the
+/// catalog's indexes until a backend has written the shared relcache file.
+fn database_available(name: &str) -> bool {
+    /// DATCONNLIMIT_INVALID_DB: a database that a DROP DATABASE left half-dropped.
+    const INVALID_DATABASE: i32 = -2;
     BackgroundWorker::transaction(|| {
         // SAFETY: the catalog is opened, scanned and closed inside this transaction; each tuple heap_getnext
         // returns is a pg_database row, valid until the next call.
         unsafe {
             let relation = pg_sys::table_open(pg_sys::DatabaseRelationId, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
             let scan = pg_sys::table_beginscan_catalog(relation, 0, std::ptr::null_mut());
-            let mut found = false;
+            let mut available = false;
             loop {
                 let tuple = pg_sys::heap_getnext(scan, pg_sys::ScanDirection::ForwardScanDirection);
                 if tuple.is_null() {
                     break;
                 }
-                let row = pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_database>(tuple);
-                if std::ffi::CStr::from_ptr((*row).datname.data.as_ptr()).to_bytes() == name.as_bytes() {
-                    found = true;
+                let row = &*pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_database>(tuple);
+                if std::ffi::CStr::from_ptr(row.datname.data.as_ptr()).to_bytes() == name.as_bytes() {
+                    available = row.datallowconn && row.datconnlimit != INVALID_DATABASE;
                     break;
                 }
             }
             pg_sys::table_endscan(scan);
             pg_sys::table_close(relation, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
-            found
+            available
         }
     })
 }
@@ -247,8 +271,18 @@ fn pin_search_path() {
 /// One batch of every watch that is not waiting to be tried again; whether any of them found work.
 fn run_round() -> bool {
     let watches = BackgroundWorker::transaction(|| {
-        let installed =
-            Spi::get_one::<bool>("SELECT pg_catalog.to_regclass('clip_search_internal.watches') IS NOT NULL");
+        // The schema must be the extension's own, not one of that name that a database owner made before the
+        // extension was installed: everything below runs as a superuser.
+        let installed = Spi::get_one::<bool>(
+            "SELECT EXISTS (SELECT FROM pg_catalog.pg_depend d
+                            JOIN pg_catalog.pg_extension e ON e.oid OPERATOR(pg_catalog.=) d.refobjid
+                            JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) d.objid
+                            WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_namespace'::pg_catalog.regclass
+                              AND d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_extension'::pg_catalog.regclass
+                              AND d.deptype OPERATOR(pg_catalog.=) 'e'
+                              AND e.extname OPERATOR(pg_catalog.=) 'clip_search'
+                              AND n.nspname OPERATOR(pg_catalog.=) 'clip_search_internal')",
+        );
         if installed != Ok(Some(true)) {
             return Vec::new(); // the extension is not (yet) installed in this database
         }

@@ -554,7 +554,7 @@ async fn similarity(State(state): State<AppState>, multipart: Multipart) -> ApiR
     let image = form.one_image()?;
     let client = state.pool.get().await?;
     let row = client
-        .query_one("SELECT clip_similarity($1::text, $2::bytea)::float8", &[&text, &image.bytes])
+        .query_one("SELECT clip_similarity($1::text, $2::bytea)", &[&text, &image.bytes])
         .await
         .map_err(|e| ApiError::from_db(&e).with_file(Some(image.name.clone())))?;
     Ok(Json(json!({ "text": text, "image": image.name, "score": row.get::<_, f64>(0) })))

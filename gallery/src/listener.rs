@@ -5,7 +5,8 @@
 //! (about 400 KiB) or have more than 100 fields, 400 when they are malformed. It has no hook for those answers, so
 //! a connection rewrites one as hyper writes it: an error status with an empty body can only be hyper's own, since
 //! every error response of the router has a JSON body (see `api::json_errors`), and hyper closes the connection
-//! after it.
+//! after it. Only bytes that start a response are looked at: the connection follows each response it passes on by
+//! its Content-Length, and stops looking on a connection where it cannot (a response without one).
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -32,7 +33,7 @@ impl axum::serve::Listener for Listener {
 
     async fn accept(&mut self) -> (Connection, SocketAddr) {
         let (stream, address) = axum::serve::Listener::accept(&mut self.0).await;
-        (Connection { stream, error_answer: None }, address)
+        (Connection { stream, error_answer: None, body_left: Some(0) }, address)
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -43,6 +44,9 @@ impl axum::serve::Listener for Listener {
 pub struct Connection {
     stream: TcpStream,
     error_answer: Option<ErrorAnswer>,
+    /// Bytes of the response being passed on still to come: 0 when the next byte starts a response, None once a
+    /// response's length is unknown.
+    body_left: Option<u64>,
 }
 
 /// hyper's answer to a request it could not parse, rewritten as JSON.
@@ -51,6 +55,16 @@ enum ErrorAnswer {
     Writing(Vec<u8>),
     /// Written and the sending side shut: reading until the client closes its side, or until the deadline.
     Lingering(Pin<Box<Sleep>>),
+}
+
+/// The length of the response whose head starts `bytes`, head included, if it states one.
+fn response_length(bytes: &[u8]) -> Option<u64> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut response = httparse::Response::new(&mut headers);
+    let httparse::Status::Complete(head) = response.parse(bytes).ok()? else { return None };
+    let length = response.headers.iter().find(|h| h.name.eq_ignore_ascii_case("content-length"))?;
+    let body: u64 = std::str::from_utf8(length.value).ok()?.trim().parse().ok()?;
+    Some(head as u64 + body)
 }
 
 /// The JSON answer in place of `head` when it is all of one response head with an error status and an empty body.
@@ -106,7 +120,7 @@ impl AsyncRead for Connection {
 impl AsyncWrite for Connection {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.error_answer.is_none() {
+        if this.error_answer.is_none() && this.body_left == Some(0) {
             // hyper writes a response head whole, in one buffer (this type does not take vectored writes).
             if let Some(answer) = json_answer(buf) {
                 this.error_answer = Some(ErrorAnswer::Writing(answer));
@@ -114,7 +128,14 @@ impl AsyncWrite for Connection {
             }
         }
         ready!(this.poll_write_answer(cx))?;
-        Pin::new(&mut this.stream).poll_write(cx, buf)
+        let written = ready!(Pin::new(&mut this.stream).poll_write(cx, buf))? as u64;
+        this.body_left = match this.body_left {
+            // A write that starts a response: its head is whole in `buf`, even when only part of it was written.
+            Some(0) => response_length(buf).and_then(|length| length.checked_sub(written)),
+            Some(left) => left.checked_sub(written),
+            None => None,
+        };
+        Poll::Ready(Ok(written as usize))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -151,7 +172,7 @@ impl AsyncWrite for Connection {
 
 #[cfg(test)]
 mod tests {
-    use super::json_answer;
+    use super::{json_answer, response_length};
 
     #[test]
     fn only_empty_error_answers_are_rewritten() {
@@ -174,5 +195,14 @@ mod tests {
         ] {
             assert!(json_answer(kept).is_none(), "{}", String::from_utf8_lossy(kept));
         }
+    }
+
+    #[test]
+    fn a_response_is_followed_by_its_length() {
+        let head = b"HTTP/1.1 200 OK\r\ncontent-type: image/png\r\ncontent-length: 1000\r\n\r\n";
+        assert_eq!(response_length(head), Some(head.len() as u64 + 1000));
+        // Without a length (chunked, or a head cut short) nothing after it is taken for the start of a response.
+        assert_eq!(response_length(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"), None);
+        assert_eq!(response_length(b"HTTP/1.1 200 OK\r\ncontent-le"), None);
     }
 }

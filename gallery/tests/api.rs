@@ -575,12 +575,12 @@ async fn texts_ranking_classification_and_similarity() {
     let form = Form::new().text("text", "a cup of coffee").part("image", file_part(COFFEE, fixture(COFFEE)));
     let (status, body) = server.post_form("/api/similarity", form).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let expected: f32 = db
+    let expected: f64 = db
         .query_one("SELECT clip_similarity('a cup of coffee'::text, $1::bytea)", &[&fixture(COFFEE)])
         .await
         .unwrap()
         .get(0);
-    assert!((body["score"].as_f64().unwrap() - expected as f64).abs() < 1e-6, "{body} vs {expected}");
+    assert!((body["score"].as_f64().unwrap() - expected).abs() < 1e-12, "{body} vs {expected}");
     assert_eq!(body["text"], "a cup of coffee");
     assert_eq!(body["image"], COFFEE);
 }

@@ -12,6 +12,8 @@ CALL clip_backfill('loud_notes', 'body', 'embedding');
 ROLLBACK;
 -- Several statements in one query string are one implicit transaction block too.
 CALL clip_backfill('loud_notes', 'body', 'embedding') \; SELECT 1;
+-- So is a PL/pgSQL block with an EXCEPTION clause, a subtransaction, where a COMMIT fails too.
+DO $$ BEGIN CALL clip_backfill('loud_notes', 'body', 'embedding'); EXCEPTION WHEN division_by_zero THEN NULL; END $$;
 SELECT count(embedding) AS embedded_after_refusals FROM loud_notes;
 
 -- A column of another dimension than the model's is refused up front, by clip_backfill and clip_watch.

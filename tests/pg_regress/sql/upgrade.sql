@@ -182,8 +182,18 @@ UPDATE photos SET title = 'changed after the update' WHERE id = 1;
 SELECT relation, source_column, target_column, rows_pending, rows_embedded FROM clip_watch_status;
 
 \c clip_upgrade_from_0_4
+-- Privileges on clip_similarity, which the update replaces, carry over.
+CREATE ROLE clip_upgrade_reader;
+REVOKE EXECUTE ON FUNCTION clip_similarity(vector, vector) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION clip_similarity(vector, vector) TO clip_upgrade_reader;
 ALTER EXTENSION clip_search UPDATE;
 SELECT extversion FROM pg_extension WHERE extname = 'clip_search';
+SELECT has_function_privilege('public', 'clip_similarity(vector, vector)', 'EXECUTE') AS public_may,
+       has_function_privilege('clip_upgrade_reader', 'clip_similarity(vector, vector)', 'EXECUTE') AS reader_may,
+       has_function_privilege('public', 'clip_similarity(text, bytea)', 'EXECUTE') AS public_may_text_image;
+GRANT EXECUTE ON FUNCTION clip_similarity(vector, vector) TO PUBLIC;
+REVOKE EXECUTE ON FUNCTION clip_similarity(vector, vector) FROM clip_upgrade_reader;
+DROP ROLE clip_upgrade_reader;
 -- clip_similarity now gives double precision, as 1 - (a <=> b) does, and the stored vectors are unchanged.
 SELECT min(pg_typeof(clip_similarity(embedding, embedding))::text) AS returns,
        bool_and(abs(clip_similarity(embedding, clip_embed_text(body)) - 1) < 1e-6) AS unchanged

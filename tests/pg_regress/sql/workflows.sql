@@ -83,8 +83,10 @@ FROM archive;
 \set VERBOSITY terse
 CALL clip_backfill('archive', 'image', 'embedding');
 \set VERBOSITY default
-SELECT pg_temp.error_of($$CALL clip_backfill('archive', 'image', 'embedding', 0)$$);
-SELECT pg_temp.error_of($$CALL clip_backfill('archive', 'id', 'embedding')$$);
+CALL clip_backfill('archive', 'image', 'embedding', 0);
+\echo :LAST_ERROR_SQLSTATE
+CALL clip_backfill('archive', 'id', 'embedding');
+\echo :LAST_ERROR_SQLSTATE
 
 -- Zero-shot classification: a softmax over the labels, most probable first.
 SELECT label, round(probability::numeric, 3) AS probability
