@@ -19,5 +19,12 @@ EXPLAIN (COSTS OFF) SELECT clip_embed_image(pg_read_binary_file(:'images' || 'co
 SELECT vector_dims(clip_embed_image(pg_read_binary_file(:'images' || 'coffee_lossy_300x200.webp'))) AS image_dims,
        round(clip_similarity('[1,0]'::vector, '[1,1]'::vector)::numeric, 4) AS similarity,
        vector_dims(clip_blend(clip_embed_text('a'), clip_embed_text('b'))) AS blend_dims;
+-- A parallel worker takes over the leader's settings, in an order of its own: a batch size above the default
+-- ceiling, under a raised ceiling, does not keep it from starting.
+SET clip.max_batch_size = 256;
+SET clip.batch_size = 200;
+SET clip.max_intra_op_threads = 8;
+SET clip.intra_op_threads = 6;
+:compare;
 RESET ALL;
 DROP TABLE parallel_texts, parallel_serial;
