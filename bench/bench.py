@@ -488,7 +488,7 @@ def weights_table(res, args):
                   f"({met(min(img_cpu, txt_cpu) >= 0.95)})",
                   f"warm first text call <= 100 ms: {first['shared']['text_ms']:.0f} ms "
                   f"({met(first['shared']['text_ms'] <= 100)})"]
-        lines.append("Issue 10's goals (shared mode): " + "; ".join(goals))
+        lines.append("The shared-weights goals: " + "; ".join(goals))
         lines += notes
     if lines:
         lines += [

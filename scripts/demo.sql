@@ -48,4 +48,4 @@ SELECT pg_temp.plan($$SELECT name FROM photos ORDER BY embedding <=> clip_embed_
 RESET enable_seqscan;
 
 \echo These weights are random (seed 0): the rankings show the machinery, not the quality of CLIP.
-\echo Real weights: see "Real pretrained weights" in the README, then set CLIP_MODEL_DIR and run again.
+\echo Real weights: see "Real weights" in the README, then set CLIP_MODEL_DIR and run again.

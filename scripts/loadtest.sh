@@ -98,6 +98,6 @@ else
       for (p in line) printf "%s (its peak during the load: %.0f MB private)\n", line[p], peak[p] / 1024 | "sort"
       close("sort")
       printf "  sum of PSS: %.0f MB over the %d pgbench backends, %.0f MB over all processes of the cluster\n", pss / 1024, n, total / 1024
-      printf "  largest private memory of a pgbench backend at the end: %.0f MB (issue 10: below 100 MB)\n", max / 1024
+      printf "  largest private memory of a pgbench backend at the end: %.0f MB (goal: below 100 MB)\n", max / 1024
     }' "$mem_log"
 fi

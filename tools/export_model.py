@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Export an open_clip model into a clip_search model directory.
 
-A model directory holds (README, "Model directory format"):
+A model directory holds (docs/models.md, "Model directory format"):
   manifest.json   name, dimension, how texts are tokenized and padded, image preprocessing, logit scale and bias,
                   files with sha256 (checked at load)
   text.onnx       input_ids int64 [batch, tokens] -> text_embeds float32 [batch, dim] (not normalised)
@@ -60,7 +60,7 @@ CLEAN_NAMES = {_clean_lower: "lower", _clean_whitespace: "whitespace", _clean_ca
 INLINE_LIMIT = 2**31 - 2**26
 ROLES = (("text", "text.onnx"), ("image", "image.onnx"), ("tokenizer", "tokenizer.json"))
 # An int8 tower's embeddings against its fp32 graph's, on the export examples: below the first the graph is broken
-# and is refused; below the second it works but misses the precision the README promises, which is said.
+# and is refused; below the second it works but misses the precision docs/operations.md gives, which is said.
 INT8_MIN_COSINE, INT8_GOOD_COSINE = 0.99, 0.999
 # How each tower is quantised (options of onnxruntime.quantization.quantize_dynamic). ONNX Runtime multiplies uint8
 # activations by int8 weights on CPUs without VNNI (AVX2, AVX-512 before Cascade Lake) with vpmaddubsw, which

@@ -1,5 +1,5 @@
 //! The model directory's `manifest.json`: what the model is, how to feed it, and the checksums of its files.
-//! Written by `tools/export_model.py`; the format is described in the README.
+//! Written by `tools/export_model.py`; the format is described in docs/models.md.
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -11,9 +11,9 @@ use clip_core::preprocess::{decode, DecodeLimits};
 use clip_core::{cosine, ClipModel};
 use common::{floats, reference, repo, settings};
 
-/// The image tower keeps the README's cosine; the tiny text tower, only 16 wide, loses more to 8 bits (0.9986 at
-/// worst on the fixture texts, the same on VNNI and AVX2) than ViT-B-32's does. Saturation costs far more: the
-/// recipe before the fix gives 0.845 (texts) and 0.990 (images) on AVX2.
+/// The image tower keeps the cosine docs/operations.md gives; the tiny text tower, only 16 wide, loses more to 8
+/// bits (0.9986 at worst on the fixture texts, the same on VNNI and AVX2) than ViT-B-32's does. Saturation costs
+/// far more: a saturating recipe gives 0.845 (texts) and 0.990 (images) on AVX2.
 const TEXT_MIN_COSINE: f32 = 0.997;
 const IMAGE_MIN_COSINE: f32 = 0.999;
 
