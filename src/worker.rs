@@ -2,8 +2,8 @@
 //! shared_preload_libraries includes clip_search. A launcher, connected to no database, starts one worker per
 //! database that clip.worker_databases names and that accepts connections; a database that does not is reported
 //! as a WARNING (once, until it does) rather than connected to and failed every few seconds, and a worker that
-//! stops is started again [`RESTART_PAUSE`] later. Without shared_preload_libraries, everything else works as before and
-//! clip_watch_status says the worker is not running.
+//! stops is started again [`RESTART_PAUSE`] later. Without shared_preload_libraries, everything else works as
+//! before and clip_watch_status says the worker is not running.
 //!
 //! Each round runs one batch of every watch, each in a transaction of its own, as the watched table's owner in a
 //! security-restricted operation (see [`as_owner`]: nothing the table's owner wrote, a trigger say, can use the
