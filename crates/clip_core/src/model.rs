@@ -11,7 +11,7 @@ use crate::graph::{self, GraphInput, TowerKind};
 use crate::interrupt;
 use crate::manifest::{read_verified, read_verified_shared, Manifest, TokenizerKind, TowerFiles};
 use crate::preprocess::{decode, preprocess_into, DecodeLimits, DecodedImage, ImageError, PreprocessConfig};
-use crate::prepared::{prepared_graph, TowerRequest};
+use crate::prepared::{prepared_graph, InUse, TowerRequest};
 use crate::runtime::{self, GraphBytes, SessionSource};
 use crate::tokenizer::ClipTokenizer;
 
@@ -261,8 +261,9 @@ fn read_tokenizer(dir: &Path, manifest: &Manifest) -> Result<TextTokenizer> {
 }
 
 /// Creates a tower's session as the settings say: from the model's files into this process's heap, or from the
-/// tower prepared in the weights cache (prepared first when it is not there yet).
-fn open_session(s: &ModelSettings, files: &TowerFiles, tower: TowerKind) -> Result<Session> {
+/// tower prepared in the weights cache (prepared first when it is not there yet), with the mark that keeps the
+/// tower's files in the cache while the session maps them.
+fn open_session(s: &ModelSettings, files: &TowerFiles, tower: TowerKind) -> Result<(Session, Option<InUse>)> {
     let dir = &s.model_dir;
     let named = |e: ClipError| match e {
         ClipError::Inference(reason) => invalid(dir, format!("{}: {reason}", files.graph.path)),
@@ -278,21 +279,30 @@ fn open_session(s: &ModelSettings, files: &TowerFiles, tower: TowerKind) -> Resu
     };
     match &s.weights {
         Weights::Heap => {
-            runtime::create_session(&s.onnxruntime_library, SessionSource::Memory(read()?), s.intra_threads)
+            let source = SessionSource::Memory(read()?);
+            runtime::create_session(&s.onnxruntime_library, source, s.intra_threads).map(|session| (session, None))
         }
         Weights::Shared { cache } => {
             let request = TowerRequest {
                 cache,
                 tower: tower.name(),
                 source_sha256: &files.source_sha256(),
+                source_bytes: [Some(&files.graph), files.data.as_ref()]
+                    .into_iter()
+                    .flatten()
+                    // A file that cannot be read is reported when it is read.
+                    .filter_map(|entry| std::fs::metadata(dir.join(&entry.path)).ok())
+                    .map(|meta| meta.len())
+                    .sum(),
                 onnxruntime_version: runtime::load(&s.onnxruntime_library)?,
             };
-            let graph = prepared_graph(&request, |graph, data_file| {
+            let prepared = prepared_graph(&request, |graph, data_file| {
                 runtime::prepare_session_files(&s.onnxruntime_library, read()?, graph, data_file)?;
                 runtime::check_prepacked_alignment(graph)
             })
             .map_err(named)?;
-            runtime::create_session(&s.onnxruntime_library, SessionSource::Prepared(&graph), s.intra_threads)
+            runtime::create_session(&s.onnxruntime_library, SessionSource::Prepared(&prepared.graph), s.intra_threads)
+                .map(|session| (session, Some(prepared.in_use)))
         }
     }
     .map_err(named)
@@ -353,6 +363,8 @@ impl ImageBatch {
 struct Tower {
     session: Session,
     input: GraphInput,
+    /// Held while the session maps the prepared tower's files; declared after the session, so dropped after it.
+    _in_use: Option<InUse>,
 }
 
 impl Tower {
@@ -361,11 +373,11 @@ impl Tower {
             TowerKind::Text => &manifest.files.text,
             TowerKind::Image => &manifest.files.image,
         };
-        let session = open_session(settings, files, kind)?;
+        let (session, in_use) = open_session(settings, files, kind)?;
         let inputs: Vec<graph::Tensor> = session.inputs().iter().map(graph_tensor).collect();
         let input = graph::check_input(&inputs, manifest, kind)
             .map_err(|reason| invalid(&settings.model_dir, format!("{}: {reason}", files.graph.path)))?;
-        Ok(Tower { session, input })
+        Ok(Tower { session, input, _in_use: in_use })
     }
 }
 

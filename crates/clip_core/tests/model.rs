@@ -306,3 +306,25 @@ fn two_models_preparing_at_once_end_with_one_valid_directory() {
     assert!(leftovers.is_empty(), "no temporary directory is left: {leftovers:?}");
     std::fs::remove_dir_all(cache).unwrap();
 }
+
+#[test]
+fn a_loaded_tower_is_not_removed_from_the_cache_until_its_model_is_dropped() {
+    let cache = empty_cache("in_use");
+    let model_dir = repo().join("tests/fixtures/tiny-model");
+    let mut model = ClipModel::open(shared(model_dir.clone(), &cache)).unwrap();
+    let expected = model.embed_texts(&["a cat"]).unwrap();
+    let entries = clip_core::prepared::cache_entries(&cache).unwrap();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert!(entries[0].in_use && entries[0].is_current(runtime::load(&onnxruntime_library()).unwrap()));
+    assert!(clip_core::prepared::remove_unused(&cache, |_| false).unwrap().towers.is_empty());
+    assert_eq!(model.embed_texts(&["a cat"]).unwrap(), expected);
+    drop(model);
+    let removal = clip_core::prepared::remove_unused(&cache, |_| false).unwrap();
+    assert_eq!(removal.towers.len(), 1, "{removal:?}");
+    // The next model prepares the tower again.
+    let mut model = ClipModel::open(shared(model_dir, &cache)).unwrap();
+    assert_eq!(model.embed_texts(&["a cat"]).unwrap(), expected);
+    prepared_files(&cache, "text");
+    drop(model);
+    std::fs::remove_dir_all(cache).unwrap();
+}
