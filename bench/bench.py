@@ -337,9 +337,9 @@ def immich_table(res):
                         "one.", rows, labels)
 
 
-def concurrent_pss(args, settings, counts):
-    """(b): backends that each embedded texts and a batch of images, started one after another and all kept
-    alive; at each count, the sum of their memory. A backend is started only while the memory available leaves
+def concurrent_pss(args, settings, counts, workload=WORKLOAD):
+    """(b): backends that each ran `workload` (texts and a batch of images), started one after another and all
+    kept alive; at each count, the sum of their memory. A backend is started only while the memory available leaves
     room for two more of the first one's size and a reserve of 3 GB; the counts not reached are left out."""
     sums, first_pss = {}, None
     with contextlib.ExitStack() as stack:
@@ -348,7 +348,7 @@ def concurrent_pss(args, settings, counts):
             if first_pss is not None and mem_available_mb() < 2 * first_pss + 3072:
                 break
             b = stack.enter_context(Backend(settings))
-            b.query(WORKLOAD)
+            b.query(workload)
             backends.append(b)
             if n == 1:
                 first_pss = memory(b.pid)["pss"]
@@ -399,6 +399,49 @@ def run_weights(args, model_dir, photo):
     for mode in WEIGHT_MODES:
         out[mode]["concurrent"] = concurrent_pss(args, by_mode[mode], args.weights_backends)
     return out
+
+
+# --- models: two registered models in every backend, against one ------------------------------------------------
+
+MODEL_NAMES = ("bench_fp32", "bench_int8")
+
+
+def run_models(args, model_dirs):
+    """Backends that embed the weights part's workload with each of two registered models (the fp32 model and its
+    int8 variant), against backends that use the fp32 one alone, shared weights, both measured in this run: the
+    private memory a backend adds while another holds the same models, and the summed PSS of concurrent backends."""
+    psql("\n".join(f"SELECT clip_register_model({quote(n)}, {quote(str(Path(d).resolve()))}, replace => true);"
+                   for n, d in zip(MODEL_NAMES, model_dirs)))
+    settings = {**sql_settings(args, model_dirs[0]), "clip.max_loaded_models": len(MODEL_NAMES)}
+    out = {}
+    for label, names in (("one", MODEL_NAMES[:1]), ("two", MODEL_NAMES)):
+        workload = f"SELECT bench.embed_texts_and_images_by(ARRAY[{', '.join(quote(n) for n in names)}]::name[])"
+        with Backend(settings) as holder:
+            holder.query(workload)
+            with Backend(settings) as b:
+                before = memory(b.pid)
+                b.query(workload)
+                after = memory(b.pid)
+        out[label] = {"added": {k: after[k] - before[k] for k in after},
+                      "concurrent": concurrent_pss(args, settings, args.weights_backends, workload)}
+    return out
+
+
+def models_memory_table(res, args):
+    m = res.get("models")
+    if not m:
+        return []
+    lines = ["", f"Two models in every backend: {res['model']}, fp32 and int8, registered and named in each call, "
+                 "shared weights, clip.max_loaded_models = 2",
+             f"{'':40}{'fp32 only':>14}{'fp32 + int8':>14}"]
+    rows = [("private memory added (MB) [1]", m["one"]["added"]["private"], m["two"]["added"]["private"])]
+    rows += [(f"sum of PSS, {n} backend{'s' if n > 1 else ''} (MB) [3]", concurrent_sum(m, "one", n),
+              concurrent_sum(m, "two", n)) for n in args.weights_backends]
+    for label, one, two in rows:
+        cells = [fmt(v[0], ".0f") + v[1] if isinstance(v, tuple) else fmt(v, ".0f") for v in (one, two)]
+        lines.append(f"{label:40}" + "".join(f"{c:>14}" for c in cells))
+    lines.append("[1] and [3] as in the weights part, with each backend's workload run once per model.")
+    return lines
 
 
 def concurrent_sum(w, mode, n):
@@ -632,6 +675,7 @@ def table(res, args):
         for s in h["hnsw_search"]:
             lines.append(f"{s['ef_search']:>10}{s['recall_at_10']:>12.3f}{pct(s['ms'], .5):>10.2f}{pct(s['ms'], .95):>10.2f}")
     lines += weights_table(res, args)
+    lines += models_memory_table(res, args)
     lines += families_table(res)
     lines += immich_table(res)
     return "\n".join(lines)
@@ -727,7 +771,7 @@ def main():
     p.add_argument("--immich-dirs", nargs="*", default=[],
                    help="pairs: a model installed by clip-fetch from Immich's layout, then the same architecture "
                    "exported by tools/export_model.py (the immich part)")
-    p.add_argument("--skip", nargs="*", default=[], choices=("peers", "int8", "hnsw", "weights"))
+    p.add_argument("--skip", nargs="*", default=[], choices=("peers", "int8", "hnsw", "weights", "models"))
     p.add_argument("--report", help="append the run, as Markdown, to this file")
     p.add_argument("--json", help="write every measurement to this file")
     p.add_argument("--command", help="the command line to quote in the report")
@@ -783,6 +827,9 @@ def main():
         if int8_dir:
             step("weights_int8", "weights shared vs heap, int8", lambda: run_weights(args, int8_dir, names[0]),
                  sql_blocked or int8_missing)
+    if "models" not in args.skip and int8_dir:
+        step("models", "two models in every backend", lambda: run_models(args, [args.model_dir, int8_dir]),
+             sql_blocked or int8_missing)
 
     if args.family_dirs:
         step("families", "model families", lambda: time_models(args, [args.model_dir] + args.family_dirs),

@@ -84,3 +84,13 @@ BEGIN
     'texts', (SELECT count(clip_embed_text(t)) FROM bench.texts WHERE kind = 'short'),
     'images', (SELECT cardinality(clip_embed_images(array_agg(image ORDER BY name))) FROM bench.photos WHERE copy = 1));
 END $$;
+
+-- The same with each of the registered models named in models, one after the other.
+CREATE OR REPLACE FUNCTION bench.embed_texts_and_images_by(models name[]) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+  RETURN (SELECT jsonb_object_agg(m, jsonb_build_object(
+    'texts', (SELECT count(clip_embed_text(t, model => m)) FROM bench.texts WHERE kind = 'short'),
+    'images', (SELECT cardinality(clip_embed_images(array_agg(image ORDER BY name), model => m))
+               FROM bench.photos WHERE copy = 1)))
+          FROM unnest(models) m);
+END $$;

@@ -8,7 +8,9 @@
 # The part "weights" compares clip.shared_weights on and off in the same run, fp32 and int8: the private memory a
 # backend adds, the summed PSS of 1, 4 and 16 concurrent backends (fewer where the memory available does not allow
 # them), single-image and short-text speed in interleaved rounds, and first calls warm and cold (bench/bench.py
-# says how each is measured); its prepared weights live in .deps/bench/weights-cache, which only it uses.
+# says how each is measured); its prepared weights live in .deps/bench/weights-cache, which only it uses. The part
+# "models" registers the fp32 model and its int8 variant and measures backends that use both against backends that
+# use one: the private memory a backend adds and the summed PSS of 1, 4 and 16 of them.
 #
 #   scripts/bench.sh                 1 thread per inference everywhere
 #   scripts/bench.sh --threads 2     2 threads (clip.intra_op_threads, torch.set_num_threads, intra_op_num_threads;
@@ -17,7 +19,7 @@
 #   --report FILE      append the run, with the machine described, to FILE (e.g. BENCHMARKS.md)
 #   --quick            fewer repetitions, a 20k-vector HNSW part, at most 4 concurrent backends in the weights
 #                      part: a smoke run, not for quoting
-#   --skip peers|int8|hnsw|weights ...   leave parts out
+#   --skip peers|int8|hnsw|weights|models ...   leave parts out
 #   --families         also time one base model of each other family beside ViT-B-32 (random weights, the real
 #                      architectures, exported offline by tools/family_models.py: the first run takes half an hour)
 #   --immich           also time the models a user pulls from Immich's hub exports (IMMICH_MODELS below): each

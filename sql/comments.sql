@@ -37,3 +37,27 @@ COMMENT ON VIEW @extschema@.clip_watch_status IS
     'Progress of each watch the current role may read, and whether the background worker runs';
 COMMENT ON TABLE @extschema@.clip_backfill_failures IS
     'Rows clip_backfill or a watch could not embed, with the error, until their source changes';
+COMMENT ON FUNCTION @extschema@.clip_embed_text(text, name, text) IS
+    'The embedding of a text by a registered model (clip_models), in a language for models that take one';
+COMMENT ON FUNCTION @extschema@.clip_embed_image(bytea, name) IS
+    'The embedding of an image by a registered model (clip_models)';
+COMMENT ON FUNCTION @extschema@.clip_embed_texts(text[], name) IS
+    'Embeddings of an array of texts by a registered model, in batches of clip.batch_size; NULL gives NULL';
+COMMENT ON FUNCTION @extschema@.clip_embed_images(bytea[], name) IS
+    'Embeddings of an array of images by a registered model, in batches of clip.batch_size; NULL gives NULL';
+COMMENT ON FUNCTION @extschema@.clip_similarity(text, bytea, name) IS
+    'Cosine similarity of a text and an image under a registered model';
+COMMENT ON FUNCTION @extschema@.clip_classify(bytea, text[], name, text) IS
+    'Zero-shot classification of an image under a registered model, most probable label first';
+COMMENT ON FUNCTION @extschema@.clip_tokenize(text, name) IS
+    'A text''s token ids as a registered model''s tokenizer gives them, not padded';
+COMMENT ON FUNCTION @extschema@.clip_info(name) IS
+    'A registered model, ONNX Runtime, the settings in force and this backend''s memory, as jsonb';
+COMMENT ON FUNCTION @extschema@.clip_register_model(text, text, boolean) IS
+    'Registers a model directory under a name (superuser); other files under a name need replace => true';
+COMMENT ON FUNCTION @extschema@.clip_unregister_model(text) IS
+    'Removes a model''s name (superuser), unless an index, generated column or watch embeds with it';
+COMMENT ON VIEW @extschema@.clip_models IS
+    'The registered models, and which one the functions use without a model argument';
+COMMENT ON FUNCTION @extschema@.clip_clean_weights_cache() IS
+    'Removes the prepared weights that no model of this database uses and no process maps (superuser)';

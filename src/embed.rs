@@ -1,14 +1,16 @@
 //! Embedding functions: one text or image, or an array of them in batched inferences.
 //!
 //! They are IMMUTABLE so that `ORDER BY embedding <=> clip_embed_text('...')` is evaluated once and served by an
-//! HNSW index, and so that generated columns can use them. They are immutable for a given model: changing
-//! clip.model_dir means re-embedding stored vectors (clip_info() tells which model made them).
+//! HNSW index, and so that generated columns can use them. They are immutable for a given model: each takes a
+//! registered model's name as `model => 'name'`, whose files never change under it (src/registry.rs); without
+//! one they use clip.default_model, or the model in clip.model_dir, settings only a superuser changes.
 use clip_core::preprocess::{decode, DecodeLimits, DecodedImage};
 use pgrx::prelude::*;
 
 use crate::errors::{raise_element, OrRaise};
 use crate::guc;
 use crate::model_cache::with_model;
+use crate::registry::ModelName;
 use crate::vector::Vector;
 
 fn decode_limits() -> DecodeLimits {
@@ -20,16 +22,16 @@ pub fn decode_image(function: &'static str, bytes: &[u8]) -> DecodedImage {
 }
 
 /// One text's embedding; `language` is a code for models that take one (NLLB), `None` for the model's default.
-pub fn embed_one_text(function: &'static str, text: &str, language: Option<&str>) -> Vector {
+pub fn embed_one_text(function: &'static str, model: Option<&ModelName>, text: &str, language: Option<&str>) -> Vector {
     check_for_interrupts!();
-    let mut rows = with_model(|m| m.embed_texts_in(&[text], language)).or_raise(function);
+    let mut rows = with_model(function, model, |m| m.embed_texts_in(&[text], language));
     Vector(rows.pop().expect("one text gives one row"))
 }
 
-pub fn embed_one_image(function: &'static str, image: &[u8]) -> Vector {
+pub fn embed_one_image(function: &'static str, model: Option<&ModelName>, image: &[u8]) -> Vector {
     let decoded = decode_image(function, image);
     check_for_interrupts!();
-    let mut rows = with_model(|m| m.embed_images(std::slice::from_ref(&decoded))).or_raise(function);
+    let mut rows = with_model(function, model, |m| m.embed_images(std::slice::from_ref(&decoded)));
     Vector(rows.pop().expect("one image gives one row"))
 }
 
@@ -37,7 +39,7 @@ pub fn embed_one_image(function: &'static str, image: &[u8]) -> Vector {
 /// truncated as open_clip truncates them.
 #[pg_extern(immutable, parallel_safe)]
 pub fn clip_embed_text(input: &str) -> Vector {
-    embed_one_text("clip_embed_text", input, None)
+    embed_one_text("clip_embed_text", None, input, None)
 }
 
 /// The embedding of a text in `language`, for models that mark a text's language with a code token (NLLB-CLIP:
@@ -45,29 +47,56 @@ pub fn clip_embed_text(input: &str) -> Vector {
 /// model's default language; a model without languages refuses one.
 #[pg_extern(immutable, parallel_safe, name = "clip_embed_text")]
 pub fn clip_embed_text_in(input: &str, language: &str) -> Vector {
-    embed_one_text("clip_embed_text", input, Some(language))
+    embed_one_text("clip_embed_text", None, input, Some(language))
+}
+
+/// The embedding of a text by the registered model `model`, in `language` for a model that takes one (NULL: the
+/// model's default). Not STRICT, for that NULL: a NULL text or model gives NULL.
+#[pg_extern(immutable, parallel_safe, name = "clip_embed_text")]
+pub fn clip_embed_text_by(
+    input: Option<&str>,
+    model: Option<ModelName>,
+    language: default!(Option<&str>, "NULL"),
+) -> Option<Vector> {
+    Some(embed_one_text("clip_embed_text", Some(&model?), input?, language))
 }
 
 /// The L2-normalised CLIP embedding of an image (JPEG, PNG, WebP, GIF, BMP or TIFF).
 #[pg_extern(immutable, parallel_safe)]
 pub fn clip_embed_image(image: &[u8]) -> Vector {
-    embed_one_image("clip_embed_image", image)
+    embed_one_image("clip_embed_image", None, image)
+}
+
+/// The embedding of an image by the registered model `model`.
+#[pg_extern(immutable, parallel_safe, name = "clip_embed_image")]
+pub fn clip_embed_image_by(image: &[u8], model: ModelName) -> Vector {
+    embed_one_image("clip_embed_image", Some(&model), image)
 }
 
 /// Embeds an array of texts in batches of clip.batch_size, in input order; NULL elements give NULL.
 #[pg_extern(immutable, parallel_safe)]
 pub fn clip_embed_texts(inputs: Array<'_, &str>) -> Vec<Option<Vector>> {
+    embed_texts_array(None, inputs)
+}
+
+/// Embeds an array of texts by the registered model `model`.
+#[pg_extern(immutable, parallel_safe, name = "clip_embed_texts")]
+pub fn clip_embed_texts_by(inputs: Array<'_, &str>, model: ModelName) -> Vec<Option<Vector>> {
+    embed_texts_array(Some(&model), inputs)
+}
+
+fn embed_texts_array(model: Option<&ModelName>, inputs: Array<'_, &str>) -> Vec<Option<Vector>> {
     let inputs: Vec<Option<&str>> = inputs.iter().collect();
     let present: Vec<&str> = inputs.iter().flatten().copied().collect();
-    place(&inputs, embed_texts_in_batches("clip_embed_texts", &present))
+    place(&inputs, embed_texts_in_batches("clip_embed_texts", model, &present))
 }
 
 /// Embeds texts in batches of clip.batch_size (so within the superuser's ceiling). The model core checks for
 /// interrupts between the texts and inside the tokenizing of a long one, and has a running inference terminated.
-pub fn embed_texts_in_batches(function: &'static str, texts: &[&str]) -> Vec<Vec<f32>> {
+pub fn embed_texts_in_batches(function: &'static str, model: Option<&ModelName>, texts: &[&str]) -> Vec<Vec<f32>> {
     let mut embedded = Vec::with_capacity(texts.len());
     for chunk in texts.chunks(guc::batch_size()) {
-        embedded.extend(with_model(|m| m.embed_texts(chunk)).or_raise(function));
+        embedded.extend(with_model(function, model, |m| m.embed_texts(chunk)));
     }
     embedded
 }
@@ -76,6 +105,16 @@ pub fn embed_texts_in_batches(function: &'static str, texts: &[&str]) -> Vec<Vec
 /// element fails the call with an error that names its (1-based) index, also given as the DETAIL `element N`.
 #[pg_extern(immutable, parallel_safe)]
 pub fn clip_embed_images(inputs: Array<'_, &[u8]>) -> Vec<Option<Vector>> {
+    embed_images_array(None, inputs)
+}
+
+/// Embeds an array of images by the registered model `model`.
+#[pg_extern(immutable, parallel_safe, name = "clip_embed_images")]
+pub fn clip_embed_images_by(inputs: Array<'_, &[u8]>, model: ModelName) -> Vec<Option<Vector>> {
+    embed_images_array(Some(&model), inputs)
+}
+
+fn embed_images_array(model: Option<&ModelName>, inputs: Array<'_, &[u8]>) -> Vec<Option<Vector>> {
     const F: &str = "clip_embed_images";
     let inputs: Vec<Option<&[u8]>> = inputs.iter().collect();
     let present: Vec<(usize, &[u8])> =
@@ -85,13 +124,13 @@ pub fn clip_embed_images(inputs: Array<'_, &[u8]>) -> Vec<Option<Vector>> {
     for chunk in present.chunks(guc::batch_size()) {
         // Each image is decoded, preprocessed into the batch's tensor and freed before the next one is decoded:
         // memory holds one decoded image at a time, however large the batch.
-        let mut batch = with_model(|m| Ok(m.image_batch(chunk.len()))).or_raise(F);
+        let mut batch = with_model(F, model, |m| Ok(m.image_batch(chunk.len())));
         for &(index, bytes) in chunk {
             check_for_interrupts!();
             batch.push_encoded(bytes, &limits).unwrap_or_else(|e| raise_element(F, index, e.into()));
         }
         check_for_interrupts!();
-        embedded.extend(with_model(|m| m.embed_image_batch(batch)).or_raise(F));
+        embedded.extend(with_model(F, model, |m| m.embed_image_batch(batch)));
     }
     place(&inputs, embedded)
 }
@@ -106,6 +145,16 @@ fn place<T>(inputs: &[Option<T>], embedded: Vec<Vec<f32>>) -> Vec<Option<Vector>
 /// input is, but not padded (the tower's input is padded to the context length, or to a batch's longest text).
 #[pg_extern(immutable, parallel_safe)]
 fn clip_tokenize(input: &str) -> Vec<i32> {
-    let ids = with_model(|m| m.tokenizer()?.encode(input, None)).or_raise("clip_tokenize");
+    tokenize(None, input)
+}
+
+/// A text's token ids under the registered model `model`.
+#[pg_extern(immutable, parallel_safe, name = "clip_tokenize")]
+fn clip_tokenize_by(input: &str, model: ModelName) -> Vec<i32> {
+    tokenize(Some(&model), input)
+}
+
+fn tokenize(model: Option<&ModelName>, input: &str) -> Vec<i32> {
+    let ids = with_model("clip_tokenize", model, |m| m.tokenizer()?.encode(input, None));
     ids.into_iter().map(|id| id as i32).collect()
 }

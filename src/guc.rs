@@ -12,6 +12,8 @@ use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::{pg_guard, pg_sys};
 
 pub static MODEL_DIR: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static DEFAULT_MODEL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static MAX_LOADED_MODELS: GucSetting<i32> = GucSetting::<i32>::new(2);
 pub static ONNXRUNTIME_LIBRARY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static INTRA_OP_THREADS: GucSetting<i32> = GucSetting::<i32>::new(1);
 pub static MAX_INTRA_OP_THREADS: GucSetting<i32> = GucSetting::<i32>::new(4);
@@ -32,6 +34,26 @@ pub fn register() {
         c"Directory of the CLIP model (its manifest.json names the model's files).",
         c"A model installed by clip-fetch or exported from open_clip. Superuser only.",
         &MODEL_DIR,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"clip.default_model",
+        c"Registered model that the functions use when they are called without a model.",
+        c"A name of clip_models. Empty means the model in clip.model_dir. Superuser only: embeddings stored by \
+          generated columns, indexes and triggers must all come from one model.",
+        &DEFAULT_MODEL,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"clip.max_loaded_models",
+        c"Most models one backend keeps loaded.",
+        c"A call that needs another model closes the one used least recently. Each loaded model holds its \
+          sessions and, without clip.shared_weights, a copy of its weights. Superuser only.",
+        &MAX_LOADED_MODELS,
+        1,
+        64,
         GucContext::Suset,
         GucFlags::default(),
     );
@@ -222,9 +244,10 @@ pub fn onnxruntime_library() -> PathBuf {
     })
 }
 
-pub fn model_settings() -> ModelSettings {
+/// The settings of the model in `model_dir` (clip.model_dir's when `None`).
+pub fn model_settings(model_dir: Option<PathBuf>) -> ModelSettings {
     ModelSettings {
-        model_dir: path_setting(&MODEL_DIR).unwrap_or_default(),
+        model_dir: model_dir.or_else(|| path_setting(&MODEL_DIR)).unwrap_or_default(),
         onnxruntime_library: onnxruntime_library(),
         intra_threads: INTRA_OP_THREADS.get().min(MAX_INTRA_OP_THREADS.get()).max(1) as usize,
         weights: if SHARED_WEIGHTS.get() {
@@ -233,6 +256,15 @@ pub fn model_settings() -> ModelSettings {
             Weights::Heap
         },
     }
+}
+
+/// clip.default_model, when it names a model.
+pub fn default_model() -> Option<String> {
+    DEFAULT_MODEL.get().map(|s| s.to_string_lossy().into_owned()).filter(|s| !s.is_empty())
+}
+
+pub fn max_loaded_models() -> usize {
+    MAX_LOADED_MODELS.get().max(1) as usize
 }
 
 /// `.cache/clip_search` in the home directory of the server's operating-system user; in the data directory when

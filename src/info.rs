@@ -5,22 +5,35 @@ use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::json;
 
-use crate::errors::raise;
 use crate::guc;
 use crate::model_cache::with_model;
+use crate::registry::ModelName;
 
 /// The model (name, weights, dimensions, preprocessing, file checksums), the ONNX Runtime version and library, the
 /// settings in force, how the weights are held (shared or in this backend's heap) and this backend's memory by kind,
 /// so users can see what produced their vectors and what a backend costs.
 #[pg_extern(stable, parallel_safe)]
 fn clip_info() -> JsonB {
-    let info = with_model(|m| {
+    info(None)
+}
+
+/// clip_info() of the registered model `model`.
+#[pg_extern(stable, parallel_safe, name = "clip_info")]
+fn clip_info_by(model: ModelName) -> JsonB {
+    info(Some(&model))
+}
+
+fn info(model: Option<&ModelName>) -> JsonB {
+    let registered_as = model.map(|m| m.0.clone()).or_else(guc::default_model);
+    JsonB(with_model("clip_info", model, |m| {
         let version = clip_core::runtime::load(&m.settings().onnxruntime_library)?;
         let man = m.manifest();
         let (text_loaded, image_loaded) = m.loaded_towers();
         let s = m.settings();
         Ok::<_, ClipError>(json!({
             "model": man.name,
+            "registered_as": registered_as,
+            "manifest_sha256": man.sha256,
             "weights": man.weights,
             "source": man.source,
             "model_dir": s.model_dir,
@@ -55,7 +68,5 @@ fn clip_info() -> JsonB {
             })),
             "extension_version": env!("CARGO_PKG_VERSION"),
         }))
-    })
-    .unwrap_or_else(|e| raise("clip_info", e));
-    JsonB(info)
+    }))
 }

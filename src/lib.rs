@@ -1,9 +1,10 @@
 //! clip_search: CLIP text and image embeddings inside PostgreSQL, returned as pgvector `vector`s.
 //!
-//! Layout: `embed`, `similarity` and `info` are the SQL functions; `errors` maps core errors to SQLSTATEs; `guc` holds the settings;
-//! `model_cache` keeps each backend's loaded model; `vector` is pgvector's type in Rust; `worker` is the background
-//! worker that keeps watched columns embedded. The model itself
-//! (tokenizer, image preprocessing, ONNX Runtime) lives in the `clip_core` crate, with no PostgreSQL in it.
+//! Layout: `embed`, `similarity` and `info` are the SQL functions; `errors` maps core errors to SQLSTATEs; `guc`
+//! holds the settings; `registry` names the models registered in the database; `model_cache` keeps each backend's
+//! loaded models; `weights_cache` keeps the cache of prepared weights in check; `vector` is pgvector's type in
+//! Rust; `worker` is the background worker that keeps watched columns embedded. The model itself (tokenizer,
+//! image preprocessing, ONNX Runtime) lives in the `clip_core` crate, with no PostgreSQL in it.
 use pgrx::prelude::*;
 
 mod auto_embed;
@@ -12,8 +13,10 @@ mod errors;
 mod guc;
 mod info;
 mod model_cache;
+mod registry;
 mod similarity;
 mod vector;
+mod weights_cache;
 mod worker;
 
 ::pgrx::pg_module_magic!(name, version);

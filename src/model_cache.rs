@@ -1,23 +1,81 @@
-//! The backend's loaded model. A backend is single-threaded, so a thread-local needs no lock; each backend and
-//! each parallel worker loads its own copy on first use, never the postmaster before fork.
+//! The backend's loaded models. A backend is single-threaded, so a thread-local needs no lock; each backend and
+//! each parallel worker loads its own on first use, never the postmaster before fork. A backend keeps at most
+//! clip.max_loaded_models of them, and closes the one used least recently to load another: that bounds what one
+//! session can make a backend hold, whichever registered models it uses.
 use std::cell::RefCell;
 
 use clip_core::{ClipError, ClipModel};
+use pgrx::PgSqlErrorCode;
 
+use crate::errors::{error_with_hint, raise};
 use crate::guc;
+use crate::registry::{self, ModelName, Registered};
 
 thread_local! {
-    static MODEL: RefCell<Option<ClipModel>> = const { RefCell::new(None) };
+    /// Loaded models, the one used most recently last.
+    static MODELS: RefCell<Vec<ClipModel>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Runs `f` on the model the current settings name, (re)opening it when a setting changed.
-pub fn with_model<T>(f: impl FnOnce(&mut ClipModel) -> Result<T, ClipError>) -> Result<T, ClipError> {
-    let settings = guc::model_settings();
-    MODEL.with_borrow_mut(|slot| {
-        if slot.as_ref().is_none_or(|m| *m.settings() != settings) {
-            *slot = None; // drop the old sessions before loading new ones
-            *slot = Some(ClipModel::open(settings)?);
+/// Runs `f` on the model a call of `function` uses: `model` when given, else clip.default_model, else the model
+/// in clip.model_dir. The model is (re)opened when a setting changed since it was loaded, and a registered model's
+/// files must still be those it was registered with. Errors are raised as errors of `function`.
+pub fn with_model<T>(
+    function: &'static str,
+    model: Option<&ModelName>,
+    f: impl FnOnce(&mut ClipModel) -> Result<T, ClipError>,
+) -> T {
+    let registered = model.map(|m| m.0.clone()).or_else(guc::default_model).map(|name| registry::lookup(function, &name));
+    let settings = guc::model_settings(registered.as_ref().map(|r| r.directory.clone()));
+    let result = MODELS.with_borrow_mut(|models| {
+        let current = |m: &ClipModel| {
+            *m.settings() == settings && registered.as_ref().is_none_or(|r| m.manifest().sha256 == r.manifest_sha256)
+        };
+        let bound = guc::max_loaded_models();
+        match models.iter().position(current) {
+            // Moved last rather than taken out: an error raised inside `f` unwinds past the vector, which keeps it.
+            Some(index) => {
+                let model = models.remove(index);
+                models.push(model);
+            }
+            None => {
+                // The same directory under older settings, and the least recently used beyond the bound, are
+                // closed before the new one loads.
+                models.retain(|m| m.settings().model_dir != settings.model_dir);
+                let excess = (models.len() + 1).saturating_sub(bound);
+                models.drain(..excess);
+                let opened = ClipModel::open(settings.clone())?;
+                if let Some(registered) = &registered {
+                    if opened.manifest().sha256 != registered.manifest_sha256 {
+                        return Ok(Err(opened.manifest().sha256.clone()));
+                    }
+                }
+                models.push(opened);
+            }
         }
-        f(slot.as_mut().expect("set above"))
-    })
+        // A bound lowered since the models were loaded.
+        let excess = models.len().saturating_sub(bound);
+        models.drain(..excess);
+        f(models.last_mut().expect("the model in use is last")).map(Ok)
+    });
+    match result {
+        Ok(Ok(value)) => value,
+        Ok(Err(found)) => changed(function, registered.as_ref().expect("only registered models are compared"), &found),
+        Err(e) => raise(function, e),
+    }
+}
+
+/// The error for a registered model whose files are no longer those it was registered with.
+fn changed(function: &'static str, registered: &Registered, found: &str) -> ! {
+    error_with_hint(
+        PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
+        format!(
+            "{function}: the files of model \"{}\" in {} changed since it was registered (manifest sha256 {found}, \
+             registered {})",
+            registered.name,
+            registered.directory.display(),
+            registered.manifest_sha256
+        ),
+        "Put the registered files back, or, as a superuser, register the new files under another name (or with \
+         replace => true, and then re-embed what the old files made).",
+    )
 }

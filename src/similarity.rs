@@ -4,8 +4,9 @@ use clip_core::{label_probabilities, ClipError};
 use pgrx::prelude::*;
 
 use crate::embed::{decode_image, embed_one_image, embed_one_text, embed_texts_in_batches};
-use crate::errors::{error, OrRaise};
+use crate::errors::error;
 use crate::model_cache::with_model;
+use crate::registry::ModelName;
 use crate::vector::Vector;
 
 fn data_error(message: String) -> ! {
@@ -20,10 +21,20 @@ fn invalid_parameter(message: String) -> ! {
 // C symbols of their own: installs not yet updated declare the older ones, which return `real` (below).
 #[pg_extern(immutable, parallel_safe, name = "clip_similarity")]
 fn clip_similarity_text_image_float8(text: &str, image: &[u8]) -> f64 {
+    similarity_text_image(None, text, image)
+}
+
+/// Cosine similarity of a text and an image under the registered model `model`.
+#[pg_extern(immutable, parallel_safe, name = "clip_similarity")]
+fn clip_similarity_text_image_by(text: &str, image: &[u8], model: ModelName) -> f64 {
+    similarity_text_image(Some(&model), text, image)
+}
+
+fn similarity_text_image(model: Option<&ModelName>, text: &str, image: &[u8]) -> f64 {
     const F: &str = "clip_similarity";
     // The image first: a bad image fails before any model is loaded.
-    let image = embed_one_image(F, image);
-    cosine_similarity(&embed_one_text(F, text, None).0, &image.0)
+    let image = embed_one_image(F, model, image);
+    cosine_similarity(&embed_one_text(F, model, text, None).0, &image.0)
 }
 
 /// Cosine similarity of two vectors: `1 - (a <=> b)`, NaN when either is the zero vector, as pgvector's `<=>`.
@@ -71,6 +82,26 @@ fn clip_classify(
     labels: Vec<Option<String>>,
     template: default!(&str, "'a photo of a {}'"),
 ) -> TableIterator<'static, (name!(label, String), name!(probability, f32))> {
+    classify(None, image, labels, template)
+}
+
+/// Zero-shot classification under the registered model `model`.
+#[pg_extern(immutable, parallel_safe, name = "clip_classify")]
+fn clip_classify_by(
+    image: &[u8],
+    labels: Vec<Option<String>>,
+    model: ModelName,
+    template: default!(&str, "'a photo of a {}'"),
+) -> TableIterator<'static, (name!(label, String), name!(probability, f32))> {
+    classify(Some(&model), image, labels, template)
+}
+
+fn classify(
+    model: Option<&ModelName>,
+    image: &[u8],
+    labels: Vec<Option<String>>,
+    template: &str,
+) -> TableIterator<'static, (name!(label, String), name!(probability, f32))> {
     const F: &str = "clip_classify";
     let labels: Vec<String> = labels
         .into_iter()
@@ -86,14 +117,12 @@ fn clip_classify(
     let prompts: Vec<&str> = prompts.iter().map(String::as_str).collect();
     let decoded = decode_image(F, image);
     check_for_interrupts!();
-    let image_embedding = with_model(|m| Ok::<_, ClipError>(m.embed_images(std::slice::from_ref(&decoded))?))
-        .or_raise(F)
-        .pop()
-        .expect("one image");
-    let label_embeddings = embed_texts_in_batches(F, &prompts);
-    let probabilities =
-        with_model(|m| Ok::<_, ClipError>(label_probabilities(m.manifest(), &image_embedding, &label_embeddings)))
-            .or_raise(F);
+    let image_embedding =
+        with_model(F, model, |m| m.embed_images(std::slice::from_ref(&decoded))).pop().expect("one image");
+    let label_embeddings = embed_texts_in_batches(F, model, &prompts);
+    let probabilities = with_model(F, model, |m| {
+        Ok::<_, ClipError>(label_probabilities(m.manifest(), &image_embedding, &label_embeddings))
+    });
     let mut rows: Vec<(String, f32)> = labels.into_iter().zip(probabilities).collect();
     rows.sort_by(|a, b| b.1.total_cmp(&a.1));
     TableIterator::new(rows)

@@ -103,6 +103,36 @@ mod tests {
         assert!((direct - via_vectors).abs() < 1e-6, "{direct} vs {via_vectors}");
     }
 
+    #[pg_test]
+    fn a_registered_model_whose_files_changed_is_refused() {
+        let dir = std::env::temp_dir().join(format!("clip-registered-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for entry in std::fs::read_dir(format!("{FIXTURES}/tiny-model")).unwrap() {
+            let path = entry.unwrap().path();
+            std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+        }
+        let dir_text = dir.to_str().unwrap();
+        Spi::run_with_args("SELECT clip_register_model('copied', $1)", &[dir_text.into()]).unwrap();
+        assert!(Spi::get_one::<bool>("SELECT clip_embed_text('x', model => 'copied') = clip_embed_text('x')")
+            .unwrap()
+            .unwrap());
+        // Same model, other manifest bytes: another sha256 than the registered one.
+        let manifest = dir.join("manifest.json");
+        let text = std::fs::read_to_string(&manifest).unwrap();
+        std::fs::write(&manifest, format!("{text}\n")).unwrap();
+        // Another thread count makes the backend open the model again, and find the new manifest.
+        let refused = Spi::run(
+            "SET LOCAL clip.intra_op_threads = 2;
+             DO $$ BEGIN
+                 PERFORM clip_embed_text('x', model => 'copied');
+                 RAISE EXCEPTION 'the changed files were used';
+             EXCEPTION WHEN data_corrupted THEN NULL;
+             END $$",
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+        refused.unwrap();
+    }
+
     fn first_image() -> String {
         fixture_json("tiny-model/reference.json")["images"][0]["file"].as_str().unwrap().to_string()
     }

@@ -20,6 +20,9 @@ pub const FORMAT_VERSION: u32 = 2;
 #[derive(Debug, Clone)]
 pub struct Manifest {
     pub format_version: u32,
+    /// The sha256 of `manifest.json` itself. The manifest holds every file's sha256, so this one digest names the
+    /// model's exact files.
+    pub sha256: String,
     pub name: String,
     /// Where the weights came from ("pretrained laion2b_s34b_b79k", "random weights, seed 0", ...).
     pub weights: String,
@@ -105,6 +108,13 @@ pub struct ModelFiles {
     pub tokenizer: FileEntry,
 }
 
+impl ModelFiles {
+    /// Every file of the model: each tower's graph and data file, and the tokenizer.
+    pub fn entries(&self) -> impl Iterator<Item = &FileEntry> {
+        [&self.text, &self.image].into_iter().flat_map(|t| [Some(&t.graph), t.data.as_ref()]).flatten().chain([&self.tokenizer])
+    }
+}
+
 /// A tower's ONNX graph and, for towers over the 2 GB one ONNX file can hold, the file its weights are in.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct TowerFiles {
@@ -181,12 +191,14 @@ impl Manifest {
             .map_err(|e| ClipError::ModelMissing { path: path.clone(), reason: e.to_string() })?;
         let invalid = |reason: String| ClipError::ModelInvalid { dir: dir.to_path_buf(), reason };
         let json_error = |e: serde_json::Error| invalid(format!("{MANIFEST_FILE}: {e}"));
+        let sha256 = hex(&Sha256::digest(text.as_bytes()));
         let version: Version = serde_json::from_str(&text).map_err(json_error)?;
         let m = match version.format_version {
             1 => {
                 let v1: ManifestV1 = serde_json::from_str(&text).map_err(json_error)?;
                 Manifest {
                     format_version: 1,
+                    sha256,
                     name: v1.name,
                     weights: v1.weights,
                     source: None,
@@ -212,6 +224,7 @@ impl Manifest {
                 let v2: ManifestV2 = serde_json::from_str(&text).map_err(json_error)?;
                 Manifest {
                     format_version: FORMAT_VERSION,
+                    sha256,
                     name: v2.name,
                     weights: v2.weights,
                     source: v2.source,
@@ -251,15 +264,12 @@ impl Manifest {
         if !(m.logit_scale.is_finite() && m.logit_bias.is_none_or(f32::is_finite)) {
             return Err(invalid("logit_scale or logit_bias is not a finite number".into()));
         }
-        let f = &m.files;
-        let towers = [&f.text, &f.image];
-        let entries = towers.iter().flat_map(|t| [Some(&t.graph), t.data.as_ref()]).flatten().chain([&f.tokenizer]);
-        for entry in entries {
+        for entry in m.files.entries() {
             if !is_inside_path(&entry.path) {
                 return Err(invalid(format!("file {:?} must be a relative path inside the directory", entry.path)));
             }
         }
-        for tower in towers {
+        for tower in [&m.files.text, &m.files.image] {
             if let Some(data) = &tower.data {
                 if Path::new(&data.path).parent() != Path::new(&tower.graph.path).parent() {
                     return Err(invalid(format!("{} must be beside its graph {}", data.path, tower.graph.path)));
@@ -267,6 +277,27 @@ impl Manifest {
             }
         }
         Ok(m)
+    }
+
+    /// Checks every file the manifest names against its checksum, reading each in pieces (weights files are
+    /// gigabytes), with the [interrupt check](crate::interrupt) between pieces.
+    pub fn verify_files(&self, dir: &Path) -> Result<()> {
+        for entry in self.files.entries() {
+            let path = dir.join(&entry.path);
+            let mut file = File::open(&path).map_err(|e| missing(&path, e))?;
+            let mut hasher = Sha256::new();
+            let mut buffer = vec![0u8; 1 << 20];
+            loop {
+                crate::interrupt::check();
+                let read = file.read(&mut buffer).map_err(|e| missing(&path, e))?;
+                if read == 0 {
+                    break;
+                }
+                hasher.update(&buffer[..read]);
+            }
+            check_sha256(dir, entry, &hex(&hasher.finalize()))?;
+        }
+        Ok(())
     }
 }
 
@@ -304,7 +335,10 @@ fn missing(path: &Path, e: std::io::Error) -> ClipError {
 }
 
 fn check_digest(dir: &Path, entry: &FileEntry, bytes: &[u8]) -> Result<()> {
-    let digest = hex(&Sha256::digest(bytes));
+    check_sha256(dir, entry, &hex(&Sha256::digest(bytes)))
+}
+
+fn check_sha256(dir: &Path, entry: &FileEntry, digest: &str) -> Result<()> {
     if !digest.eq_ignore_ascii_case(&entry.sha256) {
         return Err(ClipError::ModelInvalid {
             dir: dir.to_path_buf(),

@@ -26,5 +26,13 @@ SET clip.batch_size = 200;
 SET clip.max_intra_op_threads = 8;
 SET clip.intra_op_threads = 6;
 :compare;
+-- A registered model, named or as clip.default_model: the worker looks its name up itself.
+\set tiny :abs_srcdir '/../fixtures/tiny-model'
+SELECT clip_register_model('parallel-tiny', :'tiny');
+SET clip.default_model = 'parallel-tiny';
+\set compare_registered 'SELECT count(*) AS rows, bool_and(clip_embed_text(t.body, model => ''parallel-tiny'') = s.embedding) AS same_named, bool_and(clip_embed_text(t.body) = s.embedding) AS same_default FROM parallel_texts t JOIN parallel_serial s USING (id)'
+EXPLAIN (COSTS OFF) :compare_registered;
+:compare_registered;
 RESET ALL;
+SELECT clip_unregister_model('parallel-tiny');
 DROP TABLE parallel_texts, parallel_serial;

@@ -1,10 +1,10 @@
 -- Upgrades: 0.1.0 -> 0.2.0 -> current with stored embeddings, 0.2.0 -> current with a user trigger, 0.3.0 ->
--- current with a watch, and 0.4.0 -> current with a table searched by clip_similarity. After each
--- step the upgraded extension is compared, object by object, with a fresh install of the same version: every
--- function's full definition (arguments, defaults, return type, language, body or C symbol, volatility,
--- strictness, parallel safety, security), every table's columns, constraints, indexes and policies, types,
--- schemas, comments and privileges (the owner's written as 'owner'). scripts/test.sh puts the install scripts of
--- the earlier versions (tests/upgrade/) where PostgreSQL finds them.
+-- current with a watch (and the model of clip.model_dir registered), and 0.4.0 -> current with a table searched by
+-- clip_similarity. After each step the upgraded extension is compared, object by object, with a fresh install of
+-- the same version: every function's full definition (arguments, defaults, return type, language, body or C
+-- symbol, volatility, strictness, parallel safety, security), every table's columns, constraints, indexes and
+-- policies, types, schemas, comments and privileges (the owner's written as 'owner'). scripts/test.sh puts the
+-- install scripts of the earlier versions (tests/upgrade/) where PostgreSQL finds them.
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS dblink;
 RESET client_min_messages;
@@ -180,6 +180,11 @@ SELECT relation, source_attnum, target_attnum, pending_index FROM clip_search_in
 ALTER TABLE photos RENAME COLUMN caption TO title;
 UPDATE photos SET title = 'changed after the update' WHERE id = 1;
 SELECT relation, source_column, target_column, rows_pending, rows_embedded FROM clip_watch_status;
+-- The model of clip.model_dir, which made the stored embeddings, is registered under its manifest's name, as the
+-- default, and the watched column is one of its users.
+SELECT name, architecture, embed_dim, is_default FROM clip_models;
+SELECT clip_search_internal.model_users('clip-tiny') AS users;
+SELECT vector_dims(clip_embed_text('a photo', model => 'clip-tiny')) AS dims;
 
 \c clip_upgrade_from_0_4
 -- Privileges on clip_similarity, which the update replaces, carry over.
