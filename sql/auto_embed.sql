@@ -20,7 +20,8 @@ COMMENT ON SCHEMA clip_search_internal IS 'helpers of the clip_search extension;
 GRANT USAGE ON SCHEMA clip_search_internal TO PUBLIC;
 
 -- Fills TG_ARGV[1] (a vector column) from TG_ARGV[0] (a text, varchar or bytea column) with the text or the
--- image tower, chosen by the source column's type:
+-- image tower, chosen by the source column's type, of the registered model TG_ARGV[2] (the functions' default
+-- without it):
 --   CREATE TRIGGER photos_embed BEFORE INSERT OR UPDATE OF image ON photos
 --       FOR EACH ROW EXECUTE FUNCTION clip_embed_trigger('image', 'embedding');
 -- On UPDATE it re-embeds only when the source changed. A failing embedding aborts the statement.
@@ -29,12 +30,13 @@ SET search_path = pg_catalog, pg_temp AS $function$
 DECLARE
     source_column text := TG_ARGV[0];
     target_column text := TG_ARGV[1];
+    model         text := CASE WHEN TG_NARGS = 3 THEN TG_ARGV[2] END;
     source_type   regtype;
     unchanged     boolean;
     embedding     text;  -- the vector's text form: no dependency on the schema pgvector lives in
 BEGIN
-    IF TG_NARGS <> 2 OR TG_LEVEL <> 'ROW' OR TG_WHEN <> 'BEFORE' OR TG_OP NOT IN ('INSERT', 'UPDATE') THEN
-        RAISE EXCEPTION 'clip_embed_trigger: use it as a BEFORE INSERT OR UPDATE ... FOR EACH ROW trigger with two arguments, the source column and the target column'
+    IF TG_NARGS NOT IN (2, 3) OR TG_LEVEL <> 'ROW' OR TG_WHEN <> 'BEFORE' OR TG_OP NOT IN ('INSERT', 'UPDATE') THEN
+        RAISE EXCEPTION 'clip_embed_trigger: use it as a BEFORE INSERT OR UPDATE ... FOR EACH ROW trigger with the source column, the target column and, optionally, a registered model as arguments'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     source_type := clip_search_internal.column_type(TG_RELID::regclass, source_column, 'clip_embed_trigger');
@@ -47,7 +49,7 @@ BEGIN
     END IF;
     EXECUTE format('SELECT %s::text',
                    clip_search_internal.embed_call(source_type, 'clip_embed_trigger', false,
-                                                   format('($1).%I', source_column)))
+                                                   format('($1).%I', source_column), model))
         INTO embedding USING NEW;
     RETURN jsonb_populate_record(NEW, jsonb_build_object(target_column, embedding));
 END
@@ -73,14 +75,14 @@ $function$;
 CREATE FUNCTION clip_search_internal.require_own_transaction(caller text) RETURNS void
 LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'require_own_transaction_wrapper';
 
--- An error unless a vector column of a fixed dimension (vector(512), halfvec(512)) has the loaded model's
--- dimension: pgvector would refuse each row, deep in the embedding statement's context. Without a model there is
--- nothing to compare with; embedding then reports that itself.
-CREATE FUNCTION clip_search_internal.check_dimension(relation regclass, column_name text, caller text) RETURNS void
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $function$
+-- An error unless a vector column of a fixed dimension (vector(512), halfvec(512)) has the dimension of model (a
+-- registered model's name; NULL: the functions' default): pgvector would refuse each row, deep in the embedding
+-- statement's context. Without a model there is nothing to compare with; embedding then reports that itself.
+CREATE FUNCTION clip_search_internal.check_dimension(relation regclass, column_name text, caller text, model text)
+RETURNS void LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $function$
 DECLARE
     declared integer;
-    model    jsonb;
+    info     jsonb;
 BEGIN
     SELECT a.atttypmod INTO declared FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
     WHERE a.attrelid = relation AND a.attname = column_name AND a.attnum > 0 AND NOT a.attisdropped
@@ -89,33 +91,47 @@ BEGIN
         RETURN;
     END IF;
     BEGIN
-        model := @extschema@.clip_info();
+        info := CASE WHEN model IS NULL THEN @extschema@.clip_info() ELSE @extschema@.clip_info(model::name) END;
     EXCEPTION WHEN OTHERS THEN
         RETURN;
     END;
-    IF declared <> (model->>'embed_dim')::integer THEN
+    IF declared <> (info->>'embed_dim')::integer THEN
         RAISE EXCEPTION '%: column "%" of % holds vectors of % dimensions, and the model % makes vectors of %',
-                caller, column_name, relation, declared, model->>'model', model->>'embed_dim'
+                caller, column_name, relation, declared, info->>'model', info->>'embed_dim'
             USING ERRCODE = 'datatype_mismatch',
-                  HINT = format('Embed into a column of type vector(%s), or set clip.model_dir to the model the column was made for.',
-                                model->>'embed_dim');
+                  HINT = format('Embed into a column of type vector(%s), or with the model the column was made for.',
+                                info->>'embed_dim');
+    END IF;
+END
+$function$;
+
+-- An error unless model is NULL (the functions' default) or a registered model's name.
+CREATE FUNCTION clip_search_internal.check_model(model text, caller text) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $function$
+BEGIN
+    IF model IS NOT NULL AND NOT EXISTS (SELECT FROM clip_search_internal.models m WHERE m.name = model) THEN
+        RAISE EXCEPTION '%: model "%" is not registered in this database', caller, model
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'clip_models lists the registered models; a superuser registers one with clip_register_model(name, directory).';
     END IF;
 END
 $function$;
 
 -- The call of the embedding function that serves a source column type, the single or the array form, on the SQL
--- expression argument. The argument is cast to the function's exact parameter type, named with its schema: a
--- varchar column then calls the text function itself, not an overload for varchar that a user could add to the
--- extension's schema, whatever the search_path.
-CREATE FUNCTION clip_search_internal.embed_call(source_type regtype, caller text, batched boolean, argument text)
-RETURNS text LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $function$
+-- expression argument, with model (a registered model's name) when it is not NULL. The argument is cast to the
+-- function's exact parameter type, named with its schema: a varchar column then calls the text function itself,
+-- not an overload for varchar that a user could add to the extension's schema, whatever the search_path.
+CREATE FUNCTION clip_search_internal.embed_call(source_type regtype, caller text, batched boolean, argument text,
+    model text) RETURNS text LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $function$
+DECLARE
+    model_argument text := CASE WHEN model IS NOT NULL THEN format(', model => %L::pg_catalog.name', model) ELSE '' END;
 BEGIN
     IF source_type IN ('text'::regtype, 'character varying'::regtype, 'character'::regtype) THEN
-        RETURN format(CASE WHEN batched THEN '@extschema@.clip_embed_texts((%s)::pg_catalog.text[])'
-                           ELSE '@extschema@.clip_embed_text((%s)::pg_catalog.text)' END, argument);
+        RETURN format(CASE WHEN batched THEN '@extschema@.clip_embed_texts((%s)::pg_catalog.text[]%s)'
+                           ELSE '@extschema@.clip_embed_text((%s)::pg_catalog.text%s)' END, argument, model_argument);
     ELSIF source_type = 'bytea'::regtype THEN
-        RETURN format(CASE WHEN batched THEN '@extschema@.clip_embed_images((%s)::pg_catalog.bytea[])'
-                           ELSE '@extschema@.clip_embed_image((%s)::pg_catalog.bytea)' END, argument);
+        RETURN format(CASE WHEN batched THEN '@extschema@.clip_embed_images((%s)::pg_catalog.bytea[]%s)'
+                           ELSE '@extschema@.clip_embed_image((%s)::pg_catalog.bytea%s)' END, argument, model_argument);
     END IF;
     RAISE EXCEPTION '%: cannot embed a column of type % (text, varchar or bytea)', caller, source_type
         USING ERRCODE = 'datatype_mismatch';
@@ -167,9 +183,10 @@ $function$;
 -- cannot be embedded, the rows are embedded one by one: with on_error => 'skip' the bad ones are recorded in
 -- clip_backfill_failures; with 'stop' the first bad one ends the batch and is returned in failed_* (the rows before
 -- it stay embedded, for the caller to commit). done = 0 and skipped = 0 without a failure: nothing is left to do.
--- The updates of target_table run with search_path table_search_path, which its triggers see.
+-- The updates of target_table run with search_path table_search_path, which its triggers see. model: a registered
+-- model's name, or NULL for the functions' default.
 CREATE FUNCTION clip_search_internal.embed_batch(target_table regclass, source_column text, target_column text,
-    batch_size integer, on_error text, table_search_path text, OUT done bigint, OUT skipped bigint,
+    batch_size integer, on_error text, table_search_path text, model text, OUT done bigint, OUT skipped bigint,
     OUT failed_table regclass, OUT failed_key jsonb, OUT failed_state text, OUT failed_message text)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $function$
 DECLARE
@@ -223,7 +240,7 @@ BEGIN
                                   pg_catalog.unnest(embedded.embeddings)) AS e(row_table, row_id, embedding)
         WHERE t.tableoid OPERATOR(pg_catalog.=) e.row_table AND t.ctid OPERATOR(pg_catalog.=) e.row_id
     $sql$, clip_search_internal.qualified_table(target_table), source_column, target_column,
-           clip_search_internal.embed_call(source_type, 'clip_backfill', true, 'pg_catalog.array_agg(source)'));
+           clip_search_internal.embed_call(source_type, 'clip_backfill', true, 'pg_catalog.array_agg(source)', model));
     update_row := format('UPDATE %s t SET %I = $3::%s
                           WHERE t.tableoid OPERATOR(pg_catalog.=) $1 AND t.ctid OPERATOR(pg_catalog.=) $2',
                          clip_search_internal.qualified_table(target_table), target_column,
@@ -244,7 +261,7 @@ BEGIN
             BEGIN
                 EXECUTE format('SELECT %s::text FROM %s t WHERE t.tableoid = $1 AND t.ctid = $2',
                                clip_search_internal.embed_call(source_type, 'clip_backfill', false,
-                                                               format('t.%I', source_column)),
+                                                               format('t.%I', source_column), model),
                                target_table)
                     INTO embedding USING row_tables[i], row_ids[i];
             EXCEPTION WHEN data_exception OR feature_not_supported OR program_limit_exceeded THEN
@@ -330,12 +347,13 @@ CREATE TYPE clip_search_internal.backfill_progress AS (
     failed_table   regclass,     -- the row that ended the call (on_error => 'stop'), if one did
     failed_key     jsonb,
     failed_state   text,
-    failed_message text
+    failed_message text,
+    model          text          -- a registered model's name; NULL: the functions' default
 );
 
 -- clip_backfill's start: checks the arguments, forgets stale failures, counts the rows to embed and says so.
 CREATE FUNCTION clip_search_internal.backfill_start(target_table regclass, source_column text, target_column text,
-    batch_size integer, on_error text, caller_search_path text) RETURNS clip_search_internal.backfill_progress
+    batch_size integer, on_error text, caller_search_path text, model text) RETURNS clip_search_internal.backfill_progress
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $function$
 DECLARE
     progress clip_search_internal.backfill_progress;
@@ -348,15 +366,17 @@ BEGIN
         RAISE EXCEPTION 'clip_backfill: on_error must be ''stop'' or ''skip'', not %', coalesce(quote_literal(on_error), 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    PERFORM clip_search_internal.check_model(model, 'clip_backfill');
     PERFORM clip_search_internal.embed_call(
-        clip_search_internal.column_type(target_table, source_column, 'clip_backfill'), 'clip_backfill', true, '');
+        clip_search_internal.column_type(target_table, source_column, 'clip_backfill'), 'clip_backfill', true, '',
+        model);
     PERFORM clip_search_internal.column_type(target_table, target_column, 'clip_backfill');
-    PERFORM clip_search_internal.check_dimension(target_table, target_column, 'clip_backfill');
+    PERFORM clip_search_internal.check_dimension(target_table, target_column, 'clip_backfill', model);
     PERFORM clip_search_internal.forget_stale_failures(target_table, source_column, target_column);
     SELECT count(*) INTO recorded FROM @extschema@.clip_backfill_failures f
     WHERE f.relation = target_table AND f.source_column = backfill_start.source_column;
     progress := ROW(target_table, source_column, target_column, batch_size, on_error, caller_search_path, 0, 0, 0,
-                    clock_timestamp(), false, NULL, NULL, NULL, NULL);
+                    clock_timestamp(), false, NULL, NULL, NULL, NULL, model);
     EXECUTE format('SELECT count(*) FROM %s WHERE %I IS NULL AND %I IS NOT NULL', target_table, target_column, source_column)
         INTO progress.total;
     progress.total := progress.total - recorded;
@@ -376,7 +396,7 @@ DECLARE
     batch record;
 BEGIN
     SELECT * INTO batch FROM clip_search_internal.embed_batch(progress.target_table, progress.source_column,
-        progress.target_column, progress.batch_size, progress.on_error, progress.search_path);
+        progress.target_column, progress.batch_size, progress.on_error, progress.search_path, progress.model);
     progress.done := progress.done + batch.done;
     progress.skipped := progress.skipped + batch.skipped;
     progress.failed_table := batch.failed_table;
@@ -416,17 +436,19 @@ $function$;
 -- embedded twice, nothing is missed. Concurrent calls share the work (SKIP LOCKED). A row whose source cannot be
 -- embedded stops the call with an error that names the row's key (on_error => 'stop'), or is recorded in
 -- clip_backfill_failures and left out (on_error => 'skip'). Must be CALLed as a statement of its own (in
--- autocommit mode, outside BEGIN ... COMMIT): it says so before it starts otherwise.
+-- autocommit mode, outside BEGIN ... COMMIT): it says so before it starts otherwise. With model (a registered
+-- model's name), it embeds with that model; without, with the functions' default.
 -- The body names only functions with their schema, and uses no operator: see the top of this file.
 CREATE PROCEDURE @extschema@.clip_backfill(target_table regclass, source_column text, target_column text,
-                                           batch_size integer DEFAULT 64, on_error text DEFAULT 'stop')
+                                           batch_size integer DEFAULT 64, on_error text DEFAULT 'stop',
+                                           model text DEFAULT NULL)
 LANGUAGE plpgsql AS $procedure$
 DECLARE
     progress clip_search_internal.backfill_progress;
 BEGIN
     PERFORM clip_search_internal.require_own_transaction('clip_backfill');
     progress := clip_search_internal.backfill_start(target_table, source_column, target_column, batch_size, on_error,
-                                                    pg_catalog.current_setting('search_path'::pg_catalog.text));
+                                                    pg_catalog.current_setting('search_path'::pg_catalog.text), model);
     LOOP
         progress := clip_search_internal.backfill_batch(progress);
         EXIT WHEN progress.finished;

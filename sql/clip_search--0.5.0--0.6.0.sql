@@ -1,10 +1,450 @@
 -- clip_search 0.5.0 -> 0.6.0: a model registry (clip_register_model, clip_unregister_model, clip_models), a model
--- argument, `model => 'name'`, on every function that embeds, compares, classifies or tokenizes, and on clip_info,
--- and clip_clean_weights_cache. The model of clip.model_dir, when one is configured, is registered under its
--- manifest's name.
--- The definitions below repeat sql/models.sql, sql/comments.sql and pgrx's declarations of the C functions
--- (tests/pg_regress/sql/upgrade.sql compares an upgraded extension with a fresh install).
+-- argument, `model => 'name'`, on every function that embeds, compares, classifies or tokenizes, on clip_info, on
+-- clip_backfill and clip_watch, and as clip_embed_trigger's third argument; clip_clean_weights_cache. The model of
+-- clip.model_dir, when one is configured, is registered under its manifest's name.
+-- The definitions below repeat sql/auto_embed.sql, sql/watch.sql, sql/models.sql, sql/comments.sql and pgrx's
+-- declarations of the C functions (tests/pg_regress/sql/upgrade.sql compares an upgraded extension with a fresh
+-- install).
 \echo Use "ALTER EXTENSION clip_search UPDATE TO '0.6.0'" to load this file. \quit
+
+-- Triggers, clip_backfill and watches take a registered model. The helpers whose arguments changed are replaced,
+-- the progress type and the watches gain the model, and clip_backfill and clip_watch are created again with their
+-- EXECUTE privileges carried over.
+DROP FUNCTION clip_search_internal.embed_call(regtype, text, boolean, text);
+DROP FUNCTION clip_search_internal.check_dimension(regclass, text, text);
+DROP FUNCTION clip_search_internal.embed_batch(regclass, text, text, integer, text, text);
+DROP FUNCTION clip_search_internal.backfill_start(regclass, text, text, integer, text, text);
+ALTER TYPE clip_search_internal.backfill_progress ADD ATTRIBUTE model text;
+ALTER TABLE clip_search_internal.watches ADD COLUMN model text;
+GRANT INSERT (model) ON clip_search_internal.watches TO PUBLIC;
+
+-- Fills TG_ARGV[1] (a vector column) from TG_ARGV[0] (a text, varchar or bytea column) with the text or the
+-- image tower, chosen by the source column's type, of the registered model TG_ARGV[2] (the functions' default
+-- without it):
+--   CREATE TRIGGER photos_embed BEFORE INSERT OR UPDATE OF image ON photos
+--       FOR EACH ROW EXECUTE FUNCTION clip_embed_trigger('image', 'embedding');
+-- On UPDATE it re-embeds only when the source changed. A failing embedding aborts the statement.
+CREATE OR REPLACE FUNCTION @extschema@.clip_embed_trigger() RETURNS trigger LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp AS $function$
+DECLARE
+    source_column text := TG_ARGV[0];
+    target_column text := TG_ARGV[1];
+    model         text := CASE WHEN TG_NARGS = 3 THEN TG_ARGV[2] END;
+    source_type   regtype;
+    unchanged     boolean;
+    embedding     text;  -- the vector's text form: no dependency on the schema pgvector lives in
+BEGIN
+    IF TG_NARGS NOT IN (2, 3) OR TG_LEVEL <> 'ROW' OR TG_WHEN <> 'BEFORE' OR TG_OP NOT IN ('INSERT', 'UPDATE') THEN
+        RAISE EXCEPTION 'clip_embed_trigger: use it as a BEFORE INSERT OR UPDATE ... FOR EACH ROW trigger with the source column, the target column and, optionally, a registered model as arguments'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    source_type := clip_search_internal.column_type(TG_RELID::regclass, source_column, 'clip_embed_trigger');
+    PERFORM clip_search_internal.column_type(TG_RELID::regclass, target_column, 'clip_embed_trigger');
+    IF TG_OP = 'UPDATE' THEN
+        EXECUTE format('SELECT ($1).%1$I IS NOT DISTINCT FROM ($2).%1$I', source_column) INTO unchanged USING NEW, OLD;
+        IF unchanged THEN
+            RETURN NEW;
+        END IF;
+    END IF;
+    EXECUTE format('SELECT %s::text',
+                   clip_search_internal.embed_call(source_type, 'clip_embed_trigger', false,
+                                                   format('($1).%I', source_column), model))
+        INTO embedding USING NEW;
+    RETURN jsonb_populate_record(NEW, jsonb_build_object(target_column, embedding));
+END
+$function$;
+
+-- An error unless a vector column of a fixed dimension (vector(512), halfvec(512)) has the dimension of model (a
+-- registered model's name; NULL: the functions' default): pgvector would refuse each row, deep in the embedding
+-- statement's context. Without a model there is nothing to compare with; embedding then reports that itself.
+CREATE FUNCTION clip_search_internal.check_dimension(relation regclass, column_name text, caller text, model text)
+RETURNS void LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $function$
+DECLARE
+    declared integer;
+    info     jsonb;
+BEGIN
+    SELECT a.atttypmod INTO declared FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+    WHERE a.attrelid = relation AND a.attname = column_name AND a.attnum > 0 AND NOT a.attisdropped
+      AND t.typname IN ('vector', 'halfvec') AND a.atttypmod > 0;
+    IF declared IS NULL THEN
+        RETURN;
+    END IF;
+    BEGIN
+        info := CASE WHEN model IS NULL THEN @extschema@.clip_info() ELSE @extschema@.clip_info(model::name) END;
+    EXCEPTION WHEN OTHERS THEN
+        RETURN;
+    END;
+    IF declared <> (info->>'embed_dim')::integer THEN
+        RAISE EXCEPTION '%: column "%" of % holds vectors of % dimensions, and the model % makes vectors of %',
+                caller, column_name, relation, declared, info->>'model', info->>'embed_dim'
+            USING ERRCODE = 'datatype_mismatch',
+                  HINT = format('Embed into a column of type vector(%s), or with the model the column was made for.',
+                                info->>'embed_dim');
+    END IF;
+END
+$function$;
+
+-- An error unless model is NULL (the functions' default) or a registered model's name.
+CREATE FUNCTION clip_search_internal.check_model(model text, caller text) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $function$
+BEGIN
+    IF model IS NOT NULL AND NOT EXISTS (SELECT FROM clip_search_internal.models m WHERE m.name = model) THEN
+        RAISE EXCEPTION '%: model "%" is not registered in this database', caller, model
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'clip_models lists the registered models; a superuser registers one with clip_register_model(name, directory).';
+    END IF;
+END
+$function$;
+
+-- The call of the embedding function that serves a source column type, the single or the array form, on the SQL
+-- expression argument, with model (a registered model's name) when it is not NULL. The argument is cast to the
+-- function's exact parameter type, named with its schema: a varchar column then calls the text function itself,
+-- not an overload for varchar that a user could add to the extension's schema, whatever the search_path.
+CREATE FUNCTION clip_search_internal.embed_call(source_type regtype, caller text, batched boolean, argument text,
+    model text) RETURNS text LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $function$
+DECLARE
+    model_argument text := CASE WHEN model IS NOT NULL THEN format(', model => %L::pg_catalog.name', model) ELSE '' END;
+BEGIN
+    IF source_type IN ('text'::regtype, 'character varying'::regtype, 'character'::regtype) THEN
+        RETURN format(CASE WHEN batched THEN '@extschema@.clip_embed_texts((%s)::pg_catalog.text[]%s)'
+                           ELSE '@extschema@.clip_embed_text((%s)::pg_catalog.text%s)' END, argument, model_argument);
+    ELSIF source_type = 'bytea'::regtype THEN
+        RETURN format(CASE WHEN batched THEN '@extschema@.clip_embed_images((%s)::pg_catalog.bytea[]%s)'
+                           ELSE '@extschema@.clip_embed_image((%s)::pg_catalog.bytea%s)' END, argument, model_argument);
+    END IF;
+    RAISE EXCEPTION '%: cannot embed a column of type % (text, varchar or bytea)', caller, source_type
+        USING ERRCODE = 'datatype_mismatch';
+END
+$function$;
+
+-- One batch of clip_backfill and of the background worker's watches (sql/watch.sql): locks up to batch_size rows of
+-- target_table (partitions and inheriting tables included) whose target is NULL, whose source is not, and which are
+-- not a recorded failure with their current source, and embeds them in one array call. If a source in the batch
+-- cannot be embedded, the rows are embedded one by one: with on_error => 'skip' the bad ones are recorded in
+-- clip_backfill_failures; with 'stop' the first bad one ends the batch and is returned in failed_* (the rows before
+-- it stay embedded, for the caller to commit). done = 0 and skipped = 0 without a failure: nothing is left to do.
+-- The updates of target_table run with search_path table_search_path, which its triggers see. model: a registered
+-- model's name, or NULL for the functions' default.
+CREATE FUNCTION clip_search_internal.embed_batch(target_table regclass, source_column text, target_column text,
+    batch_size integer, on_error text, table_search_path text, model text, OUT done bigint, OUT skipped bigint,
+    OUT failed_table regclass, OUT failed_key jsonb, OUT failed_state text, OUT failed_message text)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $function$
+DECLARE
+    source_type    regtype;
+    target_type    regtype;
+    row_key        text;     -- SQL expression of the row t's key: its primary key, else its ctid
+    row_tables     oid[];    -- the batch's rows: (tableoid, ctid) is unique across partitions, ctid alone is not
+    row_ids        tid[];
+    row_table      oid;
+    row_id         tid;
+    embedding      text;
+    failed_md5     text;
+    update_batch   text;     -- the statement that embeds the batch
+    update_row     text;     -- the statement that stores one row's embedding
+BEGIN
+    done := 0;
+    skipped := 0;
+    source_type := clip_search_internal.column_type(target_table, source_column, 'clip_backfill');
+    target_type := clip_search_internal.column_type(target_table, target_column, 'clip_backfill');
+    row_key := clip_search_internal.row_key(target_table);
+    -- Lock a batch in the caller's transaction: the locks outlive a failed subtransaction below, so no concurrent
+    -- call takes these rows while this one embeds them row by row.
+    EXECUTE format($sql$
+        SELECT coalesce(array_agg(tableoid), '{}'), coalesce(array_agg(ctid), '{}') FROM (
+            SELECT t.tableoid, t.ctid FROM %1$s t
+            WHERE t.%3$I IS NULL AND t.%2$I IS NOT NULL
+              AND NOT EXISTS (SELECT FROM @extschema@.clip_backfill_failures f
+                              WHERE f.relation = %4$L::regclass AND f.source_column = %2$L AND f.row_table = t.tableoid
+                                AND f.row_key = %5$s AND f.source_md5 = md5(t.%2$I))
+            LIMIT %6$s FOR UPDATE OF t SKIP LOCKED
+        ) batch
+    $sql$, target_table, source_column, target_column, target_table::oid, row_key, batch_size)
+        INTO row_tables, row_ids;
+    IF cardinality(row_ids) = 0 THEN
+        RETURN;
+    END IF;
+    -- The updates, written here with every name qualified, then run under table_search_path: between the two
+    -- set_config calls nothing but them is evaluated.
+    update_batch := format($sql$
+        WITH batch AS (
+            SELECT t.tableoid AS row_table, t.ctid AS row_id, t.%2$I AS source
+            FROM %1$s t JOIN ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS b(row_table, row_id)
+                ON t.tableoid OPERATOR(pg_catalog.=) b.row_table AND t.ctid OPERATOR(pg_catalog.=) b.row_id
+        ), embedded AS (
+            SELECT pg_catalog.array_agg(row_table) AS row_tables, pg_catalog.array_agg(row_id) AS row_ids,
+                   %4$s AS embeddings
+            FROM batch
+        )
+        UPDATE %1$s AS t SET %3$I = e.embedding
+        FROM embedded, ROWS FROM (pg_catalog.unnest(embedded.row_tables), pg_catalog.unnest(embedded.row_ids),
+                                  pg_catalog.unnest(embedded.embeddings)) AS e(row_table, row_id, embedding)
+        WHERE t.tableoid OPERATOR(pg_catalog.=) e.row_table AND t.ctid OPERATOR(pg_catalog.=) e.row_id
+    $sql$, clip_search_internal.qualified_table(target_table), source_column, target_column,
+           clip_search_internal.embed_call(source_type, 'clip_backfill', true, 'pg_catalog.array_agg(source)', model));
+    update_row := format('UPDATE %s t SET %I = $3::%s
+                          WHERE t.tableoid OPERATOR(pg_catalog.=) $1 AND t.ctid OPERATOR(pg_catalog.=) $2',
+                         clip_search_internal.qualified_table(target_table), target_column,
+                         clip_search_internal.qualified_type(target_type));
+    BEGIN
+        -- One array call per batch: one batched inference instead of batch_size single ones. The three aggregates
+        -- see the rows in the same order, so rows and embeddings pair up.
+        PERFORM pg_catalog.set_config('search_path', table_search_path, true);
+        EXECUTE update_batch USING row_tables, row_ids;
+        GET DIAGNOSTICS done = ROW_COUNT;
+        PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    EXCEPTION WHEN data_exception OR feature_not_supported OR program_limit_exceeded THEN
+        -- A source in the batch cannot be embedded: embed the rows one by one to find which. Only the embedding is
+        -- inside the subtransaction, so an error of the UPDATE itself (say, a vector column of another dimension)
+        -- is not taken for a bad row.
+        done := 0;
+        FOR i IN 1 .. cardinality(row_ids) LOOP
+            BEGIN
+                EXECUTE format('SELECT %s::text FROM %s t WHERE t.tableoid = $1 AND t.ctid = $2',
+                               clip_search_internal.embed_call(source_type, 'clip_backfill', false,
+                                                               format('t.%I', source_column), model),
+                               target_table)
+                    INTO embedding USING row_tables[i], row_ids[i];
+            EXCEPTION WHEN data_exception OR feature_not_supported OR program_limit_exceeded THEN
+                GET STACKED DIAGNOSTICS failed_state = RETURNED_SQLSTATE, failed_message = MESSAGE_TEXT;
+                EXECUTE format('SELECT %s, md5(t.%I) FROM %s t WHERE t.tableoid = $1 AND t.ctid = $2',
+                               row_key, source_column, target_table)
+                    INTO failed_key, failed_md5 USING row_tables[i], row_ids[i];
+                IF on_error = 'stop' THEN
+                    failed_table := row_tables[i];
+                    RETURN;
+                END IF;
+                INSERT INTO @extschema@.clip_backfill_failures AS f
+                    (relation, source_column, row_table, row_key, source_md5, sqlstate, message)
+                VALUES (target_table, source_column, row_tables[i], failed_key, failed_md5, failed_state, failed_message)
+                ON CONFLICT ON CONSTRAINT clip_backfill_failures_pkey DO UPDATE
+                    SET source_md5 = excluded.source_md5, sqlstate = excluded.sqlstate, message = excluded.message,
+                        failed_at = excluded.failed_at;
+                skipped := skipped + 1;
+                CONTINUE;
+            END;
+            row_table := row_tables[i];
+            row_id := row_ids[i];
+            PERFORM pg_catalog.set_config('search_path', table_search_path, true);
+            EXECUTE update_row USING row_table, row_id, embedding;
+            PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+            done := done + 1;
+        END LOOP;
+        failed_key := NULL;
+        failed_state := NULL;
+        failed_message := NULL;
+    END;
+END
+$function$;
+
+-- clip_backfill's start: checks the arguments, forgets stale failures, counts the rows to embed and says so.
+CREATE FUNCTION clip_search_internal.backfill_start(target_table regclass, source_column text, target_column text,
+    batch_size integer, on_error text, caller_search_path text, model text) RETURNS clip_search_internal.backfill_progress
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $function$
+DECLARE
+    progress clip_search_internal.backfill_progress;
+    recorded bigint;
+BEGIN
+    IF batch_size IS NULL OR batch_size < 1 THEN
+        RAISE EXCEPTION 'clip_backfill: batch_size must be at least 1' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF on_error IS NULL OR on_error NOT IN ('stop', 'skip') THEN
+        RAISE EXCEPTION 'clip_backfill: on_error must be ''stop'' or ''skip'', not %', coalesce(quote_literal(on_error), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM clip_search_internal.check_model(model, 'clip_backfill');
+    PERFORM clip_search_internal.embed_call(
+        clip_search_internal.column_type(target_table, source_column, 'clip_backfill'), 'clip_backfill', true, '',
+        model);
+    PERFORM clip_search_internal.column_type(target_table, target_column, 'clip_backfill');
+    PERFORM clip_search_internal.check_dimension(target_table, target_column, 'clip_backfill', model);
+    PERFORM clip_search_internal.forget_stale_failures(target_table, source_column, target_column);
+    SELECT count(*) INTO recorded FROM @extschema@.clip_backfill_failures f
+    WHERE f.relation = target_table AND f.source_column = backfill_start.source_column;
+    progress := ROW(target_table, source_column, target_column, batch_size, on_error, caller_search_path, 0, 0, 0,
+                    clock_timestamp(), false, NULL, NULL, NULL, NULL, model);
+    EXECUTE format('SELECT count(*) FROM %s WHERE %I IS NULL AND %I IS NOT NULL', target_table, target_column, source_column)
+        INTO progress.total;
+    progress.total := progress.total - recorded;
+    RAISE NOTICE 'clip_backfill: % rows of % to embed', progress.total, target_table;
+    IF recorded > 0 THEN
+        RAISE NOTICE 'clip_backfill: % rows left out: they failed before with the same source (see clip_backfill_failures)', recorded;
+    END IF;
+    RETURN progress;
+END
+$function$;
+
+-- One batch of clip_backfill, added to its progress; at the end, the warning about rows left out.
+CREATE OR REPLACE FUNCTION clip_search_internal.backfill_batch(progress clip_search_internal.backfill_progress)
+RETURNS clip_search_internal.backfill_progress
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $function$
+DECLARE
+    batch record;
+BEGIN
+    SELECT * INTO batch FROM clip_search_internal.embed_batch(progress.target_table, progress.source_column,
+        progress.target_column, progress.batch_size, progress.on_error, progress.search_path, progress.model);
+    progress.done := progress.done + batch.done;
+    progress.skipped := progress.skipped + batch.skipped;
+    progress.failed_table := batch.failed_table;
+    progress.failed_key := batch.failed_key;
+    progress.failed_state := batch.failed_state;
+    progress.failed_message := batch.failed_message;
+    progress.finished := batch.done = 0 AND batch.skipped = 0 AND batch.failed_table IS NULL;
+    IF progress.finished AND progress.skipped > 0 THEN
+        RAISE WARNING 'clip_backfill: % rows of % could not be embedded and were left out', progress.skipped, progress.target_table
+            USING HINT = 'SELECT * FROM clip_backfill_failures shows them and why; fix their sources and call clip_backfill again.';
+    END IF;
+    RETURN progress;
+END
+$function$;
+
+-- One batch of a watch, run by the worker as the table's owner: embeds up to batch_size due rows, records those that
+-- cannot be embedded, and returns how many it embedded and skipped; any other error (a column dropped, the model
+-- missing) is returned, not raised, so the worker can record it and go on with the other watches.
+CREATE OR REPLACE FUNCTION clip_search_internal.watch_batch(target_table regclass, source_attnum smallint,
+    target_attnum smallint, batch_size integer, OUT done bigint, OUT skipped bigint, OUT error text)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $function$
+DECLARE
+    source_column text := clip_search_internal.column_name(target_table, source_attnum);
+    target_column text := clip_search_internal.column_name(target_table, target_attnum);
+    model         text := (SELECT w.model FROM clip_search_internal.watches w WHERE w.relation = target_table);
+BEGIN
+    done := 0;
+    skipped := 0;
+    IF source_column IS NULL OR target_column IS NULL THEN
+        error := format('42703 the %s column of the watch was dropped from %s',
+                        CASE WHEN source_column IS NULL THEN 'source' ELSE 'target' END, target_table);
+        RETURN;
+    END IF;
+    PERFORM clip_search_internal.forget_stale_failures(target_table, source_column, target_column);
+    -- The table's triggers see the server's default search_path, as in any session of its owner without settings.
+    SELECT b.done, b.skipped INTO done, skipped
+    FROM clip_search_internal.embed_batch(target_table, source_column, target_column, batch_size, 'skip',
+                                          (SELECT s.boot_val FROM pg_settings s WHERE s.name = 'search_path'),
+                                          model) b;
+EXCEPTION WHEN OTHERS THEN
+    done := 0;
+    skipped := 0;
+    error := SQLSTATE || ' ' || SQLERRM;
+END
+$function$;
+
+-- Progress and health of each watch in this database, for the tables the viewer may read. The view reads every
+-- watch (as its owner) and watch_status leaves out the others; as a security barrier, it applies a viewer's own
+-- conditions only to what that leaves, unless they are leakproof (relation = 'photos'::regclass is, and spares the
+-- counting of the other tables).
+CREATE OR REPLACE VIEW @extschema@.clip_watch_status WITH (security_barrier) AS
+SELECT w.relation, s.source_column, s.target_column, s.rows_pending, s.rows_embedded, s.rows_failed,
+       s.rows_embedded_by_worker, s.last_batch_rows_per_s, s.last_batch_at, s.last_error, s.last_error_at,
+       s.worker_state, w.model
+FROM clip_search_internal.watches w CROSS JOIN LATERAL clip_search_internal.watch_status(w) s;
+
+DO $update$
+DECLARE
+    backfill_acl pg_catalog.aclitem[] := (SELECT p.proacl FROM pg_catalog.pg_proc p WHERE p.oid
+        OPERATOR(pg_catalog.=) '@extschema@.clip_backfill(regclass, text, text, integer, text)'::pg_catalog.regprocedure);
+    watch_acl    pg_catalog.aclitem[] := (SELECT p.proacl FROM pg_catalog.pg_proc p WHERE p.oid
+        OPERATOR(pg_catalog.=) '@extschema@.clip_watch(regclass, text, text)'::pg_catalog.regprocedure);
+    replaced record;
+    granted  record;
+BEGIN
+    DROP PROCEDURE @extschema@.clip_backfill(regclass, text, text, integer, text);
+    DROP FUNCTION @extschema@.clip_watch(regclass, text, text);
+-- Embeds the rows of an existing table (partitions and inheriting tables included) whose target is NULL and whose
+-- source is not, batch_size rows at a time, committing after each batch and reporting progress as NOTICEs.
+-- Interrupted (cancelled, failed, server stopped), it keeps what it committed; CALL it again to resume: nothing is
+-- embedded twice, nothing is missed. Concurrent calls share the work (SKIP LOCKED). A row whose source cannot be
+-- embedded stops the call with an error that names the row's key (on_error => 'stop'), or is recorded in
+-- clip_backfill_failures and left out (on_error => 'skip'). Must be CALLed as a statement of its own (in
+-- autocommit mode, outside BEGIN ... COMMIT): it says so before it starts otherwise. With model (a registered
+-- model's name), it embeds with that model; without, with the functions' default.
+-- The body names only functions with their schema, and uses no operator: see the top of this file.
+CREATE PROCEDURE @extschema@.clip_backfill(target_table regclass, source_column text, target_column text,
+                                           batch_size integer DEFAULT 64, on_error text DEFAULT 'stop',
+                                           model text DEFAULT NULL)
+LANGUAGE plpgsql AS $procedure$
+DECLARE
+    progress clip_search_internal.backfill_progress;
+BEGIN
+    PERFORM clip_search_internal.require_own_transaction('clip_backfill');
+    progress := clip_search_internal.backfill_start(target_table, source_column, target_column, batch_size, on_error,
+                                                    pg_catalog.current_setting('search_path'::pg_catalog.text), model);
+    LOOP
+        progress := clip_search_internal.backfill_batch(progress);
+        EXIT WHEN progress.finished;
+        COMMIT;
+        PERFORM clip_search_internal.backfill_report(progress);
+    END LOOP;
+END
+$procedure$;
+
+-- Has the background worker keep target_column embedded from source_column in target_table (a table or a
+-- partitioned table; not a parent of inheriting tables, whose updates its trigger would not see): rows inserted or
+-- updated from now on, and the rows whose target is NULL today, with model (a registered model's name; NULL: the
+-- functions' default). Creates a trigger and a small partial index on the table; needs the rights to create them
+-- (its owner). The worker embeds as the table's owner. Rows that cannot be embedded are recorded in
+-- clip_backfill_failures and tried again when their source changes. Progress: clip_watch_status.
+CREATE FUNCTION @extschema@.clip_watch(target_table regclass, source_column text, target_column text,
+    model text DEFAULT NULL)
+RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $function$
+DECLARE
+    -- As type name, cut to 63 bytes the way PostgreSQL cuts the index's name (text's left() counts characters).
+    index_name    name := format('%s_%s_clip_pending', (SELECT relname FROM pg_class WHERE oid = target_table),
+                                 target_column);
+    index_oid     regclass;
+    source_attnum smallint;
+    target_attnum smallint;
+BEGIN
+    PERFORM clip_search_internal.check_owner(target_table, 'clip_watch');
+    PERFORM clip_search_internal.check_model(model, 'clip_watch');
+    PERFORM clip_search_internal.embed_call(
+        clip_search_internal.column_type(target_table, source_column, 'clip_watch'), 'clip_watch', true, '', model);
+    PERFORM clip_search_internal.column_type(target_table, target_column, 'clip_watch');
+    PERFORM clip_search_internal.check_dimension(target_table, target_column, 'clip_watch', model);
+    source_attnum := clip_search_internal.column_attnum(target_table, source_column, 'clip_watch');
+    target_attnum := clip_search_internal.column_attnum(target_table, target_column, 'clip_watch');
+    IF EXISTS (SELECT FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+               WHERE i.inhparent = target_table AND NOT c.relispartition) THEN
+        RAISE EXCEPTION 'clip_watch: % has inheriting tables, whose updates a trigger on it would not see',
+            target_table USING ERRCODE = 'feature_not_supported',
+            HINT = 'Watch each of the tables, or make it a partitioned table.';
+    END IF;
+    IF EXISTS (SELECT FROM clip_search_internal.watches w WHERE w.relation = target_table) THEN
+        RAISE EXCEPTION 'clip_watch: % is watched already', target_table USING ERRCODE = 'duplicate_object',
+            HINT = 'clip_unwatch it first to watch another column.';
+    END IF;
+    PERFORM clip_search_internal.create_watch_trigger(target_table, source_attnum, target_attnum);
+    EXECUTE format('CREATE INDEX %I ON %s ((%I IS NULL)) WHERE %I IS NULL',
+                   index_name, target_table, target_column, target_column);
+    SELECT c.oid INTO index_oid FROM pg_class c
+    WHERE c.relname = index_name AND c.relnamespace = (SELECT relnamespace FROM pg_class WHERE oid = target_table);
+    INSERT INTO clip_search_internal.watches (relation, source_attnum, target_attnum, pending_index, model)
+    VALUES (target_table, source_attnum, target_attnum, index_oid, model);
+    IF NOT clip_search_internal.worker_configured() THEN
+        RAISE WARNING 'clip_watch: no background worker embeds the watched columns of database %', current_database()
+            USING DETAIL = 'The watch is recorded, and rows will wait with a NULL embedding until a worker runs.',
+                  HINT = format('In postgresql.conf, add clip_search to shared_preload_libraries and %s to clip.worker_databases, then restart the server. Meanwhile CALL clip_backfill(...) embeds the rows.',
+                                current_database());
+    END IF;
+END
+$function$;
+    -- A NULL acl is the default, which the new routines have.
+    FOR replaced IN
+        SELECT 'PROCEDURE @extschema@.clip_backfill(regclass, text, text, integer, text, text)' AS routine, backfill_acl AS acl
+        UNION ALL
+        SELECT 'FUNCTION @extschema@.clip_watch(regclass, text, text, text)', watch_acl
+    LOOP
+        CONTINUE WHEN replaced.acl IS NULL;
+        EXECUTE pg_catalog.format('REVOKE EXECUTE ON %s FROM PUBLIC', replaced.routine);
+        FOR granted IN SELECT a.grantee, a.is_grantable FROM pg_catalog.aclexplode(replaced.acl) a
+                       WHERE a.privilege_type OPERATOR(pg_catalog.=) 'EXECUTE' LOOP
+            EXECUTE pg_catalog.format('GRANT EXECUTE ON %s TO %s%s', replaced.routine,
+                CASE WHEN granted.grantee OPERATOR(pg_catalog.=) 0 THEN 'PUBLIC'
+                     ELSE granted.grantee::pg_catalog.regrole::pg_catalog.text END,
+                CASE WHEN granted.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+        END LOOP;
+    END LOOP;
+END
+$update$;
 
 -- The functions' forms that take a registered model's name, and the cache's clean-up (src/embed.rs,
 -- src/similarity.rs, src/info.rs, src/weights_cache.rs).
@@ -64,8 +504,8 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $function$
 $function$;
 
 -- What in this database stores or indexes embeddings of model: indexes and generated columns whose expression
--- calls an embedding function with the model's name, or, for the default model, without a model; and, for the
--- default model, the watched columns. Descriptions, for messages.
+-- calls an embedding function with the model's name, or, for the default model, without a model, and the watched
+-- columns of the model (or, for the default model, of none). Descriptions, for messages.
 CREATE FUNCTION clip_search_internal.model_users(model text) RETURNS SETOF text
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $function$
     WITH expressions AS (
@@ -80,13 +520,15 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $function$
         SELECT user_object, expression FROM expressions
         WHERE expression ~ '\mclip_(embed_texts?|embed_images?|similarity|classify)\('
     )
-    SELECT user_object FROM embedding WHERE strpos(expression, quote_literal(model) || '::name') > 0
+    SELECT user_object FROM embedding WHERE strpos(expression, quote_literal(model_users.model) || '::name') > 0
     UNION
     SELECT user_object FROM embedding
-    WHERE model = clip_search_internal.default_model_name() AND expression !~ '''::name\M'
+    WHERE model_users.model = clip_search_internal.default_model_name() AND expression !~ '''::name\M'
     UNION
     SELECT format('watched column %s of %s', clip_search_internal.column_name(w.relation, w.target_attnum), w.relation)
-    FROM clip_search_internal.watches w WHERE model = clip_search_internal.default_model_name()
+    FROM clip_search_internal.watches w
+    WHERE w.model = model_users.model
+       OR (w.model IS NULL AND model_users.model = clip_search_internal.default_model_name())
     ORDER BY 1
 $function$;
 
@@ -202,6 +644,13 @@ COMMENT ON VIEW @extschema@.clip_models IS
     'The registered models, and which one the functions use without a model argument';
 COMMENT ON FUNCTION @extschema@.clip_clean_weights_cache() IS
     'Removes the prepared weights that no model of this database uses and no process maps (superuser)';
+
+COMMENT ON FUNCTION @extschema@.clip_embed_trigger() IS
+    'Trigger function: fills a vector column from a text or bytea column; arguments: source column, target column, optionally a registered model';
+COMMENT ON PROCEDURE @extschema@.clip_backfill(regclass, text, text, integer, text, text) IS
+    'Embeds the rows whose target is NULL, committing each batch; resumable; CALL it in autocommit mode';
+COMMENT ON FUNCTION @extschema@.clip_watch(regclass, text, text, text) IS
+    'Has the background worker keep a vector column embedded from a text or bytea column';
 
 -- The model that made the stored embeddings gets a name: its manifest's (open_clip's model name), or "default".
 DO $register$

@@ -26,10 +26,10 @@ COMMENT ON FUNCTION @extschema@.clip_tokenize(text) IS
 COMMENT ON FUNCTION @extschema@.clip_info() IS
     'The model, ONNX Runtime, the settings in force and this backend''s memory, as jsonb';
 COMMENT ON FUNCTION @extschema@.clip_embed_trigger() IS
-    'Trigger function: fills a vector column from a text or bytea column; arguments: source column, target column';
-COMMENT ON PROCEDURE @extschema@.clip_backfill(regclass, text, text, integer, text) IS
+    'Trigger function: fills a vector column from a text or bytea column; arguments: source column, target column, optionally a registered model';
+COMMENT ON PROCEDURE @extschema@.clip_backfill(regclass, text, text, integer, text, text) IS
     'Embeds the rows whose target is NULL, committing each batch; resumable; CALL it in autocommit mode';
-COMMENT ON FUNCTION @extschema@.clip_watch(regclass, text, text) IS
+COMMENT ON FUNCTION @extschema@.clip_watch(regclass, text, text, text) IS
     'Has the background worker keep a vector column embedded from a text or bytea column';
 COMMENT ON FUNCTION @extschema@.clip_unwatch(regclass) IS
     'Stops watching a table; its embeddings stay';

@@ -43,8 +43,8 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $function$
 $function$;
 
 -- What in this database stores or indexes embeddings of model: indexes and generated columns whose expression
--- calls an embedding function with the model's name, or, for the default model, without a model; and, for the
--- default model, the watched columns. Descriptions, for messages.
+-- calls an embedding function with the model's name, or, for the default model, without a model, and the watched
+-- columns of the model (or, for the default model, of none). Descriptions, for messages.
 CREATE FUNCTION clip_search_internal.model_users(model text) RETURNS SETOF text
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $function$
     WITH expressions AS (
@@ -59,13 +59,15 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $function$
         SELECT user_object, expression FROM expressions
         WHERE expression ~ '\mclip_(embed_texts?|embed_images?|similarity|classify)\('
     )
-    SELECT user_object FROM embedding WHERE strpos(expression, quote_literal(model) || '::name') > 0
+    SELECT user_object FROM embedding WHERE strpos(expression, quote_literal(model_users.model) || '::name') > 0
     UNION
     SELECT user_object FROM embedding
-    WHERE model = clip_search_internal.default_model_name() AND expression !~ '''::name\M'
+    WHERE model_users.model = clip_search_internal.default_model_name() AND expression !~ '''::name\M'
     UNION
     SELECT format('watched column %s of %s', clip_search_internal.column_name(w.relation, w.target_attnum), w.relation)
-    FROM clip_search_internal.watches w WHERE model = clip_search_internal.default_model_name()
+    FROM clip_search_internal.watches w
+    WHERE w.model = model_users.model
+       OR (w.model IS NULL AND model_users.model = clip_search_internal.default_model_name())
     ORDER BY 1
 $function$;
 

@@ -24,7 +24,8 @@ CREATE TABLE clip_search_internal.watches (
     last_error           text,
     last_error_at        timestamptz,
     failures_in_a_row    integer     NOT NULL DEFAULT 0,  -- batches that failed as a whole since the last that did not
-    next_try_at          timestamptz                      -- the worker leaves a failing watch alone until then
+    next_try_at          timestamptz,                     -- the worker leaves a failing watch alone until then
+    model                text                             -- a registered model's name; NULL: the functions' default
 );
 
 -- The name of a column of relation, by attribute number; NULL if there is none (dropped, or the table is gone).
@@ -92,11 +93,12 @@ $function$;
 
 -- Has the background worker keep target_column embedded from source_column in target_table (a table or a
 -- partitioned table; not a parent of inheriting tables, whose updates its trigger would not see): rows inserted or
--- updated from now on, and the rows whose target is NULL today. Creates a trigger and a small partial index on the
--- table; needs the rights to create them (its owner). The worker embeds as the table's owner. Rows that cannot be
--- embedded are recorded in clip_backfill_failures and tried again when their source changes. Progress:
--- clip_watch_status.
-CREATE FUNCTION @extschema@.clip_watch(target_table regclass, source_column text, target_column text)
+-- updated from now on, and the rows whose target is NULL today, with model (a registered model's name; NULL: the
+-- functions' default). Creates a trigger and a small partial index on the table; needs the rights to create them
+-- (its owner). The worker embeds as the table's owner. Rows that cannot be embedded are recorded in
+-- clip_backfill_failures and tried again when their source changes. Progress: clip_watch_status.
+CREATE FUNCTION @extschema@.clip_watch(target_table regclass, source_column text, target_column text,
+    model text DEFAULT NULL)
 RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $function$
 DECLARE
     -- As type name, cut to 63 bytes the way PostgreSQL cuts the index's name (text's left() counts characters).
@@ -107,10 +109,11 @@ DECLARE
     target_attnum smallint;
 BEGIN
     PERFORM clip_search_internal.check_owner(target_table, 'clip_watch');
+    PERFORM clip_search_internal.check_model(model, 'clip_watch');
     PERFORM clip_search_internal.embed_call(
-        clip_search_internal.column_type(target_table, source_column, 'clip_watch'), 'clip_watch', true, '');
+        clip_search_internal.column_type(target_table, source_column, 'clip_watch'), 'clip_watch', true, '', model);
     PERFORM clip_search_internal.column_type(target_table, target_column, 'clip_watch');
-    PERFORM clip_search_internal.check_dimension(target_table, target_column, 'clip_watch');
+    PERFORM clip_search_internal.check_dimension(target_table, target_column, 'clip_watch', model);
     source_attnum := clip_search_internal.column_attnum(target_table, source_column, 'clip_watch');
     target_attnum := clip_search_internal.column_attnum(target_table, target_column, 'clip_watch');
     IF EXISTS (SELECT FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
@@ -128,8 +131,8 @@ BEGIN
                    index_name, target_table, target_column, target_column);
     SELECT c.oid INTO index_oid FROM pg_class c
     WHERE c.relname = index_name AND c.relnamespace = (SELECT relnamespace FROM pg_class WHERE oid = target_table);
-    INSERT INTO clip_search_internal.watches (relation, source_attnum, target_attnum, pending_index)
-    VALUES (target_table, source_attnum, target_attnum, index_oid);
+    INSERT INTO clip_search_internal.watches (relation, source_attnum, target_attnum, pending_index, model)
+    VALUES (target_table, source_attnum, target_attnum, index_oid, model);
     IF NOT clip_search_internal.worker_configured() THEN
         RAISE WARNING 'clip_watch: no background worker embeds the watched columns of database %', current_database()
             USING DETAIL = 'The watch is recorded, and rows will wait with a NULL embedding until a worker runs.',
@@ -168,6 +171,7 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $function$
 DECLARE
     source_column text := clip_search_internal.column_name(target_table, source_attnum);
     target_column text := clip_search_internal.column_name(target_table, target_attnum);
+    model         text := (SELECT w.model FROM clip_search_internal.watches w WHERE w.relation = target_table);
 BEGIN
     done := 0;
     skipped := 0;
@@ -180,7 +184,8 @@ BEGIN
     -- The table's triggers see the server's default search_path, as in any session of its owner without settings.
     SELECT b.done, b.skipped INTO done, skipped
     FROM clip_search_internal.embed_batch(target_table, source_column, target_column, batch_size, 'skip',
-                                          (SELECT s.boot_val FROM pg_settings s WHERE s.name = 'search_path')) b;
+                                          (SELECT s.boot_val FROM pg_settings s WHERE s.name = 'search_path'),
+                                          model) b;
 EXCEPTION WHEN OTHERS THEN
     done := 0;
     skipped := 0;
@@ -249,7 +254,7 @@ $function$;
 CREATE VIEW @extschema@.clip_watch_status WITH (security_barrier) AS
 SELECT w.relation, s.source_column, s.target_column, s.rows_pending, s.rows_embedded, s.rows_failed,
        s.rows_embedded_by_worker, s.last_batch_rows_per_s, s.last_batch_at, s.last_error, s.last_error_at,
-       s.worker_state
+       s.worker_state, w.model
 FROM clip_search_internal.watches w CROSS JOIN LATERAL clip_search_internal.watch_status(w) s;
 
 -- Anyone may watch or unwatch the tables whose owner's rights they have (and only those), and read the watches of
@@ -264,6 +269,6 @@ CREATE POLICY owners ON clip_search_internal.watches
     WITH CHECK (pg_catalog.pg_has_role((SELECT c.relowner FROM pg_catalog.pg_class c
                                         WHERE c.oid OPERATOR(pg_catalog.=) relation::pg_catalog.oid), 'USAGE'));
 -- The counters, times and back-off are the worker's: a watch's owner cannot set them (nor move its watch first).
-GRANT SELECT, INSERT (relation, source_attnum, target_attnum, pending_index), DELETE
+GRANT SELECT, INSERT (relation, source_attnum, target_attnum, pending_index, model), DELETE
     ON clip_search_internal.watches TO PUBLIC;
 GRANT SELECT ON @extschema@.clip_watch_status TO PUBLIC;

@@ -115,6 +115,31 @@ SELECT vector_dims(embedding) AS generated_dims FROM model_captions;
 SELECT clip_search_internal.model_users('siglip2') AS users;
 DROP TABLE model_captions, model_notes;
 
+-- Triggers, clip_backfill and watches embed with a registered model too, and what they fill counts as its users.
+CREATE TABLE model_rows (id int PRIMARY KEY, body text, by_trigger vector(32), by_backfill vector(32), by_watch vector(32));
+CREATE TRIGGER model_rows_embed BEFORE INSERT OR UPDATE OF body ON model_rows
+    FOR EACH ROW EXECUTE FUNCTION clip_embed_trigger('body', 'by_trigger', 'siglip2');
+INSERT INTO model_rows (id, body) VALUES (1, 'a red car'), (2, 'a blue boat');
+SET client_min_messages = error;
+CALL clip_backfill('model_rows', 'body', 'by_backfill', model => 'siglip2');
+SELECT clip_watch('model_rows', 'body', 'by_watch', model => 'siglip2');
+RESET client_min_messages;
+SELECT b.done, b.error FROM clip_search_internal.watches w
+CROSS JOIN LATERAL clip_search_internal.watch_batch(w.relation, w.source_attnum, w.target_attnum, 8) b
+WHERE w.relation = 'model_rows'::regclass;
+SELECT id, by_trigger = clip_embed_text(body, model => 'siglip2') AS trigger_by_model,
+       by_backfill = by_trigger AS backfill_by_model, by_watch = by_trigger AS watch_by_model,
+       by_trigger <> clip_embed_text(body) AS not_the_default
+FROM model_rows ORDER BY id;
+SELECT relation, target_column, rows_pending, model FROM clip_watch_status WHERE relation = 'model_rows'::regclass;
+SELECT clip_search_internal.model_users('siglip2') AS users;
+CALL clip_backfill('model_rows', 'body', 'by_backfill', model => 'nowhere');
+SELECT pg_temp.error_of($$SELECT clip_watch('model_rows', 'body', 'by_watch', model => 'nowhere')$$);
+INSERT INTO model_rows (id, body) VALUES (3, 'a green tree') \; UPDATE model_rows SET body = 'a grey cat' WHERE id = 1;
+SELECT id, by_trigger = clip_embed_text(body, model => 'siglip2') AS trigger_by_model FROM model_rows ORDER BY id;
+SELECT clip_unwatch('model_rows');
+DROP TABLE model_rows;
+
 -- The cache of prepared weights keeps what this database's models use and what a process maps, and nothing else:
 -- unregistering a model removes its towers once no backend maps them, as clip_clean_weights_cache() does.
 SET clip.weights_cache = '/tmp/clip_regress_weights';
