@@ -50,7 +50,8 @@ pub fn register() {
         c"clip.max_loaded_models",
         c"Most models one backend keeps loaded.",
         c"A call that needs another model closes the one used least recently. Each loaded model holds its \
-          sessions and, without clip.shared_weights, a copy of its weights. Superuser only.",
+          sessions, each with up to clip.intra_op_threads threads, and, without clip.shared_weights, a copy of \
+          its weights. Superuser only.",
         &MAX_LOADED_MODELS,
         1,
         64,

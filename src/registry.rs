@@ -64,7 +64,7 @@ pub fn lookup(function: &'static str, name: &str) -> Registered {
     let found = Spi::connect(|client| {
         let rows = client.select(
             "SELECT directory, manifest_sha256 FROM clip_search_internal.models \
-             WHERE name OPERATOR(pg_catalog.=) $1",
+             WHERE name OPERATOR(pg_catalog.=) $1 AND unregistered_at IS NULL",
             Some(1),
             &[name.into()],
         )?;
@@ -104,5 +104,6 @@ fn read_manifest(directory: &str) -> JsonB {
         "architecture": manifest.name,
         "weights": manifest.weights,
         "embed_dim": manifest.embed_dim,
+        "tower_sha256": [manifest.files.text.source_sha256(), manifest.files.image.source_sha256()],
     }))
 }

@@ -2,11 +2,11 @@
 //! clip_clean_weights_cache() removes what this database's models do not use, and clip_unregister_model removes the
 //! towers of the model it unregisters. A tower that a process maps is never removed (it holds a lock on it).
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clip_core::manifest::Manifest;
 use clip_core::prepared::{cache_entries, remove_unused, CacheEntry};
-use clip_core::{ClipError, Weights};
+use clip_core::Weights;
 use pgrx::prelude::*;
 
 use crate::errors::{error, raise, OrRaise};
@@ -16,8 +16,8 @@ use crate::guc;
 type CacheRow = (String, String, f64, String);
 
 /// Removes from the cache of prepared weights every tower that no model registered in this database (nor the one
-/// in clip.model_dir) uses, or that an older ONNX Runtime, another CPU or an older recipe made, unless a process
-/// maps it. Returns every tower with what was done with it. Superuser only.
+/// in clip.model_dir) uses, or that another ONNX Runtime, CPU or recipe made, unless a process maps it. Returns
+/// every tower with what was done with it. Superuser only.
 #[pg_extern(volatile, parallel_unsafe)]
 fn clip_clean_weights_cache() -> TableIterator<
     'static,
@@ -28,7 +28,7 @@ fn clip_clean_weights_cache() -> TableIterator<
     let Some((cache, onnxruntime)) = cache_in_use(F) else {
         return TableIterator::new(Vec::new());
     };
-    let kept = towers_of(F, &model_directories());
+    let kept = towers_in_use();
     let before = cache_entries(&cache).or_raise(F);
     let keep = |e: &CacheEntry| e.is_current(onnxruntime) && kept.contains(&e.source_sha256);
     let removal = remove_unused(&cache, keep).or_raise(F);
@@ -37,21 +37,18 @@ fn clip_clean_weights_cache() -> TableIterator<
     }))
 }
 
-/// clip_search_internal.remove_model_weights(directory), declared in sql/models.sql and called by
-/// clip_unregister_model once the model's row is gone: removes the towers of the model in `directory` that no
-/// other model of this database (nor clip.model_dir's) shares and that no process maps. Superuser only.
+/// clip_search_internal.remove_model_weights(towers), declared in sql/models.sql and called by
+/// clip_unregister_model once the model is marked unregistered: removes the prepared towers of these source
+/// sha256s that no model of this database (nor clip.model_dir's) uses and that no process maps. Superuser only.
 #[pg_extern(sql = false)]
-fn remove_model_weights(directory: &str) -> i64 {
+fn remove_model_weights(towers: Vec<Option<String>>) -> i64 {
     const F: &str = "clip_unregister_model";
     require_superuser(F);
     let Some((cache, _)) = cache_in_use(F) else {
         return 0;
     };
-    // A model whose files are gone has nothing to find its towers by; they go with clip_clean_weights_cache().
-    let Ok(gone) = tower_sources(Path::new(directory)) else {
-        return 0;
-    };
-    let kept = towers_of(F, &model_directories());
+    let gone: BTreeSet<String> = towers.into_iter().flatten().collect();
+    let kept = towers_in_use();
     let removal =
         remove_unused(&cache, |e| !gone.contains(&e.source_sha256) || kept.contains(&e.source_sha256)).or_raise(F);
     removal.towers.len() as i64
@@ -74,11 +71,17 @@ fn cache_in_use(function: &'static str) -> Option<(PathBuf, &'static str)> {
     Some((cache, onnxruntime))
 }
 
-/// The directories of the models this database uses: every registered one, and clip.model_dir's.
-fn model_directories() -> Vec<PathBuf> {
-    let registered: Vec<String> = Spi::connect(|client| {
+/// The source sha256 of every tower this database uses: those of its registered models, as recorded when they were
+/// registered, and those of clip.model_dir's model (left out, with a warning, when its manifest cannot be read).
+fn towers_in_use() -> BTreeSet<String> {
+    let mut towers: BTreeSet<String> = Spi::connect(|client| {
         client
-            .select("SELECT directory FROM clip_search_internal.models", None, &[])?
+            .select(
+                "SELECT t FROM clip_search_internal.models m, pg_catalog.unnest(m.tower_sha256) t \
+                 WHERE m.unregistered_at IS NULL",
+                None,
+                &[],
+            )?
             .map(|row| row.get::<String>(1))
             .collect::<Result<Vec<Option<String>>, _>>()
     })
@@ -87,22 +90,13 @@ fn model_directories() -> Vec<PathBuf> {
     .flatten()
     .collect();
     let configured = guc::model_settings(None).model_dir;
-    registered.into_iter().map(PathBuf::from).chain((!configured.as_os_str().is_empty()).then_some(configured)).collect()
-}
-
-/// The source sha256 of every tower of the models in `directories`. A model whose manifest cannot be read is an
-/// error: its towers cannot be told apart from the others, and removing them would cost its next use a preparation.
-fn towers_of(function: &'static str, directories: &[PathBuf]) -> BTreeSet<String> {
-    let mut towers = BTreeSet::new();
-    for directory in directories {
-        towers.extend(tower_sources(directory).unwrap_or_else(|e| raise(function, e)));
+    if !configured.as_os_str().is_empty() {
+        match Manifest::load(&configured) {
+            Ok(m) => towers.extend([m.files.text.source_sha256(), m.files.image.source_sha256()]),
+            Err(e) => warning!("clip_search: the towers of clip.model_dir's model are not kept: {e}"),
+        }
     }
     towers
-}
-
-fn tower_sources(directory: &Path) -> Result<[String; 2], ClipError> {
-    let manifest = Manifest::load(directory)?;
-    Ok([manifest.files.text.source_sha256(), manifest.files.image.source_sha256()])
 }
 
 /// One row per tower that was in the cache: removed, or kept and why.

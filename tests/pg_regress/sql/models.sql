@@ -107,6 +107,11 @@ SELECT pg_temp.error_of($$SELECT clip_unregister_model('notes-model')$$);
 DROP INDEX model_notes_embedding;
 SELECT clip_unregister_model('notes-model');
 SELECT pg_temp.error_of($$SELECT clip_unregister_model('notes-model')$$);
+SELECT count(*) AS listed FROM clip_models WHERE name = 'notes-model';
+-- An unregistered name keeps its files: other files need replace => true, its own files take it back.
+SELECT pg_temp.error_of(format('SELECT clip_register_model(%L, %L)', 'notes-model', :'siglip2'));
+SELECT clip_register_model('notes-model', :'mobileclip');
+SELECT clip_unregister_model('notes-model');
 
 -- A generated column that names a model is one of its users too.
 CREATE TABLE model_captions (body text, embedding vector GENERATED ALWAYS AS (clip_embed_text(body, model => 'siglip2')) STORED);
@@ -114,6 +119,20 @@ INSERT INTO model_captions (body) VALUES ('a red car');
 SELECT vector_dims(embedding) AS generated_dims FROM model_captions;
 SELECT clip_search_internal.model_users('siglip2') AS users;
 DROP TABLE model_captions, model_notes;
+
+-- What uses a model, as PostgreSQL records it: a model argument that is not a constant may name any model, and a
+-- call without one uses the default model.
+CREATE TABLE model_uses (body text, m name);
+CREATE INDEX model_uses_column ON model_uses ((clip_embed_text(body, m)));
+CREATE INDEX model_uses_cast ON model_uses ((clip_embed_text(body, 'siglip2'::varchar::name)));
+CREATE INDEX model_uses_default ON model_uses ((clip_embed_text(body))) WHERE m <> 'zzz'::name;
+CREATE MATERIALIZED VIEW model_uses_view AS SELECT clip_embed_text(body, model => 'siglip2') AS e FROM model_uses;
+SELECT clip_search_internal.model_users('siglip2') AS siglip2_users;
+SET clip.default_model = 'tiny';
+SELECT clip_search_internal.model_users('tiny') AS tiny_users;
+RESET clip.default_model;
+DROP MATERIALIZED VIEW model_uses_view;
+DROP TABLE model_uses;
 
 -- Triggers, clip_backfill and watches embed with a registered model too, and what they fill counts as its users.
 CREATE TABLE model_rows (id int PRIMARY KEY, body text, by_trigger vector(32), by_backfill vector(32), by_watch vector(32));
