@@ -440,7 +440,11 @@ def models_memory_table(res, args):
     for label, one, two in rows:
         cells = [fmt(v[0], ".0f") + v[1] if isinstance(v, tuple) else fmt(v, ".0f") for v in (one, two)]
         lines.append(f"{label:40}" + "".join(f"{c:>14}" for c in cells))
-    lines.append("[1] and [3] as in the weights part, with each backend's workload run once per model.")
+    lines += ["[1] Private_Clean + Private_Dirty of /proc/PID/smaps_rollup a fresh backend adds by embedding the short "
+              "texts and the 16 photos (one clip_embed_images call) with each model, while another backend holds the "
+              "same models.",
+              "[3] backends that each did [1]'s workload, all alive at once; PSS divides each shared page among the "
+              "processes that map it."]
     return lines
 
 
