@@ -92,10 +92,7 @@ pub fn lookup(function: &'static str, name: &str) -> Registered {
 #[pg_extern(sql = false)]
 fn read_manifest(directory: &str) -> JsonB {
     const F: &str = "clip_register_model";
-    // SAFETY: reads the current user's rights from the catalog cache.
-    if !unsafe { pg_sys::superuser() } {
-        error(PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE, format!("{F}: must be superuser to read a model's files"));
-    }
+    require_superuser(F);
     let dir = PathBuf::from(directory);
     let manifest = Manifest::load(&dir).or_raise(F);
     manifest.verify_files(&dir).or_raise(F);
@@ -106,4 +103,13 @@ fn read_manifest(directory: &str) -> JsonB {
         "embed_dim": manifest.embed_dim,
         "tower_sha256": [manifest.files.text.source_sha256(), manifest.files.image.source_sha256()],
     }))
+}
+
+/// An error of `function` unless the current role is a superuser: for the functions that read or remove files of
+/// the server.
+pub fn require_superuser(function: &str) {
+    // SAFETY: reads the current user's rights from the catalog cache.
+    if !unsafe { pg_sys::superuser() } {
+        error(PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE, format!("{function}: must be superuser"));
+    }
 }

@@ -11,6 +11,7 @@ use pgrx::prelude::*;
 
 use crate::errors::{error, raise, OrRaise};
 use crate::guc;
+use crate::registry::require_superuser;
 
 /// A tower of the cache: its directory, which tower, its size in 10^6 bytes, and what was done with it.
 type CacheRow = (String, String, f64, String);
@@ -52,13 +53,6 @@ fn remove_model_weights(towers: Vec<Option<String>>) -> i64 {
     let removal =
         remove_unused(&cache, |e| !gone.contains(&e.source_sha256) || kept.contains(&e.source_sha256)).or_raise(F);
     removal.towers.len() as i64
-}
-
-fn require_superuser(function: &str) {
-    // SAFETY: reads the current user's rights from the catalog cache.
-    if !unsafe { pg_sys::superuser() } {
-        error(PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE, format!("{function}: must be superuser"));
-    }
 }
 
 /// The cache directory and this backend's ONNX Runtime version, when the weights are shared; None otherwise.
