@@ -187,17 +187,28 @@ SELECT clip_search_internal.model_users('clip-tiny') AS users;
 SELECT vector_dims(clip_embed_text('a photo', model => 'clip-tiny')) AS dims;
 
 \c clip_upgrade_from_0_4
--- Privileges on clip_similarity, which the update replaces, carry over.
+-- Privileges on clip_similarity, clip_backfill and clip_watch, which the updates replace, carry over.
 CREATE ROLE clip_upgrade_reader;
 REVOKE EXECUTE ON FUNCTION clip_similarity(vector, vector) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION clip_similarity(vector, vector) TO clip_upgrade_reader;
+REVOKE EXECUTE ON PROCEDURE clip_backfill(regclass, text, text, integer, text) FROM PUBLIC;
+GRANT EXECUTE ON PROCEDURE clip_backfill(regclass, text, text, integer, text) TO clip_upgrade_reader;
+REVOKE EXECUTE ON FUNCTION clip_watch(regclass, text, text) FROM PUBLIC;
 ALTER EXTENSION clip_search UPDATE;
 SELECT extversion FROM pg_extension WHERE extname = 'clip_search';
 SELECT has_function_privilege('public', 'clip_similarity(vector, vector)', 'EXECUTE') AS public_may,
        has_function_privilege('clip_upgrade_reader', 'clip_similarity(vector, vector)', 'EXECUTE') AS reader_may,
        has_function_privilege('public', 'clip_similarity(text, bytea)', 'EXECUTE') AS public_may_text_image;
+SELECT has_function_privilege('public', 'clip_backfill(regclass, text, text, integer, text, text)', 'EXECUTE')
+           AS public_may_backfill,
+       has_function_privilege('clip_upgrade_reader', 'clip_backfill(regclass, text, text, integer, text, text)',
+                              'EXECUTE') AS reader_may_backfill,
+       has_function_privilege('public', 'clip_watch(regclass, text, text, text)', 'EXECUTE') AS public_may_watch;
 GRANT EXECUTE ON FUNCTION clip_similarity(vector, vector) TO PUBLIC;
 REVOKE EXECUTE ON FUNCTION clip_similarity(vector, vector) FROM clip_upgrade_reader;
+GRANT EXECUTE ON PROCEDURE clip_backfill(regclass, text, text, integer, text, text) TO PUBLIC;
+REVOKE EXECUTE ON PROCEDURE clip_backfill(regclass, text, text, integer, text, text) FROM clip_upgrade_reader;
+GRANT EXECUTE ON FUNCTION clip_watch(regclass, text, text, text) TO PUBLIC;
 DROP ROLE clip_upgrade_reader;
 -- clip_similarity now gives double precision, as 1 - (a <=> b) does, and the stored vectors are unchanged.
 SELECT min(pg_typeof(clip_similarity(embedding, embedding))::text) AS returns,
