@@ -53,6 +53,9 @@ const RECORD: &str = "prepared.json";
 const KEY_DIGITS: usize = 16;
 /// What preparing needs beyond the prepared files' estimate (ONNX Runtime's own writes, the record, the stamp).
 const SPACE_MARGIN: u64 = 16 << 20;
+/// The most a preparation leaves free on its file system for the rest of the server (its WAL above all, which
+/// stops the server when it cannot be written): 5% of the file system, and at most this.
+const RESERVE_MAX: u64 = 1 << 30;
 /// Less than this free after a preparation failed means that the preparation filled the file system: a write stops
 /// at ENOSPC with (almost) nothing left.
 const FULL_BELOW: u64 = 1 << 20;
@@ -203,8 +206,9 @@ fn prepare_into(
     let tmp = temporary_path(dir);
     let _ = fs::remove_dir_all(&tmp);
     let needed = space_needed(request.source_bytes);
-    let free_before = free_space(request.cache);
-    if let Some(shortage) = free_before.and_then(|free| space_shortage(request.cache, request.tower, needed, free)) {
+    let space = free_space(request.cache);
+    let free_before = space.map(|s| s.free);
+    if let Some(shortage) = space.and_then(|s| space_shortage(request.cache, request.tower, needed, s)) {
         return Err(shortage);
     }
     fs::DirBuilder::new().mode(0o700).create(&tmp).map_err(|e| cache_error(&tmp, e))?;
@@ -243,7 +247,7 @@ fn prepare_into(
     })();
     if let Err(error) = &result {
         // Measured before the partial files are removed: a disk that filled up has (almost) nothing free now.
-        let full = free_space(request.cache).is_some_and(|free| free < FULL_BELOW) || is_out_of_space(error);
+        let full = free_space(request.cache).is_some_and(|s| s.free < FULL_BELOW) || is_out_of_space(error);
         let _ = fs::remove_dir_all(&tmp);
         if full {
             return Err(ClipError::WeightsCache {
@@ -267,17 +271,28 @@ fn space_needed(source_bytes: u64) -> u64 {
     source_bytes.saturating_add(source_bytes / 4).saturating_add(SPACE_MARGIN)
 }
 
-/// The cache's error where `free` bytes cannot hold the `needed` ones of preparing `tower`; None where they can.
-fn space_shortage(cache: &Path, tower: &str, needed: u64, free: u64) -> Option<ClipError> {
-    (free < needed).then(|| ClipError::WeightsCache {
+/// The cache's error where the file system cannot hold the `needed` bytes of preparing `tower` and keep its
+/// reserve free; None where it can.
+fn space_shortage(cache: &Path, tower: &str, needed: u64, space: Space) -> Option<ClipError> {
+    let reserve = (space.total / 20).min(RESERVE_MAX);
+    (space.free < needed.saturating_add(reserve)).then(|| ClipError::WeightsCache {
         path: cache.to_path_buf(),
         reason: format!(
-            "the file system of {} has {} free; preparing the {tower} tower needs about {}",
+            "the file system of {} has {} free; preparing the {tower} tower needs about {} and leaves {} free for \
+             the rest of the server",
             cache.display(),
-            megabytes(free, false),
-            megabytes(needed, true)
+            megabytes(space.free, false),
+            megabytes(needed, true),
+            megabytes(reserve, true)
         ),
     })
+}
+
+/// A file system's room, in bytes: what an unprivileged user may still write, and its size.
+#[derive(Clone, Copy)]
+struct Space {
+    free: u64,
+    total: u64,
 }
 
 /// Bytes as whole megabytes (10^6), rounded up or down.
@@ -286,8 +301,8 @@ fn megabytes(bytes: u64, up: bool) -> String {
     format!("{whole} MB")
 }
 
-/// The bytes an unprivileged user may still write on the file system of `path`; None where the kernel does not say.
-fn free_space(path: &Path) -> Option<u64> {
+/// The room on the file system of `path`; None where the kernel does not say.
+fn free_space(path: &Path) -> Option<Space> {
     use std::os::unix::ffi::OsStrExt;
     let path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
     // SAFETY: statvfs writes into a value owned by this frame, from a NUL-terminated path.
@@ -298,7 +313,8 @@ fn free_space(path: &Path) -> Option<u64> {
         }
         stat
     };
-    Some((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
+    let frsize = stat.f_frsize as u64;
+    Some(Space { free: (stat.f_bavail as u64).saturating_mul(frsize), total: (stat.f_blocks as u64).saturating_mul(frsize) })
 }
 
 /// Whether an error of preparing says that the disk or the user's quota is full. ONNX Runtime reports the failure
@@ -898,11 +914,18 @@ mod tests {
     fn a_cache_without_room_is_refused_with_the_numbers() {
         let needed = space_needed(300_000_000);
         assert!(needed > 300_000_000 + SPACE_MARGIN, "a margin over the source's size");
-        let err = space_shortage(Path::new("/x"), "image", 350_000_000, 120_400_000).expect("too little room");
+        let disk = |free| Space { free, total: 100_000_000_000 };
+        let err = space_shortage(Path::new("/x"), "image", 350_000_000, disk(120_400_000)).expect("too little room");
         assert!(matches!(err, ClipError::WeightsCache { .. }), "{err}");
-        let expected = "the file system of /x has 120 MB free; preparing the image tower needs about 350 MB";
+        let expected = "the file system of /x has 120 MB free; preparing the image tower needs about 350 MB and \
+                        leaves 1074 MB free for the rest of the server";
         assert!(err.to_string().contains(expected), "{err}");
-        assert!(space_shortage(Path::new("/x"), "image", 350_000_000, 350_000_000).is_none());
+        // Room for the tower but not for the reserve: 1 GiB on a large file system, 5% of a small one.
+        assert!(space_shortage(Path::new("/x"), "image", 350_000_000, disk(1_000_000_000)).is_some());
+        assert!(space_shortage(Path::new("/x"), "image", 350_000_000, disk(1_500_000_000)).is_none());
+        let small = Space { free: 380_000_000, total: 1_000_000_000 };
+        assert!(space_shortage(Path::new("/x"), "image", 350_000_000, small).is_some());
+        assert!(space_shortage(Path::new("/x"), "image", 350_000_000, Space { free: 400_000_000, ..small }).is_none());
         // A full disk reported in an error's text, as ONNX Runtime's writes report it.
         assert!(is_out_of_space(&ClipError::Inference("write failed: No space left on device".into())));
         assert!(!is_out_of_space(&ClipError::Inference("bad graph".into())));
