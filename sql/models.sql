@@ -1,6 +1,6 @@
 -- The model registry: names for model directories, which every function takes as `model => 'name'`. Hand-written
--- SQL, included by src/registry.rs after sql/auto_embed.sql (whose schema it uses); names are resolved as there (see
--- the top of sql/auto_embed.sql).
+-- SQL, included by src/registry.rs after sql/watch.sql (it uses the helpers' schema of sql/auto_embed.sql, and the
+-- watches); names are resolved as there (see the top of sql/auto_embed.sql).
 --
 -- A name stands for one exact set of files, the manifest's sha256 (the manifest holds the sha256 of every file):
 -- the embedding functions are IMMUTABLE, and indexes and generated columns store what they returned. Registering

@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::errors::{error, error_with_hint, OrRaise};
 
-// The registry, after the watches (sql/watch.sql), whose columns it reports as users of the default model.
+// The registry, after the watches (sql/watch.sql), whose columns it counts among the users of their models.
 pgrx::extension_sql_file!("../sql/models.sql", name = "models", requires = ["watch"]);
 
 /// The `model` argument of the functions: SQL's `name`, so that `model => 'x'` picks the model overloads, while a
