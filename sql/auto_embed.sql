@@ -109,7 +109,8 @@ $function$;
 CREATE FUNCTION clip_search_internal.check_model(model text, caller text) RETURNS void
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $function$
 BEGIN
-    IF model IS NOT NULL AND NOT EXISTS (SELECT FROM clip_search_internal.models m WHERE m.name = model) THEN
+    IF model IS NOT NULL AND NOT EXISTS (SELECT FROM clip_search_internal.models m
+                                         WHERE m.name = model AND m.unregistered_at IS NULL) THEN
         RAISE EXCEPTION '%: model "%" is not registered in this database', caller, model
             USING ERRCODE = 'undefined_object',
                   HINT = 'clip_models lists the registered models; a superuser registers one with clip_register_model(name, directory).';
@@ -126,6 +127,10 @@ CREATE FUNCTION clip_search_internal.embed_call(source_type regtype, caller text
 DECLARE
     model_argument text := CASE WHEN model IS NOT NULL THEN format(', model => %L::pg_catalog.name', model) ELSE '' END;
 BEGIN
+    -- Only a name a model can have: a longer one would be cut to another name by the cast.
+    IF model !~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,61}$' THEN
+        RAISE EXCEPTION '%: % is not a model name', caller, quote_literal(model) USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     IF source_type IN ('text'::regtype, 'character varying'::regtype, 'character'::regtype) THEN
         RETURN format(CASE WHEN batched THEN '@extschema@.clip_embed_texts((%s)::pg_catalog.text[]%s)'
                            ELSE '@extschema@.clip_embed_text((%s)::pg_catalog.text%s)' END, argument, model_argument);

@@ -15,7 +15,8 @@ DROP FUNCTION clip_search_internal.check_dimension(regclass, text, text);
 DROP FUNCTION clip_search_internal.embed_batch(regclass, text, text, integer, text, text);
 DROP FUNCTION clip_search_internal.backfill_start(regclass, text, text, integer, text, text);
 ALTER TYPE clip_search_internal.backfill_progress ADD ATTRIBUTE model text;
-ALTER TABLE clip_search_internal.watches ADD COLUMN model text;
+ALTER TABLE clip_search_internal.watches
+    ADD COLUMN model text CHECK (model OPERATOR(pg_catalog.~) '^[A-Za-z0-9][A-Za-z0-9._-]{0,61}$');
 GRANT INSERT (model) ON clip_search_internal.watches TO PUBLIC;
 
 -- Fills TG_ARGV[1] (a vector column) from TG_ARGV[0] (a text, varchar or bytea column) with the text or the
@@ -88,7 +89,8 @@ $function$;
 CREATE FUNCTION clip_search_internal.check_model(model text, caller text) RETURNS void
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $function$
 BEGIN
-    IF model IS NOT NULL AND NOT EXISTS (SELECT FROM clip_search_internal.models m WHERE m.name = model) THEN
+    IF model IS NOT NULL AND NOT EXISTS (SELECT FROM clip_search_internal.models m
+                                         WHERE m.name = model AND m.unregistered_at IS NULL) THEN
         RAISE EXCEPTION '%: model "%" is not registered in this database', caller, model
             USING ERRCODE = 'undefined_object',
                   HINT = 'clip_models lists the registered models; a superuser registers one with clip_register_model(name, directory).';
@@ -105,6 +107,10 @@ CREATE FUNCTION clip_search_internal.embed_call(source_type regtype, caller text
 DECLARE
     model_argument text := CASE WHEN model IS NOT NULL THEN format(', model => %L::pg_catalog.name', model) ELSE '' END;
 BEGIN
+    -- Only a name a model can have: a longer one would be cut to another name by the cast.
+    IF model !~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,61}$' THEN
+        RAISE EXCEPTION '%: % is not a model name', caller, quote_literal(model) USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     IF source_type IN ('text'::regtype, 'character varying'::regtype, 'character'::regtype) THEN
         RETURN format(CASE WHEN batched THEN '@extschema@.clip_embed_texts((%s)::pg_catalog.text[]%s)'
                            ELSE '@extschema@.clip_embed_text((%s)::pg_catalog.text%s)' END, argument, model_argument);
@@ -443,6 +449,17 @@ $function$;
                 CASE WHEN granted.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
         END LOOP;
     END LOOP;
+    -- The privileges carried over are the users', not the extension's own: pg_dump writes the differences from
+    -- what pg_init_privs records as the extension's, so they must not be recorded there (nor the ones carried over
+    -- to clip_similarity by the update to 0.5.0).
+    DELETE FROM pg_catalog.pg_init_privs i
+    WHERE i.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
+      AND i.privtype OPERATOR(pg_catalog.=) 'e'
+      AND i.objoid OPERATOR(pg_catalog.=) ANY (ARRAY[
+          '@extschema@.clip_backfill(regclass, text, text, integer, text, text)'::pg_catalog.regprocedure,
+          '@extschema@.clip_watch(regclass, text, text, text)'::pg_catalog.regprocedure,
+          '@extschema@.clip_similarity(text, bytea)'::pg_catalog.regprocedure,
+          '@extschema@.clip_similarity(vector, vector)'::pg_catalog.regprocedure]::pg_catalog.oid[]);
 END
 $update$;
 
@@ -508,11 +525,12 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $function$
 $function$;
 
 -- What in this database uses model, as descriptions for messages: the indexes, column defaults and generated
--- columns, check constraints, views and materialized views whose expression calls one of the extension's
--- functions that embed, classify or tokenize, as PostgreSQL records it (pg_depend), and the watched columns. A call
--- with a model argument uses the model it names, and one whose argument is not a constant may use any; a call
--- without one uses the default model. Not seen: functions of users that call these functions, and columns filled
--- by plain INSERTs or UPDATEs.
+-- columns, check constraints, views and materialized views, row-level security policies and trigger conditions
+-- whose expression calls one of the extension's functions that embed, classify or tokenize, as PostgreSQL records
+-- it (pg_depend); clip_embed_trigger's triggers; and the watched columns. A call with a model argument uses the
+-- model it names, and an expression whose model argument is not a constant, and that names no model as a
+-- constant, may use any; a call without one uses the default model. Not seen: functions of users that call these
+-- functions, extended statistics, and columns filled by plain INSERTs or UPDATEs.
 CREATE FUNCTION clip_search_internal.model_users(model text) RETURNS SETOF text
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $function$
     WITH embedding_functions AS (
@@ -540,12 +558,25 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $function$
             UNION ALL
             SELECT format('view %s', r.ev_class::regclass), pg_get_viewdef(r.ev_class)
             FROM pg_rewrite r WHERE c.classid = 'pg_rewrite'::regclass AND r.oid = c.objid
+            UNION ALL
+            SELECT format('policy %I of %s', pol.polname, pol.polrelid::regclass),
+                   concat_ws(' ', pg_get_expr(pol.polqual, pol.polrelid), pg_get_expr(pol.polwithcheck, pol.polrelid))
+            FROM pg_policy pol WHERE c.classid = 'pg_policy'::regclass AND pol.oid = c.objid
+            UNION ALL
+            SELECT format('trigger %I of %s', t.tgname, t.tgrelid::regclass), pg_get_triggerdef(t.oid)
+            FROM pg_trigger t WHERE c.classid = 'pg_trigger'::regclass AND t.oid = c.objid
         ) u(user_object, expression)
     )
     SELECT user_object FROM described
     WHERE CASE WHEN takes_model
                THEN strpos(expression, quote_literal(model_users.model) || '::name') > 0
                     OR expression !~ '''::name\M'
+               ELSE model_users.model = clip_search_internal.default_model_name() END
+    UNION
+    SELECT format('trigger %I of %s', t.tgname, t.tgrelid::regclass) FROM pg_trigger t
+    WHERE t.tgfoid = '@extschema@.clip_embed_trigger()'::regprocedure
+      AND CASE WHEN t.tgnargs >= 3
+               THEN (string_to_array(encode(t.tgargs, 'escape'), '\000'))[3] = model_users.model
                ELSE model_users.model = clip_search_internal.default_model_name() END
     UNION
     SELECT format('watched column %s of %s', clip_search_internal.column_name(w.relation, w.target_attnum), w.relation)

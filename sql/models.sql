@@ -48,11 +48,12 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $function$
 $function$;
 
 -- What in this database uses model, as descriptions for messages: the indexes, column defaults and generated
--- columns, check constraints, views and materialized views whose expression calls one of the extension's
--- functions that embed, classify or tokenize, as PostgreSQL records it (pg_depend), and the watched columns. A call
--- with a model argument uses the model it names, and one whose argument is not a constant may use any; a call
--- without one uses the default model. Not seen: functions of users that call these functions, and columns filled
--- by plain INSERTs or UPDATEs.
+-- columns, check constraints, views and materialized views, row-level security policies and trigger conditions
+-- whose expression calls one of the extension's functions that embed, classify or tokenize, as PostgreSQL records
+-- it (pg_depend); clip_embed_trigger's triggers; and the watched columns. A call with a model argument uses the
+-- model it names, and an expression whose model argument is not a constant, and that names no model as a
+-- constant, may use any; a call without one uses the default model. Not seen: functions of users that call these
+-- functions, extended statistics, and columns filled by plain INSERTs or UPDATEs.
 CREATE FUNCTION clip_search_internal.model_users(model text) RETURNS SETOF text
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $function$
     WITH embedding_functions AS (
@@ -80,12 +81,25 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $function$
             UNION ALL
             SELECT format('view %s', r.ev_class::regclass), pg_get_viewdef(r.ev_class)
             FROM pg_rewrite r WHERE c.classid = 'pg_rewrite'::regclass AND r.oid = c.objid
+            UNION ALL
+            SELECT format('policy %I of %s', pol.polname, pol.polrelid::regclass),
+                   concat_ws(' ', pg_get_expr(pol.polqual, pol.polrelid), pg_get_expr(pol.polwithcheck, pol.polrelid))
+            FROM pg_policy pol WHERE c.classid = 'pg_policy'::regclass AND pol.oid = c.objid
+            UNION ALL
+            SELECT format('trigger %I of %s', t.tgname, t.tgrelid::regclass), pg_get_triggerdef(t.oid)
+            FROM pg_trigger t WHERE c.classid = 'pg_trigger'::regclass AND t.oid = c.objid
         ) u(user_object, expression)
     )
     SELECT user_object FROM described
     WHERE CASE WHEN takes_model
                THEN strpos(expression, quote_literal(model_users.model) || '::name') > 0
                     OR expression !~ '''::name\M'
+               ELSE model_users.model = clip_search_internal.default_model_name() END
+    UNION
+    SELECT format('trigger %I of %s', t.tgname, t.tgrelid::regclass) FROM pg_trigger t
+    WHERE t.tgfoid = '@extschema@.clip_embed_trigger()'::regprocedure
+      AND CASE WHEN t.tgnargs >= 3
+               THEN (string_to_array(encode(t.tgargs, 'escape'), '\000'))[3] = model_users.model
                ELSE model_users.model = clip_search_internal.default_model_name() END
     UNION
     SELECT format('watched column %s of %s', clip_search_internal.column_name(w.relation, w.target_attnum), w.relation)

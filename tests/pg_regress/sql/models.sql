@@ -127,6 +127,7 @@ CREATE INDEX model_uses_column ON model_uses ((clip_embed_text(body, m)));
 CREATE INDEX model_uses_cast ON model_uses ((clip_embed_text(body, 'siglip2'::varchar::name)));
 CREATE INDEX model_uses_default ON model_uses ((clip_embed_text(body))) WHERE m <> 'zzz'::name;
 CREATE MATERIALIZED VIEW model_uses_view AS SELECT clip_embed_text(body, model => 'siglip2') AS e FROM model_uses;
+CREATE POLICY model_uses_policy ON model_uses USING (clip_embed_text(body, model => 'siglip2') IS NOT NULL);
 SELECT clip_search_internal.model_users('siglip2') AS siglip2_users;
 SET clip.default_model = 'tiny';
 SELECT clip_search_internal.model_users('tiny') AS tiny_users;
@@ -139,6 +140,7 @@ CREATE TABLE model_rows (id int PRIMARY KEY, body text, by_trigger vector(32), b
 CREATE TRIGGER model_rows_embed BEFORE INSERT OR UPDATE OF body ON model_rows
     FOR EACH ROW EXECUTE FUNCTION clip_embed_trigger('body', 'by_trigger', 'siglip2');
 INSERT INTO model_rows (id, body) VALUES (1, 'a red car'), (2, 'a blue boat');
+SELECT pg_temp.error_of($$SELECT clip_watch('model_rows', 'body', 'by_watch', model => 'notes-model')$$) AS unregistered;
 SET client_min_messages = error;
 CALL clip_backfill('model_rows', 'body', 'by_backfill', model => 'siglip2');
 SELECT clip_watch('model_rows', 'body', 'by_watch', model => 'siglip2');
@@ -156,6 +158,10 @@ CALL clip_backfill('model_rows', 'body', 'by_backfill', model => 'nowhere');
 SELECT pg_temp.error_of($$SELECT clip_watch('model_rows', 'body', 'by_watch', model => 'nowhere')$$);
 INSERT INTO model_rows (id, body) VALUES (3, 'a green tree') \; UPDATE model_rows SET body = 'a grey cat' WHERE id = 1;
 SELECT id, by_trigger = clip_embed_text(body, model => 'siglip2') AS trigger_by_model FROM model_rows ORDER BY id;
+-- A trigger's model argument that no model can have is refused.
+CREATE TRIGGER model_rows_bad BEFORE INSERT ON model_rows
+    FOR EACH ROW EXECUTE FUNCTION clip_embed_trigger('body', 'by_trigger', 'not a name');
+SELECT pg_temp.error_of($$INSERT INTO model_rows (id, body) VALUES (4, 'a bird')$$);
 SELECT clip_unwatch('model_rows');
 DROP TABLE model_rows;
 

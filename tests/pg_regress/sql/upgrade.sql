@@ -204,6 +204,11 @@ SELECT has_function_privilege('public', 'clip_backfill(regclass, text, text, int
        has_function_privilege('clip_upgrade_reader', 'clip_backfill(regclass, text, text, integer, text, text)',
                               'EXECUTE') AS reader_may_backfill,
        has_function_privilege('public', 'clip_watch(regclass, text, text, text)', 'EXECUTE') AS public_may_watch;
+-- They are the user's, not the extension's initial privileges, which pg_dump leaves out.
+SELECT count(*) AS recorded_as_initial FROM pg_init_privs
+WHERE objoid IN ('clip_similarity(vector, vector)'::regprocedure,
+                 'clip_backfill(regclass, text, text, integer, text, text)'::regprocedure,
+                 'clip_watch(regclass, text, text, text)'::regprocedure);
 GRANT EXECUTE ON FUNCTION clip_similarity(vector, vector) TO PUBLIC;
 REVOKE EXECUTE ON FUNCTION clip_similarity(vector, vector) FROM clip_upgrade_reader;
 GRANT EXECUTE ON PROCEDURE clip_backfill(regclass, text, text, integer, text, text) TO PUBLIC;
