@@ -334,14 +334,22 @@ EXCEPTION WHEN OTHERS THEN
 END
 $function$;
 
--- Progress and health of each watch in this database, for the tables the viewer may read. The view reads every
+-- Progress and health of each watch in this database, for the tables the viewer may read, and the time left at the
+-- last batch's rate. The view reads every
 -- watch (as its owner) and watch_status leaves out the others; as a security barrier, it applies a viewer's own
 -- conditions only to what that leaves, unless they are leakproof (relation = 'photos'::regclass is, and spares the
 -- counting of the other tables).
 CREATE OR REPLACE VIEW @extschema@.clip_watch_status WITH (security_barrier) AS
 SELECT w.relation, s.source_column, s.target_column, s.rows_pending, s.rows_embedded, s.rows_failed,
        s.rows_embedded_by_worker, s.last_batch_rows_per_s, s.last_batch_at, s.last_error, s.last_error_at,
-       s.worker_state, w.model
+       s.worker_state, w.model,
+       -- The rows due at the last batch's rate. Every name qualified: a view binds them when it is created, under
+       -- the search_path of CREATE EXTENSION.
+       CASE WHEN s.rows_pending OPERATOR(pg_catalog.=) 0 THEN '0'::pg_catalog.interval
+            WHEN s.last_batch_rows_per_s OPERATOR(pg_catalog.>) 0
+            THEN pg_catalog.make_interval(secs => pg_catalog.round(
+                     s.rows_pending OPERATOR(pg_catalog./) s.last_batch_rows_per_s)::double precision)
+       END AS time_left
 FROM clip_search_internal.watches w CROSS JOIN LATERAL clip_search_internal.watch_status(w) s;
 
 DO $update$
@@ -713,6 +721,9 @@ COMMENT ON PROCEDURE @extschema@.clip_backfill(regclass, text, text, integer, te
     'Embeds the rows whose target is NULL, committing each batch; resumable; CALL it in autocommit mode';
 COMMENT ON FUNCTION @extschema@.clip_watch(regclass, text, text, text) IS
     'Has the background worker keep a vector column embedded from a text or bytea column';
+
+COMMENT ON VIEW @extschema@.clip_watch_status IS
+    'Progress of each watch the current role may read, the time left at the last batch''s rate, and whether the background worker runs';
 
 -- The model that made the stored embeddings gets a name: its manifest's (open_clip's model name), or "default".
 DO $register$

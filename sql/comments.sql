@@ -34,7 +34,7 @@ COMMENT ON FUNCTION @extschema@.clip_watch(regclass, text, text, text) IS
 COMMENT ON FUNCTION @extschema@.clip_unwatch(regclass) IS
     'Stops watching a table; its embeddings stay';
 COMMENT ON VIEW @extschema@.clip_watch_status IS
-    'Progress of each watch the current role may read, and whether the background worker runs';
+    'Progress of each watch the current role may read, the time left at the last batch''s rate, and whether the background worker runs';
 COMMENT ON TABLE @extschema@.clip_backfill_failures IS
     'Rows clip_backfill or a watch could not embed, with the error, until their source changes';
 COMMENT ON FUNCTION @extschema@.clip_embed_text(text, name, text) IS

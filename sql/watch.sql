@@ -248,14 +248,22 @@ BEGIN
 END
 $function$;
 
--- Progress and health of each watch in this database, for the tables the viewer may read. The view reads every
+-- Progress and health of each watch in this database, for the tables the viewer may read, and the time left at the
+-- last batch's rate. The view reads every
 -- watch (as its owner) and watch_status leaves out the others; as a security barrier, it applies a viewer's own
 -- conditions only to what that leaves, unless they are leakproof (relation = 'photos'::regclass is, and spares the
 -- counting of the other tables).
 CREATE VIEW @extschema@.clip_watch_status WITH (security_barrier) AS
 SELECT w.relation, s.source_column, s.target_column, s.rows_pending, s.rows_embedded, s.rows_failed,
        s.rows_embedded_by_worker, s.last_batch_rows_per_s, s.last_batch_at, s.last_error, s.last_error_at,
-       s.worker_state, w.model
+       s.worker_state, w.model,
+       -- The rows due at the last batch's rate. Every name qualified: a view binds them when it is created, under
+       -- the search_path of CREATE EXTENSION.
+       CASE WHEN s.rows_pending OPERATOR(pg_catalog.=) 0 THEN '0'::pg_catalog.interval
+            WHEN s.last_batch_rows_per_s OPERATOR(pg_catalog.>) 0
+            THEN pg_catalog.make_interval(secs => pg_catalog.round(
+                     s.rows_pending OPERATOR(pg_catalog./) s.last_batch_rows_per_s)::double precision)
+       END AS time_left
 FROM clip_search_internal.watches w CROSS JOIN LATERAL clip_search_internal.watch_status(w) s;
 
 -- Anyone may watch or unwatch the tables whose owner's rights they have (and only those), and read the watches of

@@ -107,7 +107,7 @@ SELECT count(*) = 1 AND bool_and(row_key = '{"id": 99}' AND sqlstate = '22P03') 
 FROM clip_backfill_failures WHERE relation = 'photos'::regclass \gset
 SELECT count(embedding) = 300 AND bool_and((embedding <=> clip_embed_text(body)) < 1e-6) AS partitioned_embedded
 FROM parted \gset
-SELECT rows_failed = 1 AND worker_state <> 'not running' AS status_shows_it
+SELECT rows_failed = 1 AND worker_state <> 'not running' AND time_left = interval '0' AS status_shows_it
 FROM clip_watch_status WHERE relation = 'photos'::regclass \gset
 \echo newest source: :newest_source, good photos: :good_photos_embedded, corrupt recorded: :corrupt_recorded, partitioned: :partitioned_embedded, status: :status_shows_it
 SELECT :'newest_source' AND :'good_photos_embedded' AND :'corrupt_recorded' AND :'partitioned_embedded' AND :'status_shows_it' AS ok \gset

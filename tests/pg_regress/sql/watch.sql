@@ -10,7 +10,11 @@ SELECT tgname, pg_get_triggerdef(oid) ~ 'BEFORE UPDATE OF body' AS on_source_upd
 WHERE tgrelid = 'watched'::regclass;
 SELECT indexrelid::regclass AS pending_index, pg_get_expr(indpred, indrelid) AS predicate FROM pg_index
 WHERE indrelid = 'watched'::regclass AND NOT indisprimary;
-SELECT relation, rows_pending, rows_embedded, rows_failed, worker_state FROM clip_watch_status;
+SELECT relation, rows_pending, rows_embedded, rows_failed, worker_state, time_left FROM clip_watch_status;
+-- The time left is the rows due at the last batch's rate, as the worker records it.
+UPDATE clip_search_internal.watches SET last_batch_rate = 2 WHERE relation = 'watched'::regclass;
+SELECT rows_pending, last_batch_rows_per_s, time_left FROM clip_watch_status;
+UPDATE clip_search_internal.watches SET last_batch_rate = NULL WHERE relation = 'watched'::regclass;
 -- An update of the source clears an embedded row's target, so the worker embeds it again.
 UPDATE watched SET embedding = clip_embed_text(body) WHERE id = 1;
 UPDATE watched SET body = 'changed' WHERE id = 1;
