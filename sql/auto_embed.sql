@@ -105,6 +105,13 @@ BEGIN
 END
 $function$;
 
+-- Whether text can be a model's name: 1 to 62 letters, digits, ".", "_" or "-", starting with a letter or digit. At
+-- most 62 bytes: a longer argument of type name is cut to 63, and must not become another model's name.
+CREATE FUNCTION clip_search_internal.is_model_name(model text) RETURNS boolean
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $function$
+    SELECT model ~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,61}$'
+$function$;
+
 -- An error unless model is NULL (the functions' default) or a registered model's name.
 CREATE FUNCTION clip_search_internal.check_model(model text, caller text) RETURNS void
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $function$
@@ -128,7 +135,7 @@ DECLARE
     model_argument text := CASE WHEN model IS NOT NULL THEN format(', model => %L::pg_catalog.name', model) ELSE '' END;
 BEGIN
     -- Only a name a model can have: a longer one would be cut to another name by the cast.
-    IF model !~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,61}$' THEN
+    IF NOT clip_search_internal.is_model_name(model) THEN
         RAISE EXCEPTION '%: % is not a model name', caller, quote_literal(model) USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF source_type IN ('text'::regtype, 'character varying'::regtype, 'character'::regtype) THEN

@@ -15,9 +15,6 @@ DROP FUNCTION clip_search_internal.check_dimension(regclass, text, text);
 DROP FUNCTION clip_search_internal.embed_batch(regclass, text, text, integer, text, text);
 DROP FUNCTION clip_search_internal.backfill_start(regclass, text, text, integer, text, text);
 ALTER TYPE clip_search_internal.backfill_progress ADD ATTRIBUTE model text;
-ALTER TABLE clip_search_internal.watches
-    ADD COLUMN model text CHECK (model OPERATOR(pg_catalog.~) '^[A-Za-z0-9][A-Za-z0-9._-]{0,61}$');
-GRANT INSERT (model) ON clip_search_internal.watches TO PUBLIC;
 
 -- Fills TG_ARGV[1] (a vector column) from TG_ARGV[0] (a text, varchar or bytea column) with the text or the
 -- image tower, chosen by the source column's type, of the registered model TG_ARGV[2] (the functions' default
@@ -85,6 +82,16 @@ BEGIN
 END
 $function$;
 
+-- Whether text can be a model's name: 1 to 62 letters, digits, ".", "_" or "-", starting with a letter or digit. At
+-- most 62 bytes: a longer argument of type name is cut to 63, and must not become another model's name.
+CREATE FUNCTION clip_search_internal.is_model_name(model text) RETURNS boolean
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $function$
+    SELECT model ~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,61}$'
+$function$;
+
+ALTER TABLE clip_search_internal.watches ADD COLUMN model text CHECK (clip_search_internal.is_model_name(model));
+GRANT INSERT (model) ON clip_search_internal.watches TO PUBLIC;
+
 -- An error unless model is NULL (the functions' default) or a registered model's name.
 CREATE FUNCTION clip_search_internal.check_model(model text, caller text) RETURNS void
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $function$
@@ -108,7 +115,7 @@ DECLARE
     model_argument text := CASE WHEN model IS NOT NULL THEN format(', model => %L::pg_catalog.name', model) ELSE '' END;
 BEGIN
     -- Only a name a model can have: a longer one would be cut to another name by the cast.
-    IF model !~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,61}$' THEN
+    IF NOT clip_search_internal.is_model_name(model) THEN
         RAISE EXCEPTION '%: % is not a model name', caller, quote_literal(model) USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF source_type IN ('text'::regtype, 'character varying'::regtype, 'character'::regtype) THEN
@@ -504,8 +511,7 @@ CREATE TABLE clip_search_internal.models (
     tower_sha256    text[]      NOT NULL,  -- each tower's source sha256, by which the weights cache names its towers
     registered_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
     unregistered_at timestamptz,           -- set by clip_unregister_model: the name keeps its files
-    -- At most 62 bytes: a longer `name` argument is cut to 63, and must not become another model's name.
-    CHECK (name OPERATOR(pg_catalog.~) '^[A-Za-z0-9][A-Za-z0-9._-]{0,61}$')
+    CHECK (clip_search_internal.is_model_name(name))
 );
 -- pg_dump keeps the registrations with the data.
 SELECT pg_catalog.pg_extension_config_dump('clip_search_internal.models', '');
@@ -617,7 +623,7 @@ DECLARE
     users      text;
 BEGIN
     PERFORM clip_search_internal.require_superuser('clip_register_model');
-    IF model IS NULL OR model !~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,61}$' THEN
+    IF model IS NULL OR NOT clip_search_internal.is_model_name(model) THEN
         RAISE EXCEPTION 'clip_register_model: a model name is 1 to 62 letters, digits, ".", "_" or "-", starting with a letter or digit (got %)',
             quote_nullable(model) USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -746,8 +752,7 @@ BEGIN
         RETURN;
     END;
     PERFORM @extschema@.clip_register_model(
-        CASE WHEN (manifest OPERATOR(pg_catalog.->>) 'architecture') OPERATOR(pg_catalog.~)
-                  '^[A-Za-z0-9][A-Za-z0-9._-]{0,61}$'
+        CASE WHEN clip_search_internal.is_model_name(manifest OPERATOR(pg_catalog.->>) 'architecture')
              THEN manifest OPERATOR(pg_catalog.->>) 'architecture' ELSE 'default' END,
         directory, false);
 END

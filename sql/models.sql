@@ -19,8 +19,7 @@ CREATE TABLE clip_search_internal.models (
     tower_sha256    text[]      NOT NULL,  -- each tower's source sha256, by which the weights cache names its towers
     registered_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
     unregistered_at timestamptz,           -- set by clip_unregister_model: the name keeps its files
-    -- At most 62 bytes: a longer `name` argument is cut to 63, and must not become another model's name.
-    CHECK (name OPERATOR(pg_catalog.~) '^[A-Za-z0-9][A-Za-z0-9._-]{0,61}$')
+    CHECK (clip_search_internal.is_model_name(name))
 );
 -- pg_dump keeps the registrations with the data.
 SELECT pg_catalog.pg_extension_config_dump('clip_search_internal.models', '');
@@ -132,7 +131,7 @@ DECLARE
     users      text;
 BEGIN
     PERFORM clip_search_internal.require_superuser('clip_register_model');
-    IF model IS NULL OR model !~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,61}$' THEN
+    IF model IS NULL OR NOT clip_search_internal.is_model_name(model) THEN
         RAISE EXCEPTION 'clip_register_model: a model name is 1 to 62 letters, digits, ".", "_" or "-", starting with a letter or digit (got %)',
             quote_nullable(model) USING ERRCODE = 'invalid_parameter_value';
     END IF;

@@ -26,7 +26,7 @@ CREATE TABLE clip_search_internal.watches (
     failures_in_a_row    integer     NOT NULL DEFAULT 0,  -- batches that failed as a whole since the last that did not
     next_try_at          timestamptz,                     -- the worker leaves a failing watch alone until then
     -- A registered model's name; NULL: the functions' default.
-    model                text CHECK (model OPERATOR(pg_catalog.~) '^[A-Za-z0-9][A-Za-z0-9._-]{0,61}$')
+    model                text CHECK (clip_search_internal.is_model_name(model))
 );
 
 -- The name of a column of relation, by attribute number; NULL if there is none (dropped, or the table is gone).

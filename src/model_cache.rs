@@ -44,10 +44,9 @@ pub fn with_model<T>(
                 let excess = (models.len() + 1).saturating_sub(bound);
                 models.drain(..excess);
                 let opened = ClipModel::open(settings.clone())?;
-                if let Some(registered) = &registered {
-                    if opened.manifest().sha256 != registered.manifest_sha256 {
-                        return Ok(Err(opened.manifest().sha256.clone()));
-                    }
+                // Raised here, the error unwinds past the borrow, which it releases; the model is not kept.
+                if let Some(registered) = registered.as_ref().filter(|r| opened.manifest().sha256 != r.manifest_sha256) {
+                    changed(function, registered, &opened.manifest().sha256);
                 }
                 models.push(opened);
             }
@@ -55,13 +54,9 @@ pub fn with_model<T>(
         // A bound lowered since the models were loaded.
         let excess = models.len().saturating_sub(bound);
         models.drain(..excess);
-        f(models.last_mut().expect("the model in use is last")).map(Ok)
+        f(models.last_mut().expect("the model in use is last"))
     });
-    match result {
-        Ok(Ok(value)) => value,
-        Ok(Err(found)) => changed(function, registered.as_ref().expect("only registered models are compared"), &found),
-        Err(e) => raise(function, e),
-    }
+    result.unwrap_or_else(|e| raise(function, e))
 }
 
 /// The error for a registered model whose files are no longer those it was registered with.

@@ -101,7 +101,7 @@ fn read_manifest(directory: &str) -> JsonB {
         "architecture": manifest.name,
         "weights": manifest.weights,
         "embed_dim": manifest.embed_dim,
-        "tower_sha256": [manifest.files.text.source_sha256(), manifest.files.image.source_sha256()],
+        "tower_sha256": manifest.files.tower_sha256s(),
     }))
 }
 

@@ -86,7 +86,7 @@ fn towers_in_use() -> BTreeSet<String> {
     let configured = guc::model_settings(None).model_dir;
     if !configured.as_os_str().is_empty() {
         match Manifest::load(&configured) {
-            Ok(m) => towers.extend([m.files.text.source_sha256(), m.files.image.source_sha256()]),
+            Ok(m) => towers.extend(m.files.tower_sha256s()),
             Err(e) => warning!("clip_search: the towers of clip.model_dir's model are not kept: {e}"),
         }
     }

@@ -109,6 +109,12 @@ pub struct ModelFiles {
 }
 
 impl ModelFiles {
+    /// The source sha256 of the text tower and of the image tower ([`TowerFiles::source_sha256`]), by which the
+    /// cache of prepared weights names their prepared towers.
+    pub fn tower_sha256s(&self) -> [String; 2] {
+        [self.text.source_sha256(), self.image.source_sha256()]
+    }
+
     /// Every file of the model: each tower's graph and data file, and the tokenizer.
     pub fn entries(&self) -> impl Iterator<Item = &FileEntry> {
         [&self.text, &self.image].into_iter().flat_map(|t| [Some(&t.graph), t.data.as_ref()]).flatten().chain([&self.tokenizer])
