@@ -9,7 +9,7 @@ use pgrx::prelude::*;
 
 use crate::errors::{raise_element, OrRaise};
 use crate::guc;
-use crate::model_cache::with_model;
+use crate::model_cache::{choose, with_model, ModelChoice};
 use crate::registry::ModelName;
 use crate::vector::Vector;
 
@@ -22,24 +22,29 @@ pub fn decode_image(function: &'static str, bytes: &[u8]) -> DecodedImage {
 }
 
 /// One text's embedding; `language` is a code for models that take one (NLLB), `None` for the model's default.
-pub fn embed_one_text(function: &'static str, model: Option<&ModelName>, text: &str, language: Option<&str>) -> Vector {
+pub fn embed_one_text(function: &'static str, choice: &ModelChoice, text: &str, language: Option<&str>) -> Vector {
     check_for_interrupts!();
-    let mut rows = with_model(function, model, |m| m.embed_texts_in(&[text], language));
+    let mut rows = with_model(function, choice, |m| m.embed_texts_in(&[text], language));
     Vector(rows.pop().expect("one text gives one row"))
 }
 
-pub fn embed_one_image(function: &'static str, model: Option<&ModelName>, image: &[u8]) -> Vector {
-    let decoded = decode_image(function, image);
+pub fn embed_one_image(function: &'static str, choice: &ModelChoice, image: &DecodedImage) -> Vector {
     check_for_interrupts!();
-    let mut rows = with_model(function, model, |m| m.embed_images(std::slice::from_ref(&decoded)));
+    let mut rows = with_model(function, choice, |m| m.embed_images(std::slice::from_ref(image)));
     Vector(rows.pop().expect("one image gives one row"))
+}
+
+/// An image's embedding: a bad image fails before the model is looked up or loaded.
+fn embed_encoded_image(function: &'static str, model: Option<&ModelName>, image: &[u8]) -> Vector {
+    let decoded = decode_image(function, image);
+    embed_one_image(function, &choose(function, model), &decoded)
 }
 
 /// The L2-normalised CLIP embedding of a text. Texts longer than the model's context (77 tokens for CLIP) are
 /// truncated as open_clip truncates them.
 #[pg_extern(immutable, parallel_safe)]
 pub fn clip_embed_text(input: &str) -> Vector {
-    embed_one_text("clip_embed_text", None, input, None)
+    embed_one_text("clip_embed_text", &choose("clip_embed_text", None), input, None)
 }
 
 /// The embedding of a text in `language`, for models that mark a text's language with a code token (NLLB-CLIP:
@@ -47,7 +52,7 @@ pub fn clip_embed_text(input: &str) -> Vector {
 /// model's default language; a model without languages refuses one.
 #[pg_extern(immutable, parallel_safe, name = "clip_embed_text")]
 pub fn clip_embed_text_in(input: &str, language: &str) -> Vector {
-    embed_one_text("clip_embed_text", None, input, Some(language))
+    embed_one_text("clip_embed_text", &choose("clip_embed_text", None), input, Some(language))
 }
 
 /// The embedding of a text by the registered model `model`, in `language` for a model that takes one (NULL: the
@@ -58,19 +63,19 @@ pub fn clip_embed_text_by(
     model: Option<ModelName>,
     language: default!(Option<&str>, "NULL"),
 ) -> Option<Vector> {
-    Some(embed_one_text("clip_embed_text", Some(&model?), input?, language))
+    Some(embed_one_text("clip_embed_text", &choose("clip_embed_text", Some(&model?)), input?, language))
 }
 
 /// The L2-normalised CLIP embedding of an image (JPEG, PNG, WebP, GIF, BMP or TIFF).
 #[pg_extern(immutable, parallel_safe)]
 pub fn clip_embed_image(image: &[u8]) -> Vector {
-    embed_one_image("clip_embed_image", None, image)
+    embed_encoded_image("clip_embed_image", None, image)
 }
 
 /// The embedding of an image by the registered model `model`.
 #[pg_extern(immutable, parallel_safe, name = "clip_embed_image")]
 pub fn clip_embed_image_by(image: &[u8], model: ModelName) -> Vector {
-    embed_one_image("clip_embed_image", Some(&model), image)
+    embed_encoded_image("clip_embed_image", Some(&model), image)
 }
 
 /// Embeds an array of texts in batches of clip.batch_size, in input order; NULL elements give NULL.
@@ -88,15 +93,16 @@ pub fn clip_embed_texts_by(inputs: Array<'_, &str>, model: ModelName) -> Vec<Opt
 fn embed_texts_array(model: Option<&ModelName>, inputs: Array<'_, &str>) -> Vec<Option<Vector>> {
     let inputs: Vec<Option<&str>> = inputs.iter().collect();
     let present: Vec<&str> = inputs.iter().flatten().copied().collect();
-    place(&inputs, embed_texts_in_batches("clip_embed_texts", model, &present))
+    const F: &str = "clip_embed_texts";
+    place(&inputs, embed_texts_in_batches(F, &choose(F, model), &present))
 }
 
 /// Embeds texts in batches of clip.batch_size (so within the superuser's ceiling). The model core checks for
 /// interrupts between the texts and inside the tokenizing of a long one, and has a running inference terminated.
-pub fn embed_texts_in_batches(function: &'static str, model: Option<&ModelName>, texts: &[&str]) -> Vec<Vec<f32>> {
+pub fn embed_texts_in_batches(function: &'static str, choice: &ModelChoice, texts: &[&str]) -> Vec<Vec<f32>> {
     let mut embedded = Vec::with_capacity(texts.len());
     for chunk in texts.chunks(guc::batch_size()) {
-        embedded.extend(with_model(function, model, |m| m.embed_texts(chunk)));
+        embedded.extend(with_model(function, choice, |m| m.embed_texts(chunk)));
     }
     embedded
 }
@@ -120,17 +126,18 @@ fn embed_images_array(model: Option<&ModelName>, inputs: Array<'_, &[u8]>) -> Ve
     let present: Vec<(usize, &[u8])> =
         inputs.iter().enumerate().filter_map(|(i, bytes)| bytes.map(|b| (i + 1, b))).collect();
     let limits = decode_limits();
+    let choice = choose(F, model);
     let mut embedded = Vec::with_capacity(present.len());
     for chunk in present.chunks(guc::batch_size()) {
         // Each image is decoded, preprocessed into the batch's tensor and freed before the next one is decoded:
         // memory holds one decoded image at a time, however large the batch.
-        let mut batch = with_model(F, model, |m| Ok(m.image_batch(chunk.len())));
+        let mut batch = with_model(F, &choice, |m| Ok(m.image_batch(chunk.len())));
         for &(index, bytes) in chunk {
             check_for_interrupts!();
             batch.push_encoded(bytes, &limits).unwrap_or_else(|e| raise_element(F, index, e.into()));
         }
         check_for_interrupts!();
-        embedded.extend(with_model(F, model, |m| m.embed_image_batch(batch)));
+        embedded.extend(with_model(F, &choice, |m| m.embed_image_batch(batch)));
     }
     place(&inputs, embedded)
 }
@@ -155,6 +162,7 @@ fn clip_tokenize_by(input: &str, model: ModelName) -> Vec<i32> {
 }
 
 fn tokenize(model: Option<&ModelName>, input: &str) -> Vec<i32> {
-    let ids = with_model("clip_tokenize", model, |m| m.tokenizer()?.encode(input, None));
+    const F: &str = "clip_tokenize";
+    let ids = with_model(F, &choose(F, model), |m| m.tokenizer()?.encode(input, None));
     ids.into_iter().map(|id| id as i32).collect()
 }

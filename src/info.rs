@@ -6,7 +6,7 @@ use pgrx::JsonB;
 use serde_json::json;
 
 use crate::guc;
-use crate::model_cache::with_model;
+use crate::model_cache::{choose, with_model};
 use crate::registry::ModelName;
 
 /// The model (name, weights, dimensions, preprocessing, file checksums), the ONNX Runtime version and library, the
@@ -25,7 +25,7 @@ fn clip_info_by(model: ModelName) -> JsonB {
 
 fn info(model: Option<&ModelName>) -> JsonB {
     let registered_as = model.map(|m| m.0.clone()).or_else(guc::default_model);
-    JsonB(with_model("clip_info", model, |m| {
+    JsonB(with_model("clip_info", &choose("clip_info", model), |m| {
         let version = clip_core::runtime::load(&m.settings().onnxruntime_library)?;
         let man = m.manifest();
         let (text_loaded, image_loaded) = m.loaded_towers();

@@ -4,7 +4,7 @@
 //! session can make a backend hold, whichever registered models it uses.
 use std::cell::RefCell;
 
-use clip_core::{ClipError, ClipModel};
+use clip_core::{ClipError, ClipModel, ModelSettings};
 use pgrx::PgSqlErrorCode;
 
 use crate::errors::{error_with_hint, raise};
@@ -16,19 +16,31 @@ thread_local! {
     static MODELS: RefCell<Vec<ClipModel>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Runs `f` on the model a call of `function` uses: `model` when given, else clip.default_model, else the model
-/// in clip.model_dir. The model is (re)opened when a setting changed since it was loaded, and a registered model's
-/// files must still be those it was registered with. Errors are raised as errors of `function`.
+/// The model a call uses, looked up once per call: `model` when given, else clip.default_model, else the model in
+/// clip.model_dir.
+pub struct ModelChoice {
+    settings: ModelSettings,
+    /// What a registered model was registered with; None for clip.model_dir's.
+    registered: Option<Registered>,
+}
+
+/// The model a call of `function` uses; an unknown name is raised as an error of `function`.
+pub fn choose(function: &'static str, model: Option<&ModelName>) -> ModelChoice {
+    let registered = model.map(|m| m.0.clone()).or_else(guc::default_model).map(|name| registry::lookup(function, &name));
+    ModelChoice { settings: guc::model_settings(registered.as_ref().map(|r| r.directory.clone())), registered }
+}
+
+/// Runs `f` on the chosen model, (re)opened when a setting changed since it was loaded; a registered model's files
+/// must still be those it was registered with. Errors are raised as errors of `function`.
 pub fn with_model<T>(
     function: &'static str,
-    model: Option<&ModelName>,
+    choice: &ModelChoice,
     f: impl FnOnce(&mut ClipModel) -> Result<T, ClipError>,
 ) -> T {
-    let registered = model.map(|m| m.0.clone()).or_else(guc::default_model).map(|name| registry::lookup(function, &name));
-    let settings = guc::model_settings(registered.as_ref().map(|r| r.directory.clone()));
+    let ModelChoice { settings, registered } = choice;
     let result = MODELS.with_borrow_mut(|models| {
         let current = |m: &ClipModel| {
-            *m.settings() == settings && registered.as_ref().is_none_or(|r| m.manifest().sha256 == r.manifest_sha256)
+            m.settings() == settings && registered.as_ref().is_none_or(|r| m.manifest().sha256 == r.manifest_sha256)
         };
         let bound = guc::max_loaded_models();
         match models.iter().position(current) {

@@ -5,7 +5,7 @@ use pgrx::prelude::*;
 
 use crate::embed::{decode_image, embed_one_image, embed_one_text, embed_texts_in_batches};
 use crate::errors::error;
-use crate::model_cache::with_model;
+use crate::model_cache::{choose, with_model};
 use crate::registry::ModelName;
 use crate::vector::Vector;
 
@@ -32,9 +32,11 @@ fn clip_similarity_text_image_by(text: &str, image: &[u8], model: ModelName) -> 
 
 fn similarity_text_image(model: Option<&ModelName>, text: &str, image: &[u8]) -> f64 {
     const F: &str = "clip_similarity";
-    // The image first: a bad image fails before any model is loaded.
-    let image = embed_one_image(F, model, image);
-    cosine_similarity(&embed_one_text(F, model, text, None).0, &image.0)
+    // The image first: a bad image fails before any model is looked up or loaded.
+    let image = decode_image(F, image);
+    let choice = choose(F, model);
+    let image = embed_one_image(F, &choice, &image);
+    cosine_similarity(&embed_one_text(F, &choice, text, None).0, &image.0)
 }
 
 /// Cosine similarity of two vectors: `1 - (a <=> b)`, NaN when either is the zero vector, as pgvector's `<=>`.
@@ -116,11 +118,10 @@ fn classify(
     let prompts: Vec<String> = labels.iter().map(|l| template.replace("{}", l)).collect();
     let prompts: Vec<&str> = prompts.iter().map(String::as_str).collect();
     let decoded = decode_image(F, image);
-    check_for_interrupts!();
-    let image_embedding =
-        with_model(F, model, |m| m.embed_images(std::slice::from_ref(&decoded))).pop().expect("one image");
-    let label_embeddings = embed_texts_in_batches(F, model, &prompts);
-    let probabilities = with_model(F, model, |m| {
+    let choice = choose(F, model);
+    let image_embedding = embed_one_image(F, &choice, &decoded).0;
+    let label_embeddings = embed_texts_in_batches(F, &choice, &prompts);
+    let probabilities = with_model(F, &choice, |m| {
         Ok::<_, ClipError>(label_probabilities(m.manifest(), &image_embedding, &label_embeddings))
     });
     let mut rows: Vec<(String, f32)> = labels.into_iter().zip(probabilities).collect();
