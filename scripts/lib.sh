@@ -105,6 +105,7 @@ cluster_env() {
     package) PGPORT=${CLIP_PACKAGE_PORT:-55435} ;;
     watch) PGPORT=${CLIP_WATCH_PORT:-55436} ;;  # tests/watch.sh: the background worker (shared_preload_libraries)
     watch-standby) PGPORT=${CLIP_WATCH_STANDBY_PORT:-55437} ;;  # and its hot standby
+    migrate) PGPORT=${CLIP_MIGRATE_PORT:-55549} ;;  # tests/migrate.sh: a migration under load, and a crash
     # tests/concurrent_install.sh: the worker's cluster and the gallery's, while the extension is reinstalled.
     concurrent) PGPORT=${CLIP_CONCURRENT_PORT:-55438} ;;
     concurrent-gallery) PGPORT=${CLIP_CONCURRENT_GALLERY_PORT:-55439} ;;
@@ -143,6 +144,14 @@ wait_until() {
 }
 # Whether SQL returns t in database DB of the cluster that PGHOST and PGPORT name (false on any error).
 sql_is_true() { [[ "$("$PG_BIN/psql" -X -q -At -d "$1" -c "$2" 2>/dev/null)" == t ]]; }
+# wait_for_sql DB SQL [SECONDS]: polls SQL until it returns t, for at most SECONDS (120); fails the script with the
+# watches' status otherwise.
+wait_for_sql() {
+  local db=$1 sql=$2 seconds=${3:-120}
+  wait_until "$seconds" sql_is_true "$db" "$sql" && return 0
+  "$PG_BIN/psql" -X -d "$db" -c "TABLE clip_watch_status" >&2 || true
+  die "still not true after $seconds s: $sql"
+}
 
 # Starts the private cluster NAME (cluster_env) afresh, with an empty data folder, with the background worker
 # preloaded (shared_preload_libraries = 'clip_search') for the new databases DBS (one, or a comma-separated list,

@@ -16,6 +16,7 @@
 #  11. scaling out, each on its own clusters: a hot standby (tests/scale_replica.sh) and shards (tests/scale_sharding.sh)
 #  12. int8 models on an emulated AVX2 CPU without VNNI (tests/int8_avx2.sh, qemu-user)
 #  13. the background worker that keeps watched columns embedded, on its own cluster (tests/watch.sh)
+#      and a migration to another model under load, with a crash in the middle (tests/migrate.sh)
 #  14. reinstalling under running servers, the worker's and the gallery's (tests/concurrent_install.sh)
 #  15. the system's PostgreSQL installation is byte for byte what it was before the run
 # Everything the suites install goes into private copies of the system's PostgreSQL installation (use_private_postgres
@@ -130,6 +131,7 @@ suite "the documentation's SQL and links (tests/docs.sh)" tests/docs.sh
 suite "crash recovery (immediate shutdown during inserts)" tests/crash_recovery.sh
 suite "clip-fetch against a hub emulator, and its models in SQL (tests/fetch.sh)" tests/fetch.sh
 suite "background worker (clip_watch, shared_preload_libraries)" tests/watch.sh
+suite "migration to another model under load and a crash (clip_migrate, tests/migrate.sh)" tests/migrate.sh
 suite "scaling out: hot standby (pg_basebackup, streaming replication)" tests/scale_replica.sh
 suite "scaling out: shards (partitioning, postgres_fdw)" tests/scale_sharding.sh
 suite "gallery (API and headless browser)" scripts/test_gallery.sh

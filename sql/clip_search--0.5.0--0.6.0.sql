@@ -310,6 +310,158 @@ BEGIN
 END
 $function$;
 
+-- A watch per target column: the watches' key, and each watch's trigger named after its column.
+ALTER TABLE clip_search_internal.watches DROP CONSTRAINT watches_pkey, ADD PRIMARY KEY (relation, target_attnum);
+
+-- Migrations of a table's embeddings to another model (sql/migrate.sql): the watch of a new column, which
+-- clip_migrate_switch swaps in for the target column. At most one per table.
+CREATE TABLE clip_search_internal.migrations (
+    relation      regclass    PRIMARY KEY,
+    source_attnum smallint    NOT NULL,
+    target_attnum smallint    NOT NULL,  -- the column queries use, which takes the new embeddings at the switch
+    new_attnum    smallint    NOT NULL,  -- the column the worker fills: a watch's target
+    model         text        NOT NULL CHECK (clip_search_internal.is_model_name(model)),
+    started_at    timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+
+-- Whether a watch is a migration's, which clip_unwatch leaves to clip_migrate_cancel.
+CREATE FUNCTION clip_search_internal.is_migration_watch(watch clip_search_internal.watches) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $function$
+    SELECT EXISTS (SELECT FROM clip_search_internal.migrations m
+                   WHERE m.relation = watch.relation AND m.new_attnum = watch.target_attnum)
+$function$;
+
+-- The name of the trigger of the watch of a table's column target_attnum: by number, so that it follows a rename.
+CREATE FUNCTION clip_search_internal.watch_trigger_name(target_attnum smallint) RETURNS name
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $function$
+    SELECT ('clip_watch_' || target_attnum)::name
+$function$;
+
+-- Makes the trigger of a watch: BEFORE UPDATE OF the source, when it changed. PostgreSQL keeps the column list and
+-- the WHEN clause by attribute number, so both follow a rename.
+CREATE OR REPLACE FUNCTION clip_search_internal.create_watch_trigger(relation regclass, source_attnum smallint,
+    target_attnum smallint) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $function$
+DECLARE
+    source_column text := clip_search_internal.column_name(relation, source_attnum);
+BEGIN
+    EXECUTE format('CREATE TRIGGER %4$I BEFORE UPDATE OF %1$I ON %2$s FOR EACH ROW
+                    WHEN (OLD.%1$I IS DISTINCT FROM NEW.%1$I)
+                    EXECUTE FUNCTION clip_search_internal.watch_trigger(%3$L)',
+                   source_column, relation, target_attnum,
+                   clip_search_internal.watch_trigger_name(target_attnum));
+END
+$function$;
+
+-- The name of the partial index that finds the due rows of a watch of a table's target_column. As type name: cut to
+-- 63 bytes the way PostgreSQL cuts the index's name (text's left() counts characters).
+CREATE FUNCTION clip_search_internal.pending_index_name(relation regclass, target_column text) RETURNS name
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $function$
+    SELECT format('%s_%s_clip_pending', (SELECT relname FROM pg_class WHERE oid = relation), target_column)::name
+$function$;
+
+-- Starts a watch of target_column (see clip_watch) for caller: checks the columns, the model and the table, makes
+-- the trigger and the partial index, and records the watch.
+CREATE FUNCTION clip_search_internal.start_watch(target_table regclass, source_column text, target_column text,
+    model text, caller text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $function$
+DECLARE
+    index_name    name := clip_search_internal.pending_index_name(target_table, target_column);
+    index_oid     regclass;
+    source_number smallint;
+    target_number smallint;
+BEGIN
+    PERFORM clip_search_internal.check_owner(target_table, caller);
+    PERFORM clip_search_internal.check_model(model, caller);
+    PERFORM clip_search_internal.embed_call(
+        clip_search_internal.column_type(target_table, source_column, caller), caller, true, '', model);
+    PERFORM clip_search_internal.column_type(target_table, target_column, caller);
+    PERFORM clip_search_internal.check_dimension(target_table, target_column, caller, model);
+    source_number := clip_search_internal.column_attnum(target_table, source_column, caller);
+    target_number := clip_search_internal.column_attnum(target_table, target_column, caller);
+    IF EXISTS (SELECT FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+               WHERE i.inhparent = target_table AND NOT c.relispartition) THEN
+        RAISE EXCEPTION '%: % has inheriting tables, whose updates a trigger on it would not see',
+            caller, target_table USING ERRCODE = 'feature_not_supported',
+            HINT = 'Watch each of the tables, or make it a partitioned table.';
+    END IF;
+    IF EXISTS (SELECT FROM clip_search_internal.watches w
+               WHERE w.relation = target_table AND w.target_attnum = target_number) THEN
+        RAISE EXCEPTION '%: column "%" of % is watched already', caller, target_column, target_table
+            USING ERRCODE = 'duplicate_object', HINT = 'clip_unwatch the table first to watch the column again.';
+    END IF;
+    PERFORM clip_search_internal.create_watch_trigger(target_table, source_number, target_number);
+    EXECUTE format('CREATE INDEX %I ON %s ((%I IS NULL)) WHERE %I IS NULL',
+                   index_name, target_table, target_column, target_column);
+    SELECT c.oid INTO index_oid FROM pg_class c
+    WHERE c.relname = index_name AND c.relnamespace = (SELECT relnamespace FROM pg_class WHERE oid = target_table);
+    INSERT INTO clip_search_internal.watches (relation, source_attnum, target_attnum, pending_index, model)
+    VALUES (target_table, source_number, target_number, index_oid, model);
+    IF NOT clip_search_internal.worker_configured() THEN
+        RAISE WARNING '%: no background worker embeds the watched columns of database %', caller, current_database()
+            USING DETAIL = 'The watch is recorded, and rows will wait with a NULL embedding until a worker runs.',
+                  HINT = format('In postgresql.conf, add clip_search to shared_preload_libraries and %s to clip.worker_databases, then restart the server. Meanwhile CALL clip_backfill(...) embeds the rows.',
+                                current_database());
+    END IF;
+END
+$function$;
+
+-- Ends a watch: removes its trigger, the partial index it made, and its row. Embeddings stay.
+CREATE FUNCTION clip_search_internal.stop_watch(watch clip_search_internal.watches) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $function$
+BEGIN
+    -- The table first: a batch of the worker holds a lock on it until it has updated the watch's row.
+    EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', watch.relation);
+    DELETE FROM clip_search_internal.watches w
+    WHERE w.relation = watch.relation AND w.target_attnum = watch.target_attnum;
+    -- The trigger is gone if its source column was dropped; the index if its target column was.
+    EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s',
+                   clip_search_internal.watch_trigger_name(watch.target_attnum), watch.relation);
+    -- Only an index of this table: a watch's row inserted by hand may name any index.
+    IF EXISTS (SELECT FROM pg_index WHERE indexrelid = watch.pending_index AND indrelid = watch.relation) THEN
+        EXECUTE format('DROP INDEX %s', watch.pending_index);
+    END IF;
+END
+$function$;
+
+-- Stops watching target_table: removes the triggers and the partial indexes clip_watch made, for each watched
+-- column but a migration's (clip_migrate_cancel ends those). Embeddings stay.
+CREATE OR REPLACE FUNCTION @extschema@.clip_unwatch(target_table regclass) RETURNS void LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp AS $function$
+DECLARE
+    watch clip_search_internal.watches;
+    found boolean := false;
+BEGIN
+    PERFORM clip_search_internal.check_owner(target_table, 'clip_unwatch');
+    FOR watch IN SELECT * FROM clip_search_internal.watches w
+                 WHERE w.relation = target_table AND NOT clip_search_internal.is_migration_watch(w)
+                 ORDER BY w.target_attnum
+    LOOP
+        PERFORM clip_search_internal.stop_watch(watch);
+        found := true;
+    END LOOP;
+    IF NOT found THEN
+        RAISE EXCEPTION 'clip_unwatch: % is not watched', target_table USING ERRCODE = 'undefined_object';
+    END IF;
+END
+$function$;
+
+-- The triggers of the watches take their column's number in their names.
+DO $rename$
+DECLARE
+    watch record;
+BEGIN
+    FOR watch IN SELECT w.relation, w.target_attnum FROM clip_search_internal.watches w
+                 JOIN pg_catalog.pg_trigger t ON t.tgrelid OPERATOR(pg_catalog.=) w.relation::pg_catalog.oid
+                 WHERE t.tgname OPERATOR(pg_catalog.=) 'clip_watch'
+                   AND t.tgfoid OPERATOR(pg_catalog.=) 'clip_search_internal.watch_trigger()'::pg_catalog.regprocedure
+    LOOP
+        EXECUTE pg_catalog.format('ALTER TRIGGER clip_watch ON %s RENAME TO %I', watch.relation,
+                                  clip_search_internal.watch_trigger_name(watch.target_attnum));
+    END LOOP;
+END
+$rename$;
+
 -- One batch of a watch, run by the worker as the table's owner: embeds up to batch_size due rows, records those that
 -- cannot be embedded, and returns how many it embedded and skipped; any other error (a column dropped, the model
 -- missing) is returned, not raised, so the worker can record it and go on with the other watches.
@@ -319,7 +471,8 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $function$
 DECLARE
     source_column text := clip_search_internal.column_name(target_table, source_attnum);
     target_column text := clip_search_internal.column_name(target_table, target_attnum);
-    model         text := (SELECT w.model FROM clip_search_internal.watches w WHERE w.relation = target_table);
+    model         text := (SELECT w.model FROM clip_search_internal.watches w
+                           WHERE w.relation = target_table AND w.target_attnum = watch_batch.target_attnum);
 BEGIN
     done := 0;
     skipped := 0;
@@ -403,49 +556,13 @@ $procedure$;
 -- updated from now on, and the rows whose target is NULL today, with model (a registered model's name; NULL: the
 -- functions' default). Creates a trigger and a small partial index on the table; needs the rights to create them
 -- (its owner). The worker embeds as the table's owner. Rows that cannot be embedded are recorded in
--- clip_backfill_failures and tried again when their source changes. Progress: clip_watch_status.
+-- clip_backfill_failures and tried again when their source changes. Progress: clip_watch_status. A table may have
+-- a watch for each of its vector columns.
 CREATE FUNCTION @extschema@.clip_watch(target_table regclass, source_column text, target_column text,
     model text DEFAULT NULL)
 RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $function$
-DECLARE
-    -- As type name, cut to 63 bytes the way PostgreSQL cuts the index's name (text's left() counts characters).
-    index_name    name := format('%s_%s_clip_pending', (SELECT relname FROM pg_class WHERE oid = target_table),
-                                 target_column);
-    index_oid     regclass;
-    source_attnum smallint;
-    target_attnum smallint;
 BEGIN
-    PERFORM clip_search_internal.check_owner(target_table, 'clip_watch');
-    PERFORM clip_search_internal.check_model(model, 'clip_watch');
-    PERFORM clip_search_internal.embed_call(
-        clip_search_internal.column_type(target_table, source_column, 'clip_watch'), 'clip_watch', true, '', model);
-    PERFORM clip_search_internal.column_type(target_table, target_column, 'clip_watch');
-    PERFORM clip_search_internal.check_dimension(target_table, target_column, 'clip_watch', model);
-    source_attnum := clip_search_internal.column_attnum(target_table, source_column, 'clip_watch');
-    target_attnum := clip_search_internal.column_attnum(target_table, target_column, 'clip_watch');
-    IF EXISTS (SELECT FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-               WHERE i.inhparent = target_table AND NOT c.relispartition) THEN
-        RAISE EXCEPTION 'clip_watch: % has inheriting tables, whose updates a trigger on it would not see',
-            target_table USING ERRCODE = 'feature_not_supported',
-            HINT = 'Watch each of the tables, or make it a partitioned table.';
-    END IF;
-    IF EXISTS (SELECT FROM clip_search_internal.watches w WHERE w.relation = target_table) THEN
-        RAISE EXCEPTION 'clip_watch: % is watched already', target_table USING ERRCODE = 'duplicate_object',
-            HINT = 'clip_unwatch it first to watch another column.';
-    END IF;
-    PERFORM clip_search_internal.create_watch_trigger(target_table, source_attnum, target_attnum);
-    EXECUTE format('CREATE INDEX %I ON %s ((%I IS NULL)) WHERE %I IS NULL',
-                   index_name, target_table, target_column, target_column);
-    SELECT c.oid INTO index_oid FROM pg_class c
-    WHERE c.relname = index_name AND c.relnamespace = (SELECT relnamespace FROM pg_class WHERE oid = target_table);
-    INSERT INTO clip_search_internal.watches (relation, source_attnum, target_attnum, pending_index, model)
-    VALUES (target_table, source_attnum, target_attnum, index_oid, model);
-    IF NOT clip_search_internal.worker_configured() THEN
-        RAISE WARNING 'clip_watch: no background worker embeds the watched columns of database %', current_database()
-            USING DETAIL = 'The watch is recorded, and rows will wait with a NULL embedding until a worker runs.',
-                  HINT = format('In postgresql.conf, add clip_search to shared_preload_libraries and %s to clip.worker_databases, then restart the server. Meanwhile CALL clip_backfill(...) embeds the rows.',
-                                current_database());
-    END IF;
+    PERFORM clip_search_internal.start_watch(target_table, source_column, target_column, model, 'clip_watch');
 END
 $function$;
     -- A NULL acl is the default, which the new routines have.
@@ -696,6 +813,257 @@ SELECT m.name, m.architecture, m.weights, m.embed_dim,
 FROM clip_search_internal.models m WHERE m.unregistered_at IS NULL;
 GRANT SELECT ON @extschema@.clip_models TO PUBLIC;
 
+-- The batch size in force (clip.batch_size, capped by clip.max_batch_size; src/migrate.rs).
+CREATE FUNCTION clip_search_internal.batch_size() RETURNS integer
+LANGUAGE c STABLE AS 'MODULE_PATHNAME', 'batch_size_wrapper';
+
+-- The model whose embeddings a column holds, as the extension knows it: the model of the watch that keeps the
+-- column embedded, or else the functions' default. A query that names its model this way,
+--   ORDER BY embedding <=> clip_embed_text('...', clip_column_model('photos', 'embedding'))
+-- goes on comparing like with like across clip_migrate_switch, which changes both in one transaction.
+CREATE FUNCTION @extschema@.clip_column_model(target_table regclass, target_column text) RETURNS name
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $function$
+    SELECT coalesce((SELECT w.model FROM clip_search_internal.watches w
+                     WHERE w.relation = target_table
+                       AND w.target_attnum = clip_search_internal.column_attnum(target_table, target_column,
+                                                                               'clip_column_model')),
+                    clip_search_internal.default_model_name())::name
+$function$;
+
+-- The HNSW indexes of a table's column (on the column alone, whole), oldest first: the index, its operator class
+-- (qualified) and its options.
+CREATE FUNCTION clip_search_internal.hnsw_indexes(relation regclass, attnum smallint,
+    OUT index regclass, OUT operator_class text, OUT options text[]) RETURNS SETOF record
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $function$
+    SELECT i.indexrelid::regclass, format('%I.%I', n.nspname, oc.opcname), c.reloptions
+    FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam
+    JOIN pg_opclass oc ON oc.oid = i.indclass[0] JOIN pg_namespace n ON n.oid = oc.opcnamespace
+    WHERE i.indrelid = relation AND i.indnatts = 1 AND i.indkey[0] = attnum
+      AND i.indexprs IS NULL AND i.indpred IS NULL AND am.amname = 'hnsw'
+    ORDER BY i.indexrelid
+$function$;
+
+-- Starts moving target_column of target_table (a vector or halfvec column, filled from source_column) to model
+-- (a registered model's name): adds the column <target_column>_next of model's dimension, makes the HNSW indexes
+-- of target_column again on it (writes to the table wait while they are made: a scan of the table, since the new
+-- column is empty), and has the background worker fill it. Queries go on using target_column. Progress:
+-- clip_migrations. Returns the new column's name. Needs the table owner's rights.
+CREATE FUNCTION @extschema@.clip_migrate(target_table regclass, source_column text, target_column text, model text)
+RETURNS text LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $function$
+DECLARE
+    -- As type name: cut to 63 bytes, as PostgreSQL cuts a column's name.
+    new_column    name := (target_column || '_next')::name;
+    target_type   regtype;
+    dimension     integer;
+    index         record;
+BEGIN
+    PERFORM clip_search_internal.check_owner(target_table, 'clip_migrate');
+    IF model IS NULL THEN
+        RAISE EXCEPTION 'clip_migrate: the model to migrate to must be named' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM clip_search_internal.check_model(model, 'clip_migrate');
+    IF EXISTS (SELECT FROM clip_search_internal.migrations m WHERE m.relation = target_table) THEN
+        RAISE EXCEPTION 'clip_migrate: % is being migrated already', target_table USING ERRCODE = 'duplicate_object',
+            HINT = 'Switch to the new embeddings with clip_migrate_switch, or cancel with clip_migrate_cancel.';
+    END IF;
+    target_type := clip_search_internal.column_type(target_table, target_column, 'clip_migrate');
+    IF (SELECT t.typname FROM pg_type t WHERE t.oid = target_type) NOT IN ('vector', 'halfvec') THEN
+        RAISE EXCEPTION 'clip_migrate: column "%" of % is of type %, not vector or halfvec',
+            target_column, target_table, target_type USING ERRCODE = 'datatype_mismatch';
+    END IF;
+    IF EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = target_table AND a.attname = new_column
+               AND NOT a.attisdropped) THEN
+        RAISE EXCEPTION 'clip_migrate: % has a column "%" already', target_table, new_column
+            USING ERRCODE = 'duplicate_column', HINT = 'Rename or drop it: the migration makes its new column there.';
+    END IF;
+    dimension := (@extschema@.clip_info(model::name)->>'embed_dim')::integer;
+    EXECUTE format('ALTER TABLE %s ADD COLUMN %I %s(%s)', target_table, new_column,
+                   clip_search_internal.qualified_type(target_type), dimension);
+    -- The target column's HNSW indexes, with their operator class and options.
+    FOR index IN SELECT * FROM clip_search_internal.hnsw_indexes(target_table,
+                     clip_search_internal.column_attnum(target_table, target_column, 'clip_migrate'))
+    LOOP
+        EXECUTE format('CREATE INDEX ON %s USING hnsw (%I %s)%s', target_table, new_column, index.operator_class,
+                       CASE WHEN index.options IS NOT NULL
+                            THEN format(' WITH (%s)', array_to_string(index.options, ', ')) ELSE '' END);
+    END LOOP;
+    PERFORM clip_search_internal.start_watch(target_table, source_column, new_column, model, 'clip_migrate');
+    INSERT INTO clip_search_internal.migrations (relation, source_attnum, target_attnum, new_attnum, model)
+    VALUES (target_table, clip_search_internal.column_attnum(target_table, source_column, 'clip_migrate'),
+            clip_search_internal.column_attnum(target_table, target_column, 'clip_migrate'),
+            clip_search_internal.column_attnum(target_table, new_column, 'clip_migrate'), model);
+    RETURN new_column;
+END
+$function$;
+
+-- The migration of target_table, or an error that names caller.
+CREATE FUNCTION clip_search_internal.migration_of(target_table regclass, caller text)
+RETURNS clip_search_internal.migrations LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $function$
+DECLARE
+    migration clip_search_internal.migrations;
+BEGIN
+    PERFORM clip_search_internal.check_owner(target_table, caller);
+    SELECT m.* INTO migration FROM clip_search_internal.migrations m WHERE m.relation = target_table;
+    IF migration.relation IS NULL THEN
+        RAISE EXCEPTION '%: % is not being migrated', caller, target_table USING ERRCODE = 'undefined_object';
+    END IF;
+    RETURN migration;
+END
+$function$;
+
+-- The watch of a migration's new column; NULL if it ended.
+CREATE FUNCTION clip_search_internal.migration_watch(migration clip_search_internal.migrations)
+RETURNS clip_search_internal.watches LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $function$
+    SELECT w.* FROM clip_search_internal.watches w
+    WHERE w.relation = migration.relation AND w.target_attnum = migration.new_attnum
+$function$;
+
+-- Gives the migration's new embeddings the target column's name, in one transaction: once no more than
+-- clip.batch_size rows are due in the new column, it locks the table (ACCESS EXCLUSIVE: queries wait for the
+-- moment it takes), embeds the rows still due, ends the watch of the target column if there is one, renames the
+-- target column to <target_column>_old (drops it with drop_old), and renames the new column to the target
+-- column's name. Its watch keeps it embedded from then on. Refused while a clip_embed_trigger trigger fills the
+-- target column: it would fill the renamed column with the old model.
+CREATE FUNCTION @extschema@.clip_migrate_switch(target_table regclass, drop_old boolean DEFAULT false)
+RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $function$
+DECLARE
+    migration     clip_search_internal.migrations;
+    watch         clip_search_internal.watches;
+    old_watch     clip_search_internal.watches;
+    source_column text;
+    target_column text;
+    new_column    text;
+    old_column    name;
+    pending       bigint;
+    batch         record;
+    filler        name;
+    pending_name  name;
+    old_indexes   name[];     -- names: the indexes are gone when the new ones take them
+    new_indexes   regclass[];
+BEGIN
+    migration := clip_search_internal.migration_of(target_table, 'clip_migrate_switch');
+    watch := clip_search_internal.migration_watch(migration);
+    source_column := clip_search_internal.column_name(target_table, migration.source_attnum);
+    target_column := clip_search_internal.column_name(target_table, migration.target_attnum);
+    new_column := clip_search_internal.column_name(target_table, migration.new_attnum);
+    IF source_column IS NULL OR target_column IS NULL OR new_column IS NULL OR watch.relation IS NULL THEN
+        RAISE EXCEPTION 'clip_migrate_switch: a column of the migration of % was dropped, or its watch ended',
+            target_table USING ERRCODE = 'object_not_in_prerequisite_state',
+            HINT = 'Cancel it with clip_migrate_cancel.';
+    END IF;
+    SELECT t.tgname INTO filler FROM pg_trigger t
+    WHERE t.tgrelid = target_table AND t.tgfoid = '@extschema@.clip_embed_trigger()'::regprocedure
+      AND (string_to_array(encode(t.tgargs, 'escape'), '\000'))[2] = target_column
+    LIMIT 1;
+    IF filler IS NOT NULL THEN
+        RAISE EXCEPTION 'clip_migrate_switch: the trigger % fills column "%" of % with clip_embed_trigger',
+            filler, target_column, target_table USING ERRCODE = 'object_not_in_prerequisite_state',
+            DETAIL = 'After the switch it would fill the column with the old model.',
+            HINT = 'Drop the trigger in the transaction that switches: the worker keeps the column embedded after it.';
+    END IF;
+    old_column := (target_column || '_old')::name;
+    IF NOT drop_old AND EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = target_table
+                                AND a.attname = old_column AND NOT a.attisdropped) THEN
+        RAISE EXCEPTION 'clip_migrate_switch: % has a column "%" already', target_table, old_column
+            USING ERRCODE = 'duplicate_column',
+            HINT = 'Rename or drop it, or switch with drop_old => true.';
+    END IF;
+    SELECT s.rows_pending INTO pending FROM clip_search_internal.watch_status(watch) s;
+    IF pending > clip_search_internal.batch_size() THEN
+        RAISE EXCEPTION 'clip_migrate_switch: % rows of % are still to be embedded with the model %',
+            pending, target_table, migration.model USING ERRCODE = 'object_not_in_prerequisite_state',
+            HINT = 'clip_migrations shows the progress and the time left.';
+    END IF;
+    EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', target_table);
+    -- The rows due since, under the lock: nothing can be inserted or updated now.
+    LOOP
+        SELECT b.done, b.skipped INTO batch
+        FROM clip_search_internal.embed_batch(target_table, source_column, new_column,
+                                              clip_search_internal.batch_size(), 'skip',
+                                              (SELECT s.boot_val FROM pg_settings s WHERE s.name = 'search_path'),
+                                              migration.model) b;
+        EXIT WHEN batch.done + batch.skipped = 0;
+    END LOOP;
+    FOR old_watch IN SELECT * FROM clip_search_internal.watches w
+                     WHERE w.relation = target_table AND w.target_attnum = migration.target_attnum
+    LOOP
+        PERFORM clip_search_internal.stop_watch(old_watch);
+    END LOOP;
+    IF drop_old THEN
+        old_indexes := ARRAY(SELECT c.relname FROM clip_search_internal.hnsw_indexes(target_table,
+                                                                                   migration.target_attnum) h
+                             JOIN pg_class c ON c.oid = h.index);
+        new_indexes := ARRAY(SELECT h.index FROM clip_search_internal.hnsw_indexes(target_table,
+                                                                                 migration.new_attnum) h);
+        EXECUTE format('ALTER TABLE %s DROP COLUMN %I', target_table, target_column);
+        -- The indexes clip_migrate made like the old column's take their names.
+        IF cardinality(old_indexes) = cardinality(new_indexes) THEN
+            FOR i IN 1 .. cardinality(new_indexes) LOOP
+                EXECUTE format('ALTER INDEX %s RENAME TO %I', new_indexes[i], old_indexes[i]);
+            END LOOP;
+        END IF;
+    ELSE
+        EXECUTE format('ALTER TABLE %s RENAME COLUMN %I TO %I', target_table, target_column, old_column);
+    END IF;
+    EXECUTE format('ALTER TABLE %s RENAME COLUMN %I TO %I', target_table, new_column, target_column);
+    -- Its watch's index takes the name that a watch of the column has, unless another index has it.
+    pending_name := clip_search_internal.pending_index_name(target_table, target_column);
+    IF EXISTS (SELECT FROM pg_index i WHERE i.indexrelid = watch.pending_index AND i.indrelid = target_table)
+       AND NOT EXISTS (SELECT FROM pg_class c WHERE c.relname = pending_name
+                       AND c.relnamespace = (SELECT relnamespace FROM pg_class WHERE oid = target_table)) THEN
+        EXECUTE format('ALTER INDEX %s RENAME TO %I', watch.pending_index, pending_name);
+    END IF;
+    DELETE FROM clip_search_internal.migrations m WHERE m.relation = target_table;
+END
+$function$;
+
+-- Ends the migration of target_table: drops its new column (and with it the column's indexes) and its watch. The
+-- table is left as it was before clip_migrate.
+CREATE FUNCTION @extschema@.clip_migrate_cancel(target_table regclass) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $function$
+DECLARE
+    migration  clip_search_internal.migrations;
+    watch      clip_search_internal.watches;
+    new_column text;
+BEGIN
+    migration := clip_search_internal.migration_of(target_table, 'clip_migrate_cancel');
+    watch := clip_search_internal.migration_watch(migration);
+    new_column := clip_search_internal.column_name(target_table, migration.new_attnum);
+    DELETE FROM clip_search_internal.migrations m WHERE m.relation = target_table;
+    IF watch.relation IS NOT NULL THEN
+        PERFORM clip_search_internal.stop_watch(watch);
+    END IF;
+    IF new_column IS NOT NULL THEN
+        EXECUTE format('ALTER TABLE %s DROP COLUMN %I', target_table, new_column);
+    END IF;
+END
+$function$;
+
+-- Each migration of the tables the viewer may read: its columns and model, the progress and the time left of its
+-- new column's watch (see clip_watch_status), and whether clip_migrate_switch can switch now. Every name is
+-- qualified: a view binds them when it is created.
+CREATE VIEW @extschema@.clip_migrations WITH (security_barrier) AS
+SELECT m.relation, s.source_column, clip_search_internal.column_name(m.relation, m.target_attnum) AS target_column,
+       s.target_column AS new_column, m.model, m.started_at, s.rows_pending, s.rows_embedded, s.rows_failed,
+       s.last_batch_rows_per_s, s.time_left, s.last_error, s.worker_state,
+       s.rows_pending OPERATOR(pg_catalog.<=) clip_search_internal.batch_size() AS ready_to_switch
+FROM clip_search_internal.migrations m
+JOIN @extschema@.clip_watch_status s
+  ON s.relation OPERATOR(pg_catalog.=) m.relation
+ AND s.target_column OPERATOR(pg_catalog.=) clip_search_internal.column_name(m.relation, m.new_attnum);
+
+GRANT SELECT ON @extschema@.clip_migrations TO PUBLIC;
+ALTER TABLE clip_search_internal.migrations ENABLE ROW LEVEL SECURITY;
+CREATE POLICY readers ON clip_search_internal.migrations FOR SELECT
+    USING (pg_catalog.has_table_privilege(relation::pg_catalog.oid, 'SELECT'));
+CREATE POLICY owners ON clip_search_internal.migrations
+    USING (pg_catalog.pg_has_role((SELECT c.relowner FROM pg_catalog.pg_class c
+                                   WHERE c.oid OPERATOR(pg_catalog.=) relation::pg_catalog.oid), 'USAGE'))
+    WITH CHECK (pg_catalog.pg_has_role((SELECT c.relowner FROM pg_catalog.pg_class c
+                                        WHERE c.oid OPERATOR(pg_catalog.=) relation::pg_catalog.oid), 'USAGE'));
+GRANT SELECT, INSERT (relation, source_attnum, target_attnum, new_attnum, model), DELETE
+    ON clip_search_internal.migrations TO PUBLIC;
+
 COMMENT ON FUNCTION @extschema@.clip_embed_text(text, name, text) IS
     'The embedding of a text by a registered model (clip_models), in a language for models that take one';
 COMMENT ON FUNCTION @extschema@.clip_embed_image(bytea, name) IS
@@ -728,6 +1096,18 @@ COMMENT ON PROCEDURE @extschema@.clip_backfill(regclass, text, text, integer, te
 COMMENT ON FUNCTION @extschema@.clip_watch(regclass, text, text, text) IS
     'Has the background worker keep a vector column embedded from a text or bytea column';
 
+COMMENT ON FUNCTION @extschema@.clip_unwatch(regclass) IS
+    'Stops watching a table''s columns (but a migration''s new column); the embeddings stay';
+COMMENT ON FUNCTION @extschema@.clip_migrate(regclass, text, text, text) IS
+    'Starts moving a vector column to another model: a new column filled by the background worker while queries use the old one';
+COMMENT ON FUNCTION @extschema@.clip_migrate_switch(regclass, boolean) IS
+    'Gives a migration''s new embeddings the old column''s name, in one transaction; keeps the old column as <name>_old, or drops it';
+COMMENT ON FUNCTION @extschema@.clip_migrate_cancel(regclass) IS
+    'Ends a migration and drops its new column, leaving the table as it was';
+COMMENT ON FUNCTION @extschema@.clip_column_model(regclass, text) IS
+    'The model whose embeddings a column holds: its watch''s, or else the default model';
+COMMENT ON VIEW @extschema@.clip_migrations IS
+    'Progress of each migration the current role may read, the time left, and whether it can switch now';
 COMMENT ON VIEW @extschema@.clip_watch_status IS
     'Progress of each watch the current role may read, the time left at the last batch''s rate, and whether the background worker runs';
 

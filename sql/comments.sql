@@ -32,7 +32,17 @@ COMMENT ON PROCEDURE @extschema@.clip_backfill(regclass, text, text, integer, te
 COMMENT ON FUNCTION @extschema@.clip_watch(regclass, text, text, text) IS
     'Has the background worker keep a vector column embedded from a text or bytea column';
 COMMENT ON FUNCTION @extschema@.clip_unwatch(regclass) IS
-    'Stops watching a table; its embeddings stay';
+    'Stops watching a table''s columns (but a migration''s new column); the embeddings stay';
+COMMENT ON FUNCTION @extschema@.clip_migrate(regclass, text, text, text) IS
+    'Starts moving a vector column to another model: a new column filled by the background worker while queries use the old one';
+COMMENT ON FUNCTION @extschema@.clip_migrate_switch(regclass, boolean) IS
+    'Gives a migration''s new embeddings the old column''s name, in one transaction; keeps the old column as <name>_old, or drops it';
+COMMENT ON FUNCTION @extschema@.clip_migrate_cancel(regclass) IS
+    'Ends a migration and drops its new column, leaving the table as it was';
+COMMENT ON FUNCTION @extschema@.clip_column_model(regclass, text) IS
+    'The model whose embeddings a column holds: its watch''s, or else the default model';
+COMMENT ON VIEW @extschema@.clip_migrations IS
+    'Progress of each migration the current role may read, the time left, and whether it can switch now';
 COMMENT ON VIEW @extschema@.clip_watch_status IS
     'Progress of each watch the current role may read, the time left at the last batch''s rate, and whether the background worker runs';
 COMMENT ON TABLE @extschema@.clip_backfill_failures IS

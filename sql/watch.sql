@@ -9,10 +9,11 @@
 --
 -- A watch names its columns by attribute number, as PostgreSQL's own catalogs do, so it follows a column that is
 -- renamed; one whose column was dropped is broken: the worker reports it once and tries it again less and less
--- often (see src/worker.rs), and clip_watch_status shows it with the worker's last error.
+-- often (see src/worker.rs), and clip_watch_status shows it with the worker's last error. A table may have a watch
+-- per target column.
 
 CREATE TABLE clip_search_internal.watches (
-    relation             regclass    PRIMARY KEY,
+    relation             regclass    NOT NULL,
     source_attnum        smallint    NOT NULL,
     target_attnum        smallint    NOT NULL,
     pending_index        regclass    NOT NULL,  -- the partial index that finds due rows
@@ -26,8 +27,27 @@ CREATE TABLE clip_search_internal.watches (
     failures_in_a_row    integer     NOT NULL DEFAULT 0,  -- batches that failed as a whole since the last that did not
     next_try_at          timestamptz,                     -- the worker leaves a failing watch alone until then
     -- A registered model's name; NULL: the functions' default.
-    model                text CHECK (clip_search_internal.is_model_name(model))
+    model                text CHECK (clip_search_internal.is_model_name(model)),
+    PRIMARY KEY (relation, target_attnum)
 );
+
+-- Migrations of a table's embeddings to another model (sql/migrate.sql): the watch of a new column, which
+-- clip_migrate_switch swaps in for the target column. At most one per table.
+CREATE TABLE clip_search_internal.migrations (
+    relation      regclass    PRIMARY KEY,
+    source_attnum smallint    NOT NULL,
+    target_attnum smallint    NOT NULL,  -- the column queries use, which takes the new embeddings at the switch
+    new_attnum    smallint    NOT NULL,  -- the column the worker fills: a watch's target
+    model         text        NOT NULL CHECK (clip_search_internal.is_model_name(model)),
+    started_at    timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+
+-- Whether a watch is a migration's, which clip_unwatch leaves to clip_migrate_cancel.
+CREATE FUNCTION clip_search_internal.is_migration_watch(watch clip_search_internal.watches) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $function$
+    SELECT EXISTS (SELECT FROM clip_search_internal.migrations m
+                   WHERE m.relation = watch.relation AND m.new_attnum = watch.target_attnum)
+$function$;
 
 -- The name of a column of relation, by attribute number; NULL if there is none (dropped, or the table is gone).
 CREATE FUNCTION clip_search_internal.column_name(relation regclass, attnum smallint) RETURNS text
@@ -67,6 +87,12 @@ BEGIN
 END
 $function$;
 
+-- The name of the trigger of the watch of a table's column target_attnum: by number, so that it follows a rename.
+CREATE FUNCTION clip_search_internal.watch_trigger_name(target_attnum smallint) RETURNS name
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $function$
+    SELECT ('clip_watch_' || target_attnum)::name
+$function$;
+
 -- Makes the trigger of a watch: BEFORE UPDATE OF the source, when it changed. PostgreSQL keeps the column list and
 -- the WHEN clause by attribute number, so both follow a rename.
 CREATE FUNCTION clip_search_internal.create_watch_trigger(relation regclass, source_attnum smallint,
@@ -75,10 +101,11 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $function$
 DECLARE
     source_column text := clip_search_internal.column_name(relation, source_attnum);
 BEGIN
-    EXECUTE format('CREATE TRIGGER clip_watch BEFORE UPDATE OF %1$I ON %2$s FOR EACH ROW
+    EXECUTE format('CREATE TRIGGER %4$I BEFORE UPDATE OF %1$I ON %2$s FOR EACH ROW
                     WHEN (OLD.%1$I IS DISTINCT FROM NEW.%1$I)
                     EXECUTE FUNCTION clip_search_internal.watch_trigger(%3$L)',
-                   source_column, relation, target_attnum);
+                   source_column, relation, target_attnum,
+                   clip_search_internal.watch_trigger_name(target_attnum));
 END
 $function$;
 
@@ -92,50 +119,52 @@ BEGIN
 END
 $function$;
 
--- Has the background worker keep target_column embedded from source_column in target_table (a table or a
--- partitioned table; not a parent of inheriting tables, whose updates its trigger would not see): rows inserted or
--- updated from now on, and the rows whose target is NULL today, with model (a registered model's name; NULL: the
--- functions' default). Creates a trigger and a small partial index on the table; needs the rights to create them
--- (its owner). The worker embeds as the table's owner. Rows that cannot be embedded are recorded in
--- clip_backfill_failures and tried again when their source changes. Progress: clip_watch_status.
-CREATE FUNCTION @extschema@.clip_watch(target_table regclass, source_column text, target_column text,
-    model text DEFAULT NULL)
-RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $function$
+-- The name of the partial index that finds the due rows of a watch of a table's target_column. As type name: cut to
+-- 63 bytes the way PostgreSQL cuts the index's name (text's left() counts characters).
+CREATE FUNCTION clip_search_internal.pending_index_name(relation regclass, target_column text) RETURNS name
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $function$
+    SELECT format('%s_%s_clip_pending', (SELECT relname FROM pg_class WHERE oid = relation), target_column)::name
+$function$;
+
+-- Starts a watch of target_column (see clip_watch) for caller: checks the columns, the model and the table, makes
+-- the trigger and the partial index, and records the watch.
+CREATE FUNCTION clip_search_internal.start_watch(target_table regclass, source_column text, target_column text,
+    model text, caller text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $function$
 DECLARE
-    -- As type name, cut to 63 bytes the way PostgreSQL cuts the index's name (text's left() counts characters).
-    index_name    name := format('%s_%s_clip_pending', (SELECT relname FROM pg_class WHERE oid = target_table),
-                                 target_column);
+    index_name    name := clip_search_internal.pending_index_name(target_table, target_column);
     index_oid     regclass;
-    source_attnum smallint;
-    target_attnum smallint;
+    source_number smallint;
+    target_number smallint;
 BEGIN
-    PERFORM clip_search_internal.check_owner(target_table, 'clip_watch');
-    PERFORM clip_search_internal.check_model(model, 'clip_watch');
+    PERFORM clip_search_internal.check_owner(target_table, caller);
+    PERFORM clip_search_internal.check_model(model, caller);
     PERFORM clip_search_internal.embed_call(
-        clip_search_internal.column_type(target_table, source_column, 'clip_watch'), 'clip_watch', true, '', model);
-    PERFORM clip_search_internal.column_type(target_table, target_column, 'clip_watch');
-    PERFORM clip_search_internal.check_dimension(target_table, target_column, 'clip_watch', model);
-    source_attnum := clip_search_internal.column_attnum(target_table, source_column, 'clip_watch');
-    target_attnum := clip_search_internal.column_attnum(target_table, target_column, 'clip_watch');
+        clip_search_internal.column_type(target_table, source_column, caller), caller, true, '', model);
+    PERFORM clip_search_internal.column_type(target_table, target_column, caller);
+    PERFORM clip_search_internal.check_dimension(target_table, target_column, caller, model);
+    source_number := clip_search_internal.column_attnum(target_table, source_column, caller);
+    target_number := clip_search_internal.column_attnum(target_table, target_column, caller);
     IF EXISTS (SELECT FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
                WHERE i.inhparent = target_table AND NOT c.relispartition) THEN
-        RAISE EXCEPTION 'clip_watch: % has inheriting tables, whose updates a trigger on it would not see',
-            target_table USING ERRCODE = 'feature_not_supported',
+        RAISE EXCEPTION '%: % has inheriting tables, whose updates a trigger on it would not see',
+            caller, target_table USING ERRCODE = 'feature_not_supported',
             HINT = 'Watch each of the tables, or make it a partitioned table.';
     END IF;
-    IF EXISTS (SELECT FROM clip_search_internal.watches w WHERE w.relation = target_table) THEN
-        RAISE EXCEPTION 'clip_watch: % is watched already', target_table USING ERRCODE = 'duplicate_object',
-            HINT = 'clip_unwatch it first to watch another column.';
+    IF EXISTS (SELECT FROM clip_search_internal.watches w
+               WHERE w.relation = target_table AND w.target_attnum = target_number) THEN
+        RAISE EXCEPTION '%: column "%" of % is watched already', caller, target_column, target_table
+            USING ERRCODE = 'duplicate_object', HINT = 'clip_unwatch the table first to watch the column again.';
     END IF;
-    PERFORM clip_search_internal.create_watch_trigger(target_table, source_attnum, target_attnum);
+    PERFORM clip_search_internal.create_watch_trigger(target_table, source_number, target_number);
     EXECUTE format('CREATE INDEX %I ON %s ((%I IS NULL)) WHERE %I IS NULL',
                    index_name, target_table, target_column, target_column);
     SELECT c.oid INTO index_oid FROM pg_class c
     WHERE c.relname = index_name AND c.relnamespace = (SELECT relnamespace FROM pg_class WHERE oid = target_table);
     INSERT INTO clip_search_internal.watches (relation, source_attnum, target_attnum, pending_index, model)
-    VALUES (target_table, source_attnum, target_attnum, index_oid, model);
+    VALUES (target_table, source_number, target_number, index_oid, model);
     IF NOT clip_search_internal.worker_configured() THEN
-        RAISE WARNING 'clip_watch: no background worker embeds the watched columns of database %', current_database()
+        RAISE WARNING '%: no background worker embeds the watched columns of database %', caller, current_database()
             USING DETAIL = 'The watch is recorded, and rows will wait with a NULL embedding until a worker runs.',
                   HINT = format('In postgresql.conf, add clip_search to shared_preload_libraries and %s to clip.worker_databases, then restart the server. Meanwhile CALL clip_backfill(...) embeds the rows.',
                                 current_database());
@@ -143,22 +172,57 @@ BEGIN
 END
 $function$;
 
--- Stops watching target_table: removes the trigger and the partial index clip_watch made. Embeddings stay.
+-- Has the background worker keep target_column embedded from source_column in target_table (a table or a
+-- partitioned table; not a parent of inheriting tables, whose updates its trigger would not see): rows inserted or
+-- updated from now on, and the rows whose target is NULL today, with model (a registered model's name; NULL: the
+-- functions' default). Creates a trigger and a small partial index on the table; needs the rights to create them
+-- (its owner). The worker embeds as the table's owner. Rows that cannot be embedded are recorded in
+-- clip_backfill_failures and tried again when their source changes. Progress: clip_watch_status. A table may have
+-- a watch for each of its vector columns.
+CREATE FUNCTION @extschema@.clip_watch(target_table regclass, source_column text, target_column text,
+    model text DEFAULT NULL)
+RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $function$
+BEGIN
+    PERFORM clip_search_internal.start_watch(target_table, source_column, target_column, model, 'clip_watch');
+END
+$function$;
+
+-- Ends a watch: removes its trigger, the partial index it made, and its row. Embeddings stay.
+CREATE FUNCTION clip_search_internal.stop_watch(watch clip_search_internal.watches) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $function$
+BEGIN
+    -- The table first: a batch of the worker holds a lock on it until it has updated the watch's row.
+    EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', watch.relation);
+    DELETE FROM clip_search_internal.watches w
+    WHERE w.relation = watch.relation AND w.target_attnum = watch.target_attnum;
+    -- The trigger is gone if its source column was dropped; the index if its target column was.
+    EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s',
+                   clip_search_internal.watch_trigger_name(watch.target_attnum), watch.relation);
+    -- Only an index of this table: a watch's row inserted by hand may name any index.
+    IF EXISTS (SELECT FROM pg_index WHERE indexrelid = watch.pending_index AND indrelid = watch.relation) THEN
+        EXECUTE format('DROP INDEX %s', watch.pending_index);
+    END IF;
+END
+$function$;
+
+-- Stops watching target_table: removes the triggers and the partial indexes clip_watch made, for each watched
+-- column but a migration's (clip_migrate_cancel ends those). Embeddings stay.
 CREATE FUNCTION @extschema@.clip_unwatch(target_table regclass) RETURNS void LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp AS $function$
 DECLARE
     watch clip_search_internal.watches;
+    found boolean := false;
 BEGIN
     PERFORM clip_search_internal.check_owner(target_table, 'clip_unwatch');
-    DELETE FROM clip_search_internal.watches w WHERE w.relation = target_table RETURNING * INTO watch;
-    IF watch IS NULL THEN
+    FOR watch IN SELECT * FROM clip_search_internal.watches w
+                 WHERE w.relation = target_table AND NOT clip_search_internal.is_migration_watch(w)
+                 ORDER BY w.target_attnum
+    LOOP
+        PERFORM clip_search_internal.stop_watch(watch);
+        found := true;
+    END LOOP;
+    IF NOT found THEN
         RAISE EXCEPTION 'clip_unwatch: % is not watched', target_table USING ERRCODE = 'undefined_object';
-    END IF;
-    -- The trigger is gone if its source column was dropped; the index if its target column was.
-    EXECUTE format('DROP TRIGGER IF EXISTS clip_watch ON %s', target_table);
-    -- Only an index of this table: a watch's row inserted by hand may name any index.
-    IF EXISTS (SELECT FROM pg_index WHERE indexrelid = watch.pending_index AND indrelid = target_table) THEN
-        EXECUTE format('DROP INDEX %s', watch.pending_index);
     END IF;
 END
 $function$;
@@ -172,7 +236,8 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $function$
 DECLARE
     source_column text := clip_search_internal.column_name(target_table, source_attnum);
     target_column text := clip_search_internal.column_name(target_table, target_attnum);
-    model         text := (SELECT w.model FROM clip_search_internal.watches w WHERE w.relation = target_table);
+    model         text := (SELECT w.model FROM clip_search_internal.watches w
+                           WHERE w.relation = target_table AND w.target_attnum = watch_batch.target_attnum);
 BEGIN
     done := 0;
     skipped := 0;
@@ -280,4 +345,14 @@ CREATE POLICY owners ON clip_search_internal.watches
 -- The counters, times and back-off are the worker's: a watch's owner cannot set them (nor move its watch first).
 GRANT SELECT, INSERT (relation, source_attnum, target_attnum, pending_index, model), DELETE
     ON clip_search_internal.watches TO PUBLIC;
+ALTER TABLE clip_search_internal.migrations ENABLE ROW LEVEL SECURITY;
+CREATE POLICY readers ON clip_search_internal.migrations FOR SELECT
+    USING (pg_catalog.has_table_privilege(relation::pg_catalog.oid, 'SELECT'));
+CREATE POLICY owners ON clip_search_internal.migrations
+    USING (pg_catalog.pg_has_role((SELECT c.relowner FROM pg_catalog.pg_class c
+                                   WHERE c.oid OPERATOR(pg_catalog.=) relation::pg_catalog.oid), 'USAGE'))
+    WITH CHECK (pg_catalog.pg_has_role((SELECT c.relowner FROM pg_catalog.pg_class c
+                                        WHERE c.oid OPERATOR(pg_catalog.=) relation::pg_catalog.oid), 'USAGE'));
+GRANT SELECT, INSERT (relation, source_attnum, target_attnum, new_attnum, model), DELETE
+    ON clip_search_internal.migrations TO PUBLIC;
 GRANT SELECT ON @extschema@.clip_watch_status TO PUBLIC;

@@ -3,8 +3,9 @@
 //! Layout: `embed`, `similarity` and `info` are the SQL functions; `errors` maps core errors to SQLSTATEs; `guc`
 //! holds the settings; `registry` names the models registered in the database; `model_cache` keeps each backend's
 //! loaded models; `weights_cache` keeps the cache of prepared weights in check; `vector` is pgvector's type in
-//! Rust; `worker` is the background worker that keeps watched columns embedded. The model itself (tokenizer,
-//! image preprocessing, ONNX Runtime) lives in the `clip_core` crate, with no PostgreSQL in it.
+//! Rust; `worker` is the background worker that keeps watched columns embedded, and `migrate` moves a table's
+//! embeddings to another model through it. The model itself (tokenizer, image preprocessing, ONNX Runtime) lives
+//! in the `clip_core` crate, with no PostgreSQL in it.
 use pgrx::prelude::*;
 
 mod auto_embed;
@@ -12,6 +13,7 @@ mod embed;
 mod errors;
 mod guc;
 mod info;
+mod migrate;
 mod model_cache;
 mod registry;
 mod similarity;

@@ -423,13 +423,19 @@ fn record(watch: &Watch, done: i64, skipped: i64, rate: f64, failure: Option<&st
     let pause = retry_pause(guc::worker_naptime(), failures_in_a_row);
     match failure {
         Some(failure) if watch.failures_in_a_row == 0 || watch.last_error.as_deref() != Some(failure) => warning!(
-            "clip_search worker: {}: {failure} (tried again after a pause that doubles with each failure, up to {} s)",
+            "clip_search worker: {}.{}: {failure} (tried again after a pause that doubles with each failure, up to {} s)",
             watch.name,
+            watch.target,
             MAX_RETRY_PAUSE.as_secs()
         ),
         Some(_) => {}
         None if watch.failures_in_a_row > 0 => {
-            log!("clip_search worker: {}: embedding again after {} failed batches", watch.name, watch.failures_in_a_row)
+            log!(
+                "clip_search worker: {}.{}: embedding again after {} failed batches",
+                watch.name,
+                watch.target,
+                watch.failures_in_a_row
+            )
         }
         None => {}
     }
@@ -445,7 +451,7 @@ fn record(watch: &Watch, done: i64, skipped: i64, rate: f64, failure: Option<&st
              failures_in_a_row = $6,
              next_try_at = CASE WHEN $6 OPERATOR(pg_catalog.>) 0
                            THEN pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => $7) END
-         WHERE relation OPERATOR(pg_catalog.=) $1::pg_catalog.regclass",
+         WHERE relation OPERATOR(pg_catalog.=) $1::pg_catalog.regclass AND target_attnum OPERATOR(pg_catalog.=) $8",
         &[
             watch.relation.into(),
             done.into(),
@@ -454,6 +460,7 @@ fn record(watch: &Watch, done: i64, skipped: i64, rate: f64, failure: Option<&st
             failure.into(),
             failures_in_a_row.into(),
             pause.as_secs_f64().into(),
+            watch.target_attnum.into(),
         ],
     )
     .unwrap_or_else(|e| error(ERRCODE_INTERNAL_ERROR, format!("clip_search worker: {}: {e}", watch.name)));

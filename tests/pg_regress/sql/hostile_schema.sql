@@ -12,6 +12,7 @@
 \getenv abs_srcdir PG_ABS_SRCDIR
 \set plant :abs_srcdir '/../hostile_schema/plant.sql'
 \set cat :abs_srcdir '/../fixtures/images/chelsea_rgb_200x133.png'
+\set tiny :abs_srcdir '/../fixtures/tiny-model'
 SET client_min_messages = warning;
 CREATE ROLE clip_hostile_owner LOGIN;
 CREATE DATABASE clip_hostile OWNER clip_hostile_owner;
@@ -102,6 +103,17 @@ SET ROLE clip_hostile_owner;
 SELECT pg_catalog.count(*) AS watches_seen FROM public.clip_watch_status;
 SELECT relation, source_column, sqlstate FROM public.clip_backfill_failures;
 RESET ROLE;
+-- A migration of the watched column: clip_migrate, a batch of both watches, the progress view, the switch,
+-- clip_column_model, and a second migration cancelled.
+SELECT public.clip_register_model('tiny'::text, :'tiny'::text, false);
+SELECT public.clip_migrate('docs'::regclass, 'caption'::text, 'e_watch'::text, 'tiny'::text);
+SELECT b.done, b.skipped, b.error FROM clip_search_internal.watches w
+CROSS JOIN LATERAL clip_search_internal.watch_batch(w.relation, w.source_attnum, w.target_attnum, 8) b;
+SELECT relation, source_column, target_column, new_column, model, rows_pending FROM public.clip_migrations;
+SELECT public.clip_migrate_switch('docs'::regclass, true);
+SELECT public.clip_column_model('docs'::regclass, 'e_watch'::text);
+SELECT public.clip_migrate('docs'::regclass, 'caption'::text, 'e_watch'::text, 'tiny'::text);
+SELECT public.clip_migrate_cancel('docs'::regclass);
 SELECT public.clip_unwatch('docs'::regclass);
 RESET search_path;
 -- What was embedded is what the functions compute (row 2's caption changed after its backfill).
@@ -145,6 +157,8 @@ SELECT relation, source_column, target_column, rows_pending FROM public.clip_wat
 UPDATE notes SET body = 'another note' WHERE id OPERATOR(pg_catalog.=) 1;
 SELECT b.done, b.error FROM clip_search_internal.watches w
 CROSS JOIN LATERAL clip_search_internal.watch_batch(w.relation, w.source_attnum, w.target_attnum, 8) b;
+-- The watch's trigger took its column's number in its name.
+SELECT tgname FROM pg_trigger WHERE tgrelid OPERATOR(pg_catalog.=) 'notes'::regclass;
 SET ROLE clip_hostile_owner;
 SELECT relation, rows_pending, rows_embedded FROM public.clip_watch_status;
 SELECT pg_catalog.count(*) AS failures_seen FROM public.clip_backfill_failures;

@@ -57,7 +57,7 @@ SELECT pg_temp.error_of($$INSERT INTO clip_search_internal.watches (relation, so
                           pending_index, next_try_at) VALUES ('strangers.own_table', 2, 3, 'watched_body', 'infinity')$$);
 INSERT INTO clip_search_internal.watches (relation, source_attnum, target_attnum, pending_index)
 VALUES ('strangers.own_table', 2, 3, 'watched_body');
-CREATE TRIGGER clip_watch BEFORE UPDATE OF body ON strangers.own_table FOR EACH ROW
+CREATE TRIGGER clip_watch_3 BEFORE UPDATE OF body ON strangers.own_table FOR EACH ROW
     EXECUTE FUNCTION clip_search_internal.watch_trigger('3');
 RESET ROLE;
 SELECT clip_unwatch('strangers.own_table');
