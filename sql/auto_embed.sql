@@ -105,6 +105,24 @@ BEGIN
 END
 $function$;
 
+-- A trigger's arguments, as pg_trigger.tgargs holds them: each in the database's encoding, ended by a zero byte.
+CREATE FUNCTION clip_search_internal.trigger_arguments(arguments bytea) RETURNS text[]
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $function$
+DECLARE
+    result text[] := '{}';
+    rest   bytea := arguments;
+    ends   integer;
+BEGIN
+    LOOP
+        ends := position('\x00'::bytea IN rest);
+        EXIT WHEN ends = 0;
+        result := result || convert_from(substring(rest FROM 1 FOR ends - 1), current_setting('server_encoding'));
+        rest := substring(rest FROM ends + 1);
+    END LOOP;
+    RETURN result;
+END
+$function$;
+
 -- Whether text can be a model's name: 1 to 62 letters, digits, ".", "_" or "-", starting with a letter or digit. At
 -- most 62 bytes: a longer argument of type name is cut to 63, and must not become another model's name.
 CREATE FUNCTION clip_search_internal.is_model_name(model text) RETURNS boolean

@@ -82,6 +82,24 @@ BEGIN
 END
 $function$;
 
+-- A trigger's arguments, as pg_trigger.tgargs holds them: each in the database's encoding, ended by a zero byte.
+CREATE FUNCTION clip_search_internal.trigger_arguments(arguments bytea) RETURNS text[]
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $function$
+DECLARE
+    result text[] := '{}';
+    rest   bytea := arguments;
+    ends   integer;
+BEGIN
+    LOOP
+        ends := position('\x00'::bytea IN rest);
+        EXIT WHEN ends = 0;
+        result := result || convert_from(substring(rest FROM 1 FOR ends - 1), current_setting('server_encoding'));
+        rest := substring(rest FROM ends + 1);
+    END LOOP;
+    RETURN result;
+END
+$function$;
+
 -- Whether text can be a model's name: 1 to 62 letters, digits, ".", "_" or "-", starting with a letter or digit. At
 -- most 62 bytes: a longer argument of type name is cut to 63, and must not become another model's name.
 CREATE FUNCTION clip_search_internal.is_model_name(model text) RETURNS boolean
@@ -331,8 +349,63 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $function$
                    WHERE m.relation = watch.relation AND m.new_attnum = watch.target_attnum)
 $function$;
 
+-- Whether relation is a plain or a partitioned table.
+CREATE OR REPLACE FUNCTION clip_search_internal.is_table(relation regclass) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $function$
+    SELECT coalesce((SELECT c.relkind IN ('r', 'p') FROM pg_class c WHERE c.oid = relation), false)
+$function$;
+
+-- The name of a column of relation, by attribute number; NULL if there is none (dropped, or the table is gone).
+CREATE OR REPLACE FUNCTION clip_search_internal.column_name(relation regclass, attnum smallint) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $function$
+    SELECT a.attname::text FROM pg_attribute a
+    WHERE a.attrelid = relation AND a.attnum = column_name.attnum AND a.attnum > 0 AND NOT a.attisdropped
+$function$;
+
+-- The attribute number of a column of relation, or an error that names the caller.
+CREATE OR REPLACE FUNCTION clip_search_internal.column_attnum(relation regclass, column_name text, caller text) RETURNS smallint
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $function$
+DECLARE
+    number smallint;
+BEGIN
+    SELECT a.attnum INTO number FROM pg_attribute a
+    WHERE a.attrelid = relation AND a.attname = column_name AND a.attnum > 0 AND NOT a.attisdropped;
+    IF number IS NULL THEN
+        RAISE EXCEPTION '%: column "%" does not exist in %', caller, column_name, relation
+            USING ERRCODE = 'undefined_column';
+    END IF;
+    RETURN number;
+END
+$function$;
+
+-- Clears the target (attribute number TG_ARGV[0] of the watched table) of a watched row whose source an UPDATE
+-- changed, so the worker embeds it again. The trigger's WHEN clause compares the source. On a partition the
+-- trigger is a clone of the watched table's, and the partition's attribute numbers may differ from the watched
+-- table's (a column dropped from it before it was attached): the column is found by its name in the watched table,
+-- the table of the trigger's topmost parent. A target column dropped since leaves the row as it is (the watch is
+-- broken, and clip_watch_status says so).
+CREATE OR REPLACE FUNCTION clip_search_internal.watch_trigger() RETURNS trigger LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp AS $function$
+DECLARE
+    watched       oid;
+    target_column text;
+BEGIN
+    WITH RECURSIVE ancestors AS (
+        SELECT t.tgrelid, t.tgparentid FROM pg_trigger t WHERE t.tgrelid = TG_RELID AND t.tgname = TG_NAME
+        UNION ALL
+        SELECT t.tgrelid, t.tgparentid FROM pg_trigger t JOIN ancestors a ON t.oid = a.tgparentid
+    )
+    SELECT a.tgrelid INTO watched FROM ancestors a WHERE a.tgparentid = 0;
+    target_column := clip_search_internal.column_name(watched::regclass, TG_ARGV[0]::smallint);
+    IF target_column IS NULL THEN
+        RETURN NEW;
+    END IF;
+    RETURN jsonb_populate_record(NEW, jsonb_build_object(target_column, NULL));
+END
+$function$;
+
 -- The name of the trigger of the watch of a table's column target_attnum: by number, so that it follows a rename.
-CREATE FUNCTION clip_search_internal.watch_trigger_name(target_attnum smallint) RETURNS name
+CREATE OR REPLACE FUNCTION clip_search_internal.watch_trigger_name(target_attnum smallint) RETURNS name
 LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $function$
     SELECT ('clip_watch_' || target_attnum)::name
 $function$;
@@ -353,16 +426,35 @@ BEGIN
 END
 $function$;
 
--- The name of the partial index that finds the due rows of a watch of a table's target_column. As type name: cut to
--- 63 bytes the way PostgreSQL cuts the index's name (text's left() counts characters).
-CREATE FUNCTION clip_search_internal.pending_index_name(relation regclass, target_column text) RETURNS name
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $function$
-    SELECT format('%s_%s_clip_pending', (SELECT relname FROM pg_class WHERE oid = relation), target_column)::name
+-- A name for the partial index that finds the due rows of a watch of a table's target_column, free in the table's
+-- schema: <table>_<column>_clip_pending, cut to 63 bytes as PostgreSQL would cut it but keeping the suffix, and
+-- numbered when another relation has the name.
+CREATE OR REPLACE FUNCTION clip_search_internal.pending_index_name(relation regclass, target_column text) RETURNS name
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $function$
+DECLARE
+    base      text := format('%s_%s', (SELECT relname FROM pg_class WHERE oid = relation), target_column);
+    suffix    text := '_clip_pending';
+    candidate text;
+    number    integer := 1;
+BEGIN
+    LOOP
+        candidate := base || suffix;
+        WHILE octet_length(candidate) > 63 LOOP
+            base := left(base, -1);
+            candidate := base || suffix;
+        END LOOP;
+        EXIT WHEN NOT EXISTS (SELECT FROM pg_class c WHERE c.relname = candidate
+                              AND c.relnamespace = (SELECT relnamespace FROM pg_class WHERE oid = relation));
+        number := number + 1;
+        suffix := '_clip_pending' || number;
+    END LOOP;
+    RETURN candidate;
+END
 $function$;
 
 -- Starts a watch of target_column (see clip_watch) for caller: checks the columns, the model and the table, makes
 -- the trigger and the partial index, and records the watch.
-CREATE FUNCTION clip_search_internal.start_watch(target_table regclass, source_column text, target_column text,
+CREATE OR REPLACE FUNCTION clip_search_internal.start_watch(target_table regclass, source_column text, target_column text,
     model text, caller text) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $function$
 DECLARE
@@ -407,7 +499,7 @@ END
 $function$;
 
 -- Ends a watch: removes its trigger, the partial index it made, and its row. Embeddings stay.
-CREATE FUNCTION clip_search_internal.stop_watch(watch clip_search_internal.watches) RETURNS void
+CREATE OR REPLACE FUNCTION clip_search_internal.stop_watch(watch clip_search_internal.watches) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $function$
 BEGIN
     -- The table first: a batch of the worker holds a lock on it until it has updated the watch's row.
@@ -446,22 +538,6 @@ BEGIN
 END
 $function$;
 
--- The triggers of the watches take their column's number in their names.
-DO $rename$
-DECLARE
-    watch record;
-BEGIN
-    FOR watch IN SELECT w.relation, w.target_attnum FROM clip_search_internal.watches w
-                 JOIN pg_catalog.pg_trigger t ON t.tgrelid OPERATOR(pg_catalog.=) w.relation::pg_catalog.oid
-                 WHERE t.tgname OPERATOR(pg_catalog.=) 'clip_watch'
-                   AND t.tgfoid OPERATOR(pg_catalog.=) 'clip_search_internal.watch_trigger()'::pg_catalog.regprocedure
-    LOOP
-        EXECUTE pg_catalog.format('ALTER TRIGGER clip_watch ON %s RENAME TO %I', watch.relation,
-                                  clip_search_internal.watch_trigger_name(watch.target_attnum));
-    END LOOP;
-END
-$rename$;
-
 -- One batch of a watch, run by the worker as the table's owner: embeds up to batch_size due rows, records those that
 -- cannot be embedded, and returns how many it embedded and skipped; any other error (a column dropped, the model
 -- missing) is returned, not raised, so the worker can record it and go on with the other watches.
@@ -471,11 +547,16 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $function$
 DECLARE
     source_column text := clip_search_internal.column_name(target_table, source_attnum);
     target_column text := clip_search_internal.column_name(target_table, target_attnum);
-    model         text := (SELECT w.model FROM clip_search_internal.watches w
-                           WHERE w.relation = target_table AND w.target_attnum = watch_batch.target_attnum);
+    model         text;
 BEGIN
     done := 0;
     skipped := 0;
+    -- A watch that ended since the worker listed the watches (a switch ends one) has nothing to do.
+    SELECT w.model INTO model FROM clip_search_internal.watches w
+    WHERE w.relation = target_table AND w.target_attnum = watch_batch.target_attnum;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
     IF source_column IS NULL OR target_column IS NULL THEN
         error := format('42703 the %s column of the watch was dropped from %s',
                         CASE WHEN source_column IS NULL THEN 'source' ELSE 'target' END, target_table);
@@ -493,6 +574,66 @@ EXCEPTION WHEN OTHERS THEN
     error := SQLSTATE || ' ' || SQLERRM;
 END
 $function$;
+
+-- A watch's progress, if the current role may read its table: rows due, embedded and failed, the rate of the last
+-- batch, the last error, and the worker's state. No row for a table dropped since (the worker skips it); a watch
+-- whose column was dropped shows NULL for that column's name and the counts rather than failing.
+CREATE OR REPLACE FUNCTION clip_search_internal.watch_status(w clip_search_internal.watches,
+    OUT source_column text, OUT target_column text, OUT rows_pending bigint, OUT rows_embedded bigint,
+    OUT rows_failed bigint, OUT rows_embedded_by_worker bigint, OUT last_batch_rows_per_s numeric,
+    OUT last_batch_at timestamptz, OUT last_error text, OUT last_error_at timestamptz, OUT worker_state text)
+RETURNS SETOF record LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $function$
+DECLARE
+    pending bigint;
+BEGIN
+    IF NOT clip_search_internal.is_table(w.relation) OR NOT has_table_privilege(w.relation, 'SELECT') THEN
+        RETURN;
+    END IF;
+    source_column := clip_search_internal.column_name(w.relation, w.source_attnum);
+    target_column := clip_search_internal.column_name(w.relation, w.target_attnum);
+    IF source_column IS NOT NULL AND target_column IS NOT NULL THEN
+        EXECUTE format('SELECT count(*) FILTER (WHERE %2$I IS NULL AND %1$I IS NOT NULL), count(%2$I) FROM %3$s',
+                       source_column, target_column, w.relation)
+            INTO pending, rows_embedded;
+        SELECT count(*) INTO rows_failed FROM @extschema@.clip_backfill_failures f
+        WHERE f.relation = w.relation AND f.source_column = watch_status.source_column;
+        rows_pending := greatest(pending - rows_failed, 0);
+    END IF;
+    rows_embedded_by_worker := w.rows_embedded;
+    last_batch_rows_per_s := round(w.last_batch_rate::numeric, 1);
+    last_batch_at := w.last_batch_at;
+    last_error := w.last_error;
+    last_error_at := w.last_error_at;
+    worker_state := clip_search_internal.worker_state();
+    RETURN NEXT;
+END
+$function$;
+
+ALTER POLICY readers ON clip_search_internal.watches
+    USING (pg_catalog.has_any_column_privilege(relation::pg_catalog.oid, 'SELECT'));
+-- A row names a plain or partitioned table: status and switches read the relation as the role that asks, and a
+-- view or a foreign table would run its owner's code as that role.
+ALTER POLICY owners ON clip_search_internal.watches
+    USING (pg_catalog.pg_has_role((SELECT c.relowner FROM pg_catalog.pg_class c
+                                   WHERE c.oid OPERATOR(pg_catalog.=) relation::pg_catalog.oid), 'USAGE'))
+    WITH CHECK (pg_catalog.pg_has_role((SELECT c.relowner FROM pg_catalog.pg_class c
+                                        WHERE c.oid OPERATOR(pg_catalog.=) relation::pg_catalog.oid), 'USAGE')
+                AND clip_search_internal.is_table(relation));
+-- The triggers of the watches take their column's number in their names.
+DO $rename$
+DECLARE
+    watch record;
+BEGIN
+    FOR watch IN SELECT w.relation, w.target_attnum FROM clip_search_internal.watches w
+                 JOIN pg_catalog.pg_trigger t ON t.tgrelid OPERATOR(pg_catalog.=) w.relation::pg_catalog.oid
+                 WHERE t.tgname OPERATOR(pg_catalog.=) 'clip_watch'
+                   AND t.tgfoid OPERATOR(pg_catalog.=) 'clip_search_internal.watch_trigger()'::pg_catalog.regprocedure
+    LOOP
+        EXECUTE pg_catalog.format('ALTER TRIGGER clip_watch ON %s RENAME TO %I', watch.relation,
+                                  clip_search_internal.watch_trigger_name(watch.target_attnum));
+    END LOOP;
+END
+$rename$;
 
 -- Progress and health of each watch in this database, for the tables the viewer may read, and the time left at the
 -- last batch's rate. The view reads every
@@ -707,7 +848,7 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $function$
     SELECT format('trigger %I of %s', t.tgname, t.tgrelid::regclass) FROM pg_trigger t
     WHERE t.tgfoid = '@extschema@.clip_embed_trigger()'::regprocedure
       AND CASE WHEN t.tgnargs >= 3
-               THEN (string_to_array(encode(t.tgargs, 'escape'), '\000'))[3] = model_users.model
+               THEN (clip_search_internal.trigger_arguments(t.tgargs))[3] = model_users.model
                ELSE model_users.model = clip_search_internal.default_model_name() END
     UNION
     SELECT format('watched column %s of %s', clip_search_internal.column_name(w.relation, w.target_attnum), w.relation)
@@ -845,9 +986,10 @@ $function$;
 
 -- Starts moving target_column of target_table (a vector or halfvec column, filled from source_column) to model
 -- (a registered model's name): adds the column <target_column>_next of model's dimension, makes the HNSW indexes
--- of target_column again on it (writes to the table wait while they are made: a scan of the table, since the new
--- column is empty), and has the background worker fill it. Queries go on using target_column. Progress:
--- clip_migrations. Returns the new column's name. Needs the table owner's rights.
+-- of target_column again on it, and has the background worker fill it. The call holds an ACCESS EXCLUSIVE lock on
+-- the table while it makes the indexes (one scan of the table, since the new column is empty); then queries go
+-- on using target_column. Progress: clip_migrations. Returns the new column's name. Needs the table owner's
+-- rights.
 CREATE FUNCTION @extschema@.clip_migrate(target_table regclass, source_column text, target_column text, model text)
 RETURNS text LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $function$
 DECLARE
@@ -870,6 +1012,11 @@ BEGIN
     IF (SELECT t.typname FROM pg_type t WHERE t.oid = target_type) NOT IN ('vector', 'halfvec') THEN
         RAISE EXCEPTION 'clip_migrate: column "%" of % is of type %, not vector or halfvec',
             target_column, target_table, target_type USING ERRCODE = 'datatype_mismatch';
+    END IF;
+    IF octet_length(target_column) > 63 - octet_length('_next') THEN
+        RAISE EXCEPTION 'clip_migrate: the name of column "%" is too long to name the migration''s columns after it',
+            target_column USING ERRCODE = 'name_too_long',
+            HINT = format('Rename it to a name of at most %s bytes first.', 63 - octet_length('_next'));
     END IF;
     IF EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = target_table AND a.attname = new_column
                AND NOT a.attisdropped) THEN
@@ -937,11 +1084,13 @@ DECLARE
     pending       bigint;
     batch         record;
     filler        name;
-    pending_name  name;
+    viewers       text;
     old_indexes   name[];     -- names: the indexes are gone when the new ones take them
     new_indexes   regclass[];
 BEGIN
     migration := clip_search_internal.migration_of(target_table, 'clip_migrate_switch');
+    -- One switch or cancel at a time, before anything reads the table: the lock is taken again, stronger, below.
+    EXECUTE format('LOCK TABLE %s IN SHARE UPDATE EXCLUSIVE MODE', target_table);
     watch := clip_search_internal.migration_watch(migration);
     source_column := clip_search_internal.column_name(target_table, migration.source_attnum);
     target_column := clip_search_internal.column_name(target_table, migration.target_attnum);
@@ -953,13 +1102,23 @@ BEGIN
     END IF;
     SELECT t.tgname INTO filler FROM pg_trigger t
     WHERE t.tgrelid = target_table AND t.tgfoid = '@extschema@.clip_embed_trigger()'::regprocedure
-      AND (string_to_array(encode(t.tgargs, 'escape'), '\000'))[2] = target_column
+      AND (clip_search_internal.trigger_arguments(t.tgargs))[2] = target_column
     LIMIT 1;
     IF filler IS NOT NULL THEN
         RAISE EXCEPTION 'clip_migrate_switch: the trigger % fills column "%" of % with clip_embed_trigger',
             filler, target_column, target_table USING ERRCODE = 'object_not_in_prerequisite_state',
             DETAIL = 'After the switch it would fill the column with the old model.',
             HINT = 'Drop the trigger in the transaction that switches: the worker keeps the column embedded after it.';
+    END IF;
+    SELECT string_agg(r.ev_class::regclass::text, ', ') INTO viewers
+    FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid
+    WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass AND d.refobjid = target_table
+      AND d.refobjsubid = migration.target_attnum AND r.ev_class <> target_table;
+    IF viewers IS NOT NULL THEN
+        RAISE EXCEPTION 'clip_migrate_switch: views read column "%" of %: %', target_column, target_table, viewers
+            USING ERRCODE = 'dependent_objects_still_exist',
+            DETAIL = 'A view keeps the column it was made with, which would go on holding the old model.',
+            HINT = 'Drop them in the transaction that switches, and create them again after it.';
     END IF;
     old_column := (target_column || '_old')::name;
     IF NOT drop_old AND EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = target_table
@@ -1006,12 +1165,10 @@ BEGIN
         EXECUTE format('ALTER TABLE %s RENAME COLUMN %I TO %I', target_table, target_column, old_column);
     END IF;
     EXECUTE format('ALTER TABLE %s RENAME COLUMN %I TO %I', target_table, new_column, target_column);
-    -- Its watch's index takes the name that a watch of the column has, unless another index has it.
-    pending_name := clip_search_internal.pending_index_name(target_table, target_column);
-    IF EXISTS (SELECT FROM pg_index i WHERE i.indexrelid = watch.pending_index AND i.indrelid = target_table)
-       AND NOT EXISTS (SELECT FROM pg_class c WHERE c.relname = pending_name
-                       AND c.relnamespace = (SELECT relnamespace FROM pg_class WHERE oid = target_table)) THEN
-        EXECUTE format('ALTER INDEX %s RENAME TO %I', watch.pending_index, pending_name);
+    -- Its watch's index takes a name after the column's.
+    IF EXISTS (SELECT FROM pg_index i WHERE i.indexrelid = watch.pending_index AND i.indrelid = target_table) THEN
+        EXECUTE format('ALTER INDEX %s RENAME TO %I', watch.pending_index,
+                       clip_search_internal.pending_index_name(target_table, target_column));
     END IF;
     DELETE FROM clip_search_internal.migrations m WHERE m.relation = target_table;
 END
@@ -1027,6 +1184,8 @@ DECLARE
     new_column text;
 BEGIN
     migration := clip_search_internal.migration_of(target_table, 'clip_migrate_cancel');
+    -- The table before the rows, as the worker's batches and clip_migrate_switch take them.
+    EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', target_table);
     watch := clip_search_internal.migration_watch(migration);
     new_column := clip_search_internal.column_name(target_table, migration.new_attnum);
     DELETE FROM clip_search_internal.migrations m WHERE m.relation = target_table;
@@ -1040,27 +1199,31 @@ END
 $function$;
 
 -- Each migration of the tables the viewer may read: its columns and model, the progress and the time left of its
--- new column's watch (see clip_watch_status), and whether clip_migrate_switch can switch now. Every name is
--- qualified: a view binds them when it is created.
+-- new column's watch (see clip_watch_status; NULL when a column of the migration was dropped), and whether
+-- clip_migrate_switch can switch now. Every name is qualified: a view binds them when it is created.
 CREATE VIEW @extschema@.clip_migrations WITH (security_barrier) AS
-SELECT m.relation, s.source_column, clip_search_internal.column_name(m.relation, m.target_attnum) AS target_column,
-       s.target_column AS new_column, m.model, m.started_at, s.rows_pending, s.rows_embedded, s.rows_failed,
+SELECT m.relation, clip_search_internal.column_name(m.relation, m.source_attnum) AS source_column,
+       clip_search_internal.column_name(m.relation, m.target_attnum) AS target_column,
+       clip_search_internal.column_name(m.relation, m.new_attnum) AS new_column, m.model, m.started_at,
+       s.rows_pending, s.rows_embedded, s.rows_failed,
        s.last_batch_rows_per_s, s.time_left, s.last_error, s.worker_state,
        s.rows_pending OPERATOR(pg_catalog.<=) clip_search_internal.batch_size() AS ready_to_switch
 FROM clip_search_internal.migrations m
-JOIN @extschema@.clip_watch_status s
+LEFT JOIN @extschema@.clip_watch_status s
   ON s.relation OPERATOR(pg_catalog.=) m.relation
- AND s.target_column OPERATOR(pg_catalog.=) clip_search_internal.column_name(m.relation, m.new_attnum);
+ AND s.target_column OPERATOR(pg_catalog.=) clip_search_internal.column_name(m.relation, m.new_attnum)
+WHERE pg_catalog.has_table_privilege(m.relation::pg_catalog.oid, 'SELECT');
 
 GRANT SELECT ON @extschema@.clip_migrations TO PUBLIC;
 ALTER TABLE clip_search_internal.migrations ENABLE ROW LEVEL SECURITY;
 CREATE POLICY readers ON clip_search_internal.migrations FOR SELECT
-    USING (pg_catalog.has_table_privilege(relation::pg_catalog.oid, 'SELECT'));
+    USING (pg_catalog.has_any_column_privilege(relation::pg_catalog.oid, 'SELECT'));
 CREATE POLICY owners ON clip_search_internal.migrations
     USING (pg_catalog.pg_has_role((SELECT c.relowner FROM pg_catalog.pg_class c
                                    WHERE c.oid OPERATOR(pg_catalog.=) relation::pg_catalog.oid), 'USAGE'))
     WITH CHECK (pg_catalog.pg_has_role((SELECT c.relowner FROM pg_catalog.pg_class c
-                                        WHERE c.oid OPERATOR(pg_catalog.=) relation::pg_catalog.oid), 'USAGE'));
+                                        WHERE c.oid OPERATOR(pg_catalog.=) relation::pg_catalog.oid), 'USAGE')
+                AND clip_search_internal.is_table(relation));
 GRANT SELECT, INSERT (relation, source_attnum, target_attnum, new_attnum, model), DELETE
     ON clip_search_internal.migrations TO PUBLIC;
 

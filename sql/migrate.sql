@@ -41,9 +41,10 @@ $function$;
 
 -- Starts moving target_column of target_table (a vector or halfvec column, filled from source_column) to model
 -- (a registered model's name): adds the column <target_column>_next of model's dimension, makes the HNSW indexes
--- of target_column again on it (writes to the table wait while they are made: a scan of the table, since the new
--- column is empty), and has the background worker fill it. Queries go on using target_column. Progress:
--- clip_migrations. Returns the new column's name. Needs the table owner's rights.
+-- of target_column again on it, and has the background worker fill it. The call holds an ACCESS EXCLUSIVE lock on
+-- the table while it makes the indexes (one scan of the table, since the new column is empty); then queries go
+-- on using target_column. Progress: clip_migrations. Returns the new column's name. Needs the table owner's
+-- rights.
 CREATE FUNCTION @extschema@.clip_migrate(target_table regclass, source_column text, target_column text, model text)
 RETURNS text LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $function$
 DECLARE
@@ -66,6 +67,11 @@ BEGIN
     IF (SELECT t.typname FROM pg_type t WHERE t.oid = target_type) NOT IN ('vector', 'halfvec') THEN
         RAISE EXCEPTION 'clip_migrate: column "%" of % is of type %, not vector or halfvec',
             target_column, target_table, target_type USING ERRCODE = 'datatype_mismatch';
+    END IF;
+    IF octet_length(target_column) > 63 - octet_length('_next') THEN
+        RAISE EXCEPTION 'clip_migrate: the name of column "%" is too long to name the migration''s columns after it',
+            target_column USING ERRCODE = 'name_too_long',
+            HINT = format('Rename it to a name of at most %s bytes first.', 63 - octet_length('_next'));
     END IF;
     IF EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = target_table AND a.attname = new_column
                AND NOT a.attisdropped) THEN
@@ -133,11 +139,13 @@ DECLARE
     pending       bigint;
     batch         record;
     filler        name;
-    pending_name  name;
+    viewers       text;
     old_indexes   name[];     -- names: the indexes are gone when the new ones take them
     new_indexes   regclass[];
 BEGIN
     migration := clip_search_internal.migration_of(target_table, 'clip_migrate_switch');
+    -- One switch or cancel at a time, before anything reads the table: the lock is taken again, stronger, below.
+    EXECUTE format('LOCK TABLE %s IN SHARE UPDATE EXCLUSIVE MODE', target_table);
     watch := clip_search_internal.migration_watch(migration);
     source_column := clip_search_internal.column_name(target_table, migration.source_attnum);
     target_column := clip_search_internal.column_name(target_table, migration.target_attnum);
@@ -149,13 +157,23 @@ BEGIN
     END IF;
     SELECT t.tgname INTO filler FROM pg_trigger t
     WHERE t.tgrelid = target_table AND t.tgfoid = '@extschema@.clip_embed_trigger()'::regprocedure
-      AND (string_to_array(encode(t.tgargs, 'escape'), '\000'))[2] = target_column
+      AND (clip_search_internal.trigger_arguments(t.tgargs))[2] = target_column
     LIMIT 1;
     IF filler IS NOT NULL THEN
         RAISE EXCEPTION 'clip_migrate_switch: the trigger % fills column "%" of % with clip_embed_trigger',
             filler, target_column, target_table USING ERRCODE = 'object_not_in_prerequisite_state',
             DETAIL = 'After the switch it would fill the column with the old model.',
             HINT = 'Drop the trigger in the transaction that switches: the worker keeps the column embedded after it.';
+    END IF;
+    SELECT string_agg(r.ev_class::regclass::text, ', ') INTO viewers
+    FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid
+    WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass AND d.refobjid = target_table
+      AND d.refobjsubid = migration.target_attnum AND r.ev_class <> target_table;
+    IF viewers IS NOT NULL THEN
+        RAISE EXCEPTION 'clip_migrate_switch: views read column "%" of %: %', target_column, target_table, viewers
+            USING ERRCODE = 'dependent_objects_still_exist',
+            DETAIL = 'A view keeps the column it was made with, which would go on holding the old model.',
+            HINT = 'Drop them in the transaction that switches, and create them again after it.';
     END IF;
     old_column := (target_column || '_old')::name;
     IF NOT drop_old AND EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = target_table
@@ -202,12 +220,10 @@ BEGIN
         EXECUTE format('ALTER TABLE %s RENAME COLUMN %I TO %I', target_table, target_column, old_column);
     END IF;
     EXECUTE format('ALTER TABLE %s RENAME COLUMN %I TO %I', target_table, new_column, target_column);
-    -- Its watch's index takes the name that a watch of the column has, unless another index has it.
-    pending_name := clip_search_internal.pending_index_name(target_table, target_column);
-    IF EXISTS (SELECT FROM pg_index i WHERE i.indexrelid = watch.pending_index AND i.indrelid = target_table)
-       AND NOT EXISTS (SELECT FROM pg_class c WHERE c.relname = pending_name
-                       AND c.relnamespace = (SELECT relnamespace FROM pg_class WHERE oid = target_table)) THEN
-        EXECUTE format('ALTER INDEX %s RENAME TO %I', watch.pending_index, pending_name);
+    -- Its watch's index takes a name after the column's.
+    IF EXISTS (SELECT FROM pg_index i WHERE i.indexrelid = watch.pending_index AND i.indrelid = target_table) THEN
+        EXECUTE format('ALTER INDEX %s RENAME TO %I', watch.pending_index,
+                       clip_search_internal.pending_index_name(target_table, target_column));
     END IF;
     DELETE FROM clip_search_internal.migrations m WHERE m.relation = target_table;
 END
@@ -223,6 +239,8 @@ DECLARE
     new_column text;
 BEGIN
     migration := clip_search_internal.migration_of(target_table, 'clip_migrate_cancel');
+    -- The table before the rows, as the worker's batches and clip_migrate_switch take them.
+    EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', target_table);
     watch := clip_search_internal.migration_watch(migration);
     new_column := clip_search_internal.column_name(target_table, migration.new_attnum);
     DELETE FROM clip_search_internal.migrations m WHERE m.relation = target_table;
@@ -236,16 +254,19 @@ END
 $function$;
 
 -- Each migration of the tables the viewer may read: its columns and model, the progress and the time left of its
--- new column's watch (see clip_watch_status), and whether clip_migrate_switch can switch now. Every name is
--- qualified: a view binds them when it is created.
+-- new column's watch (see clip_watch_status; NULL when a column of the migration was dropped), and whether
+-- clip_migrate_switch can switch now. Every name is qualified: a view binds them when it is created.
 CREATE VIEW @extschema@.clip_migrations WITH (security_barrier) AS
-SELECT m.relation, s.source_column, clip_search_internal.column_name(m.relation, m.target_attnum) AS target_column,
-       s.target_column AS new_column, m.model, m.started_at, s.rows_pending, s.rows_embedded, s.rows_failed,
+SELECT m.relation, clip_search_internal.column_name(m.relation, m.source_attnum) AS source_column,
+       clip_search_internal.column_name(m.relation, m.target_attnum) AS target_column,
+       clip_search_internal.column_name(m.relation, m.new_attnum) AS new_column, m.model, m.started_at,
+       s.rows_pending, s.rows_embedded, s.rows_failed,
        s.last_batch_rows_per_s, s.time_left, s.last_error, s.worker_state,
        s.rows_pending OPERATOR(pg_catalog.<=) clip_search_internal.batch_size() AS ready_to_switch
 FROM clip_search_internal.migrations m
-JOIN @extschema@.clip_watch_status s
+LEFT JOIN @extschema@.clip_watch_status s
   ON s.relation OPERATOR(pg_catalog.=) m.relation
- AND s.target_column OPERATOR(pg_catalog.=) clip_search_internal.column_name(m.relation, m.new_attnum);
+ AND s.target_column OPERATOR(pg_catalog.=) clip_search_internal.column_name(m.relation, m.new_attnum)
+WHERE pg_catalog.has_table_privilege(m.relation::pg_catalog.oid, 'SELECT');
 
 GRANT SELECT ON @extschema@.clip_migrations TO PUBLIC;

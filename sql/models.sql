@@ -98,7 +98,7 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $function$
     SELECT format('trigger %I of %s', t.tgname, t.tgrelid::regclass) FROM pg_trigger t
     WHERE t.tgfoid = '@extschema@.clip_embed_trigger()'::regprocedure
       AND CASE WHEN t.tgnargs >= 3
-               THEN (string_to_array(encode(t.tgargs, 'escape'), '\000'))[3] = model_users.model
+               THEN (clip_search_internal.trigger_arguments(t.tgargs))[3] = model_users.model
                ELSE model_users.model = clip_search_internal.default_model_name() END
     UNION
     SELECT format('watched column %s of %s', clip_search_internal.column_name(w.relation, w.target_attnum), w.relation)

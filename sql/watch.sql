@@ -49,6 +49,12 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $function$
                    WHERE m.relation = watch.relation AND m.new_attnum = watch.target_attnum)
 $function$;
 
+-- Whether relation is a plain or a partitioned table.
+CREATE FUNCTION clip_search_internal.is_table(relation regclass) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $function$
+    SELECT coalesce((SELECT c.relkind IN ('r', 'p') FROM pg_class c WHERE c.oid = relation), false)
+$function$;
+
 -- The name of a column of relation, by attribute number; NULL if there is none (dropped, or the table is gone).
 CREATE FUNCTION clip_search_internal.column_name(relation regclass, attnum smallint) RETURNS text
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $function$
@@ -72,14 +78,25 @@ BEGIN
 END
 $function$;
 
--- Clears the target (attribute number TG_ARGV[0]) of a watched row whose source an UPDATE changed, so the worker
--- embeds it again. The trigger's WHEN clause compares the source; a target column dropped since leaves the row as
--- it is (the watch is broken, and clip_watch_status says so).
+-- Clears the target (attribute number TG_ARGV[0] of the watched table) of a watched row whose source an UPDATE
+-- changed, so the worker embeds it again. The trigger's WHEN clause compares the source. On a partition the
+-- trigger is a clone of the watched table's, and the partition's attribute numbers may differ from the watched
+-- table's (a column dropped from it before it was attached): the column is found by its name in the watched table,
+-- the table of the trigger's topmost parent. A target column dropped since leaves the row as it is (the watch is
+-- broken, and clip_watch_status says so).
 CREATE FUNCTION clip_search_internal.watch_trigger() RETURNS trigger LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp AS $function$
 DECLARE
-    target_column text := clip_search_internal.column_name(TG_RELID::regclass, TG_ARGV[0]::smallint);
+    watched       oid;
+    target_column text;
 BEGIN
+    WITH RECURSIVE ancestors AS (
+        SELECT t.tgrelid, t.tgparentid FROM pg_trigger t WHERE t.tgrelid = TG_RELID AND t.tgname = TG_NAME
+        UNION ALL
+        SELECT t.tgrelid, t.tgparentid FROM pg_trigger t JOIN ancestors a ON t.oid = a.tgparentid
+    )
+    SELECT a.tgrelid INTO watched FROM ancestors a WHERE a.tgparentid = 0;
+    target_column := clip_search_internal.column_name(watched::regclass, TG_ARGV[0]::smallint);
     IF target_column IS NULL THEN
         RETURN NEW;
     END IF;
@@ -119,11 +136,30 @@ BEGIN
 END
 $function$;
 
--- The name of the partial index that finds the due rows of a watch of a table's target_column. As type name: cut to
--- 63 bytes the way PostgreSQL cuts the index's name (text's left() counts characters).
+-- A name for the partial index that finds the due rows of a watch of a table's target_column, free in the table's
+-- schema: <table>_<column>_clip_pending, cut to 63 bytes as PostgreSQL would cut it but keeping the suffix, and
+-- numbered when another relation has the name.
 CREATE FUNCTION clip_search_internal.pending_index_name(relation regclass, target_column text) RETURNS name
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $function$
-    SELECT format('%s_%s_clip_pending', (SELECT relname FROM pg_class WHERE oid = relation), target_column)::name
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $function$
+DECLARE
+    base      text := format('%s_%s', (SELECT relname FROM pg_class WHERE oid = relation), target_column);
+    suffix    text := '_clip_pending';
+    candidate text;
+    number    integer := 1;
+BEGIN
+    LOOP
+        candidate := base || suffix;
+        WHILE octet_length(candidate) > 63 LOOP
+            base := left(base, -1);
+            candidate := base || suffix;
+        END LOOP;
+        EXIT WHEN NOT EXISTS (SELECT FROM pg_class c WHERE c.relname = candidate
+                              AND c.relnamespace = (SELECT relnamespace FROM pg_class WHERE oid = relation));
+        number := number + 1;
+        suffix := '_clip_pending' || number;
+    END LOOP;
+    RETURN candidate;
+END
 $function$;
 
 -- Starts a watch of target_column (see clip_watch) for caller: checks the columns, the model and the table, makes
@@ -236,11 +272,16 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $function$
 DECLARE
     source_column text := clip_search_internal.column_name(target_table, source_attnum);
     target_column text := clip_search_internal.column_name(target_table, target_attnum);
-    model         text := (SELECT w.model FROM clip_search_internal.watches w
-                           WHERE w.relation = target_table AND w.target_attnum = watch_batch.target_attnum);
+    model         text;
 BEGIN
     done := 0;
     skipped := 0;
+    -- A watch that ended since the worker listed the watches (a switch ends one) has nothing to do.
+    SELECT w.model INTO model FROM clip_search_internal.watches w
+    WHERE w.relation = target_table AND w.target_attnum = watch_batch.target_attnum;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
     IF source_column IS NULL OR target_column IS NULL THEN
         error := format('42703 the %s column of the watch was dropped from %s',
                         CASE WHEN source_column IS NULL THEN 'source' ELSE 'target' END, target_table);
@@ -290,7 +331,7 @@ RETURNS SETOF record LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_te
 DECLARE
     pending bigint;
 BEGIN
-    IF NOT EXISTS (SELECT FROM pg_class c WHERE c.oid = w.relation) OR NOT has_table_privilege(w.relation, 'SELECT') THEN
+    IF NOT clip_search_internal.is_table(w.relation) OR NOT has_table_privilege(w.relation, 'SELECT') THEN
         RETURN;
     END IF;
     source_column := clip_search_internal.column_name(w.relation, w.source_attnum);
@@ -336,23 +377,27 @@ FROM clip_search_internal.watches w CROSS JOIN LATERAL clip_search_internal.watc
 -- created: every name in them is qualified.)
 ALTER TABLE clip_search_internal.watches ENABLE ROW LEVEL SECURITY;
 CREATE POLICY readers ON clip_search_internal.watches FOR SELECT
-    USING (pg_catalog.has_table_privilege(relation::pg_catalog.oid, 'SELECT'));
+    USING (pg_catalog.has_any_column_privilege(relation::pg_catalog.oid, 'SELECT'));
+-- A row names a plain or partitioned table: status and switches read the relation as the role that asks, and a
+-- view or a foreign table would run its owner's code as that role.
 CREATE POLICY owners ON clip_search_internal.watches
     USING (pg_catalog.pg_has_role((SELECT c.relowner FROM pg_catalog.pg_class c
                                    WHERE c.oid OPERATOR(pg_catalog.=) relation::pg_catalog.oid), 'USAGE'))
     WITH CHECK (pg_catalog.pg_has_role((SELECT c.relowner FROM pg_catalog.pg_class c
-                                        WHERE c.oid OPERATOR(pg_catalog.=) relation::pg_catalog.oid), 'USAGE'));
+                                        WHERE c.oid OPERATOR(pg_catalog.=) relation::pg_catalog.oid), 'USAGE')
+                AND clip_search_internal.is_table(relation));
 -- The counters, times and back-off are the worker's: a watch's owner cannot set them (nor move its watch first).
 GRANT SELECT, INSERT (relation, source_attnum, target_attnum, pending_index, model), DELETE
     ON clip_search_internal.watches TO PUBLIC;
 ALTER TABLE clip_search_internal.migrations ENABLE ROW LEVEL SECURITY;
 CREATE POLICY readers ON clip_search_internal.migrations FOR SELECT
-    USING (pg_catalog.has_table_privilege(relation::pg_catalog.oid, 'SELECT'));
+    USING (pg_catalog.has_any_column_privilege(relation::pg_catalog.oid, 'SELECT'));
 CREATE POLICY owners ON clip_search_internal.migrations
     USING (pg_catalog.pg_has_role((SELECT c.relowner FROM pg_catalog.pg_class c
                                    WHERE c.oid OPERATOR(pg_catalog.=) relation::pg_catalog.oid), 'USAGE'))
     WITH CHECK (pg_catalog.pg_has_role((SELECT c.relowner FROM pg_catalog.pg_class c
-                                        WHERE c.oid OPERATOR(pg_catalog.=) relation::pg_catalog.oid), 'USAGE'));
+                                        WHERE c.oid OPERATOR(pg_catalog.=) relation::pg_catalog.oid), 'USAGE')
+                AND clip_search_internal.is_table(relation));
 GRANT SELECT, INSERT (relation, source_attnum, target_attnum, new_attnum, model), DELETE
     ON clip_search_internal.migrations TO PUBLIC;
 GRANT SELECT ON @extschema@.clip_watch_status TO PUBLIC;

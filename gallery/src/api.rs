@@ -3,7 +3,8 @@
 //!
 //!   GET    /                          the page; /?q=TEXT runs that text search when it loads
 //!   GET    /favicon.ico               the page's icon (SVG)
-//!   GET    /api/stats                 model (its weights, source, and a notice for random weights), counts, sizes
+//!   GET    /api/stats                 model (its weights, source, and a notice for random weights), counts, sizes,
+//!                                     and each model's column of the images with how many it embeds
 //!   POST   /api/images                multipart, one or more files: store and embed them (all or none)
 //!   GET    /api/images                the stored images, newest first (?limit=&before=&offset=), a page at a time
 //!   GET    /api/images/{id}           the image's bytes, with their content type
@@ -12,7 +13,8 @@
 //!   POST   /api/texts                 JSON {"texts": [...]}: store and embed them
 //!   GET    /api/texts                 the stored texts, newest first (?limit=&before=&offset=)
 //!   DELETE /api/texts/{id}
-//!   GET    /api/search?q=...&k=       text to image
+//!   GET    /api/search?q=...&k=       text to image; &model=NAME searches the images with a registered model
+//!                                     whose embeddings of every image a column of gallery.images holds
 //!   POST   /api/search/image?k=       multipart with one image: image to image
 //!   POST   /api/rank-texts?k=         multipart with one image: stored texts ranked for it by cosine, or, with
 //!                                     "labels" fields, those labels classified zero-shot (probabilities)
@@ -292,7 +294,9 @@ async fn stats(State(state): State<AppState>) -> ApiResult<Json<Value>> {
         )
         .await?;
     let info: Value = serde_json::from_str(row.get::<_, &str>(0)).unwrap_or(Value::Null);
+    let models = db::model_columns(&**client).await?;
     Ok(Json(json!({
+        "models": models,
         "model": info["model"],
         "weights": info["weights"],
         "source": info["source"],
@@ -461,12 +465,16 @@ async fn delete_text(State(state): State<AppState>, Path(id): Path<i64>) -> ApiR
 struct SearchParams {
     q: Option<String>,
     k: Option<i64>,
+    model: Option<String>,
 }
 
 async fn search_text(State(state): State<AppState>, Query(p): Query<SearchParams>) -> ApiResult<Json<Value>> {
     let q = query_text(p.q.as_deref(), "the query q")?;
     let k = k_of(p.k)?;
     let client = state.pool.get().await?;
+    if let Some(model) = p.model {
+        return search_text_in(&client, &q, k, &model).await;
+    }
     // The scalar subquery is an InitPlan: the text is embedded once, and the HNSW index serves the ORDER BY.
     let statement = client
         .prepare_cached(
@@ -477,6 +485,32 @@ async fn search_text(State(state): State<AppState>, Query(p): Query<SearchParams
         .await?;
     let rows = client.query(&statement, &[&q, &k]).await?;
     Ok(Json(json!({ "query": q, "results": image_results(&rows) })))
+}
+
+/// A text search with a registered model, in the column of gallery.images that holds its embeddings of every image.
+async fn search_text_in(client: &deadpool_postgres::Client, q: &str, k: i64, model: &str) -> ApiResult<Json<Value>> {
+    let columns = db::model_columns(&***client).await?;
+    let Some(column) = columns.iter().find(|c| c.complete && c.model.as_deref() == Some(model)) else {
+        let searchable: Vec<&str> = columns.iter().filter(|c| c.complete).filter_map(|c| c.model.as_deref()).collect();
+        return Err(ApiError::bad_request(
+            "model_not_searchable",
+            format!(
+                "no column of the gallery's images holds embeddings of every image by the model \"{model}\"; \
+                 searchable models: {}",
+                if searchable.is_empty() { "none by name".to_string() } else { searchable.join(", ") }
+            ),
+        ));
+    };
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT id, name, content_type, octet_length(image)::int8 AS bytes,
+                    {} <=> (SELECT clip_embed_text($1::text, $3::text::name)) AS distance
+             FROM gallery.images ORDER BY distance LIMIT $2",
+            db::quote_ident(&column.column)
+        ))
+        .await?;
+    let rows = client.query(&statement, &[&q, &k, &model]).await?;
+    Ok(Json(json!({ "query": q, "model": model, "results": image_results(&rows) })))
 }
 
 async fn search_image(

@@ -304,6 +304,49 @@ pub async fn check_schema(pool: &Pool) -> Result<ModelInfo, String> {
     }
 }
 
+/// A vector column of gallery.images, the registered model whose embeddings it holds (clip_column_model: the model
+/// of the watch that fills it, or else the default model; None for an unregistered default model), and how many
+/// images it embeds. The set-up's column, `embedding`, holds the gallery's own model; a database owner adds others,
+/// as a column kept by `clip_watch(..., model => ...)` or a migration's new column.
+#[derive(Debug, Serialize)]
+pub struct ModelColumn {
+    pub model: Option<String>,
+    pub column: String,
+    pub images_embedded: i64,
+    pub complete: bool,
+}
+
+/// The vector columns of gallery.images, in table order.
+pub async fn model_columns(client: &impl GenericClient) -> Result<Vec<ModelColumn>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT a.attname::text, clip_column_model('gallery.images'::regclass, a.attname::text)::text
+             FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+             WHERE a.attrelid = 'gallery.images'::regclass AND a.attnum > 0 AND NOT a.attisdropped
+               AND t.typname IN ('vector', 'halfvec')
+             ORDER BY a.attnum",
+            &[],
+        )
+        .await?;
+    let columns: Vec<(String, Option<String>)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let counts: Vec<String> = columns.iter().map(|(column, _)| format!("count({})", quote_ident(column))).collect();
+    let row = client.query_one(&format!("SELECT count(*), {} FROM gallery.images", counts.join(", ")), &[]).await?;
+    let images: i64 = row.get(0);
+    Ok(columns
+        .into_iter()
+        .enumerate()
+        .map(|(i, (column, model))| {
+            let images_embedded: i64 = row.get(i + 1);
+            ModelColumn { model, column, images_embedded, complete: images_embedded == images }
+        })
+        .collect())
+}
+
+/// An identifier quoted for SQL, as quote_ident quotes it.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
 /// One uploaded image.
 pub struct NewImage {
     pub name: String,

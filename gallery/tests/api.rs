@@ -484,6 +484,86 @@ async fn text_search_ranks_by_cosine_with_scores() {
 }
 
 #[tokio::test]
+async fn search_in_each_registered_model_whose_embeddings_are_complete() {
+    let server = Server::start("models", &[]).await;
+    server.add_images(&[CAT, ROCKET, CAMERA]).await;
+    // A database owner keeps a second model's embeddings in a column of their own, filled by a watch.
+    let siglip2 = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/families/siglip2");
+    let db = server.db().await;
+    db.batch_execute(&format!(
+        "SET client_min_messages = error;
+         SELECT clip_register_model('siglip2', '{}');
+         ALTER TABLE gallery.images ADD COLUMN embedding_siglip2 vector(32);
+         SELECT clip_watch('gallery.images', 'image', 'embedding_siglip2', model => 'siglip2');",
+        siglip2.display()
+    ))
+    .await
+    .unwrap();
+    let models = |stats: &Value| -> Vec<(Value, Value, Value, Value)> {
+        stats["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| (m["model"].clone(), m["column"].clone(), m["images_embedded"].clone(), m["complete"].clone()))
+            .collect()
+    };
+    let (status, stats) = server.get("/api/stats").await;
+    assert_eq!(status, StatusCode::OK, "{stats}");
+    assert_eq!(
+        models(&stats),
+        [
+            (Value::Null, json!("embedding"), json!(3), json!(true)),
+            (json!("siglip2"), json!("embedding_siglip2"), json!(0), json!(false))
+        ]
+    );
+    let (status, body) = server.get("/api/search?q=a%20cat&model=siglip2").await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "model_not_searchable");
+
+    // One batch of the watch, as the background worker runs it (this cluster runs no worker).
+    db.batch_execute(
+        "SELECT b.* FROM clip_search_internal.watches w
+         CROSS JOIN LATERAL clip_search_internal.watch_batch(w.relation, w.source_attnum, w.target_attnum, 100) b",
+    )
+    .await
+    .unwrap();
+    let (_, stats) = server.get("/api/stats").await;
+    assert_eq!(models(&stats)[1], (json!("siglip2"), json!("embedding_siglip2"), json!(3), json!(true)));
+    let (status, body) = server.get("/api/search?q=a%20cat&model=siglip2&k=10").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["model"], "siglip2");
+    let expected: Vec<(i64, f64)> = db
+        .query(
+            "SELECT id, 1 - (embedding_siglip2 <=> clip_embed_text('a cat', model => 'siglip2')) FROM gallery.images
+             ORDER BY 2 DESC",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let got: Vec<(i64, f64)> = body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["id"].as_i64().unwrap(), r["score"].as_f64().unwrap()))
+        .collect();
+    assert_eq!(got.len(), expected.len());
+    for ((id, score), (expected_id, expected_score)) in got.iter().zip(&expected) {
+        assert_eq!(id, expected_id, "{got:?} vs {expected:?}");
+        assert!((score - expected_score).abs() < 1e-6, "{got:?} vs {expected:?}");
+    }
+
+    // A model no column holds, and one whose column misses a new image, are refused.
+    let (status, body) = server.get("/api/search?q=a%20cat&model=nonesuch").await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "model_not_searchable");
+    server.add_images(&[COFFEE]).await;
+    let (status, body) = server.get("/api/search?q=a%20cat&model=siglip2").await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "model_not_searchable");
+    assert!(body["error"].as_str().unwrap().contains("\"siglip2\""), "{body}");
+}
+
+#[tokio::test]
 async fn image_search_and_similar_images() {
     let server = Server::start("similar", &[]).await;
     let added = server.add_images(&[CAT, ROCKET, CAMERA, COFFEE]).await;

@@ -134,6 +134,89 @@ SELECT clip_migrate_cancel('notes');
 
 SELECT clip_unwatch('notes');
 DROP TABLE notes;
+
+-- A partition whose attribute numbers differ from its parent's (a column dropped before it was attached): an update
+-- of the source clears the migration's new column of the partition's row, and nothing else.
+CREATE TABLE parted (id int, body text, embedding vector(32)) PARTITION BY RANGE (id);
+CREATE TABLE parted_low PARTITION OF parted FOR VALUES FROM (0) TO (100);
+CREATE TABLE parted_high (id int, junk int, body text, embedding vector(32));
+ALTER TABLE parted_high DROP COLUMN junk;
+ALTER TABLE parted ATTACH PARTITION parted_high FOR VALUES FROM (100) TO (200);
+INSERT INTO parted VALUES (1, 'low', NULL), (101, 'high', NULL);
+UPDATE parted SET embedding = clip_embed_text(body, model => 'tiny');
+SELECT clip_migrate('parted', 'body', 'embedding', 'siglip2');
+SELECT pg_temp.run_watches() AS embedded;
+UPDATE parted SET body = body || ', changed';
+SELECT id, embedding IS NOT NULL AS old_kept, embedding_next IS NULL AS new_cleared FROM parted ORDER BY id;
+SELECT pg_temp.run_watches() AS embedded;
+SELECT clip_migrate_switch('parted');
+SELECT bool_and(embedding = clip_embed_text(body, model => 'siglip2')) AS right FROM parted;
+SELECT clip_unwatch('parted');
+DROP TABLE parted;
+
+-- Names: a table whose name fills 63 bytes, a column too long to name the new one after.
+CREATE TABLE a_table_whose_name_is_long_enough_to_fill_sixty_three_bytes_xx (id int PRIMARY KEY, body text,
+    embedding vector(32), a_column_whose_name_is_too_long_to_take_the_suffix_of_a_migrat vector(32));
+SELECT clip_watch('a_table_whose_name_is_long_enough_to_fill_sixty_three_bytes_xx', 'body', 'embedding');
+SELECT clip_migrate('a_table_whose_name_is_long_enough_to_fill_sixty_three_bytes_xx', 'body', 'embedding', 'tiny');
+SELECT indexrelid::regclass AS pending_index FROM pg_index
+WHERE indrelid = 'a_table_whose_name_is_long_enough_to_fill_sixty_three_bytes_xx'::regclass ORDER BY 1;
+SELECT clip_migrate_cancel('a_table_whose_name_is_long_enough_to_fill_sixty_three_bytes_xx');
+SELECT pg_temp.error_of($$SELECT clip_migrate('a_table_whose_name_is_long_enough_to_fill_sixty_three_bytes_xx', 'body',
+    'a_column_whose_name_is_too_long_to_take_the_suffix_of_a_migrat', 'tiny')$$);
+SELECT clip_unwatch('a_table_whose_name_is_long_enough_to_fill_sixty_three_bytes_xx');
+DROP TABLE a_table_whose_name_is_long_enough_to_fill_sixty_three_bytes_xx;
+
+-- Refused switches: a view that reads the column (it would go on reading the old one), and a trigger that fills a
+-- column whose name is not ASCII.
+CREATE TABLE viewed (id int PRIMARY KEY, body text, "émb" vector(32));
+INSERT INTO viewed VALUES (1, 'one', NULL);
+SELECT clip_watch('viewed', 'body', 'émb', model => 'siglip2');
+SELECT clip_migrate('viewed', 'body', 'émb', 'tiny');
+SELECT pg_temp.run_watches() AS embedded;
+CREATE VIEW viewed_search AS SELECT id, "émb" FROM viewed;
+SELECT pg_temp.error_of($$SELECT clip_migrate_switch('viewed')$$);
+DROP VIEW viewed_search;
+CREATE TRIGGER viewed_embed BEFORE INSERT OR UPDATE ON viewed FOR EACH ROW
+    EXECUTE FUNCTION clip_embed_trigger('body', 'émb', 'siglip2');
+SELECT pg_temp.error_of($$SELECT clip_migrate_switch('viewed')$$);
+DROP TRIGGER viewed_embed ON viewed;
+-- A batch of a watch that ended since the worker listed it (the switch ends the old column's) does nothing.
+CREATE TEMP TABLE listed AS SELECT * FROM clip_search_internal.watches w
+WHERE relation = 'viewed'::regclass AND NOT clip_search_internal.is_migration_watch(w);
+SELECT clip_migrate_switch('viewed');
+INSERT INTO viewed VALUES (2, 'two', NULL);
+SELECT b.* FROM listed w
+CROSS JOIN LATERAL clip_search_internal.watch_batch(w.relation, w.source_attnum, w.target_attnum, 100) b;
+SELECT id, "émb" IS NULL AS due, "émb_old" IS NULL AS old_due FROM viewed ORDER BY id;
+SELECT pg_temp.run_watches() AS embedded;
+SELECT bool_and("émb" = clip_embed_text(body, model => 'tiny')) AS right FROM viewed;
+-- A migration whose new column was dropped shows, with no progress, and can be cancelled.
+SELECT clip_migrate('viewed', 'body', 'émb', 'siglip2');
+ALTER TABLE viewed DROP COLUMN "émb_next";
+SELECT relation, target_column, new_column, rows_pending FROM clip_migrations;
+SELECT pg_temp.error_of($$SELECT clip_migrate_switch('viewed')$$);
+SELECT clip_migrate_cancel('viewed');
+SELECT clip_unwatch('viewed');
+DROP TABLE viewed;
+
+-- Watches and migrations name plain or partitioned tables only: a view's row, whose reading would run its owner's
+-- functions as the role that reads the status, is refused. A role with a column's privilege sees its model.
+CREATE TABLE granted (id int PRIMARY KEY, body text, embedding vector(32));
+SELECT clip_watch('granted', 'body', 'embedding', model => 'siglip2');
+GRANT SELECT (id, embedding) ON granted TO clip_migrate_stranger;
+GRANT CREATE ON SCHEMA public TO clip_migrate_stranger;
+SET ROLE clip_migrate_stranger;
+SELECT clip_column_model('granted', 'embedding');
+CREATE VIEW stranger_view AS SELECT 1 AS id, 'x'::text AS body, NULL::vector(32) AS embedding;
+SELECT pg_temp.error_of($$INSERT INTO clip_search_internal.watches (relation, source_attnum, target_attnum, pending_index)
+                          VALUES ('stranger_view', 2, 3, 'stranger_view')$$);
+SELECT pg_temp.error_of($$INSERT INTO clip_search_internal.migrations (relation, source_attnum, target_attnum, new_attnum,
+                          model) VALUES ('stranger_view', 2, 3, 3, 'tiny')$$);
+DROP VIEW stranger_view;
+RESET ROLE;
+SELECT clip_unwatch('granted');
+DROP TABLE granted;
 REVOKE ALL ON SCHEMA public FROM clip_migrate_stranger;
 DROP ROLE clip_migrate_stranger;
 SELECT clip_unregister_model('siglip2');
