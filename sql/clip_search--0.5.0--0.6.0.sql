@@ -355,6 +355,12 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $function$
     SELECT coalesce((SELECT c.relkind IN ('r', 'p') FROM pg_class c WHERE c.oid = relation), false)
 $function$;
 
+-- Whether the current role has the rights of relation's owner: whose watches and migrations it may make and end.
+CREATE OR REPLACE FUNCTION clip_search_internal.owns(relation regclass) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $function$
+    SELECT pg_has_role((SELECT c.relowner FROM pg_class c WHERE c.oid = relation), 'USAGE')
+$function$;
+
 -- The name of a column of relation, by attribute number; NULL if there is none (dropped, or the table is gone).
 CREATE OR REPLACE FUNCTION clip_search_internal.column_name(relation regclass, attnum smallint) RETURNS text
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $function$
@@ -423,6 +429,16 @@ BEGIN
                     EXECUTE FUNCTION clip_search_internal.watch_trigger(%3$L)',
                    source_column, relation, target_attnum,
                    clip_search_internal.watch_trigger_name(target_attnum));
+END
+$function$;
+
+-- An error unless the current role has the rights of relation's owner.
+CREATE OR REPLACE FUNCTION clip_search_internal.check_owner(relation regclass, caller text) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $function$
+BEGIN
+    IF NOT clip_search_internal.owns(relation) THEN
+        RAISE EXCEPTION '%: must be the owner of table %', caller, relation USING ERRCODE = 'insufficient_privilege';
+    END IF;
 END
 $function$;
 
@@ -614,11 +630,8 @@ ALTER POLICY readers ON clip_search_internal.watches
 -- A row names a plain or partitioned table: status and switches read the relation as the role that asks, and a
 -- view or a foreign table would run its owner's code as that role.
 ALTER POLICY owners ON clip_search_internal.watches
-    USING (pg_catalog.pg_has_role((SELECT c.relowner FROM pg_catalog.pg_class c
-                                   WHERE c.oid OPERATOR(pg_catalog.=) relation::pg_catalog.oid), 'USAGE'))
-    WITH CHECK (pg_catalog.pg_has_role((SELECT c.relowner FROM pg_catalog.pg_class c
-                                        WHERE c.oid OPERATOR(pg_catalog.=) relation::pg_catalog.oid), 'USAGE')
-                AND clip_search_internal.is_table(relation));
+    USING (clip_search_internal.owns(relation))
+    WITH CHECK (clip_search_internal.owns(relation) AND clip_search_internal.is_table(relation));
 -- The triggers of the watches take their column's number in their names.
 DO $rename$
 DECLARE
@@ -1162,6 +1175,8 @@ BEGIN
             END LOOP;
         END IF;
     ELSE
+        -- Nothing fills the old column from now on: rows inserted without it must be accepted.
+        EXECUTE format('ALTER TABLE %s ALTER COLUMN %I DROP NOT NULL', target_table, target_column);
         EXECUTE format('ALTER TABLE %s RENAME COLUMN %I TO %I', target_table, target_column, old_column);
     END IF;
     EXECUTE format('ALTER TABLE %s RENAME COLUMN %I TO %I', target_table, new_column, target_column);
@@ -1219,11 +1234,8 @@ ALTER TABLE clip_search_internal.migrations ENABLE ROW LEVEL SECURITY;
 CREATE POLICY readers ON clip_search_internal.migrations FOR SELECT
     USING (pg_catalog.has_any_column_privilege(relation::pg_catalog.oid, 'SELECT'));
 CREATE POLICY owners ON clip_search_internal.migrations
-    USING (pg_catalog.pg_has_role((SELECT c.relowner FROM pg_catalog.pg_class c
-                                   WHERE c.oid OPERATOR(pg_catalog.=) relation::pg_catalog.oid), 'USAGE'))
-    WITH CHECK (pg_catalog.pg_has_role((SELECT c.relowner FROM pg_catalog.pg_class c
-                                        WHERE c.oid OPERATOR(pg_catalog.=) relation::pg_catalog.oid), 'USAGE')
-                AND clip_search_internal.is_table(relation));
+    USING (clip_search_internal.owns(relation))
+    WITH CHECK (clip_search_internal.owns(relation) AND clip_search_internal.is_table(relation));
 GRANT SELECT, INSERT (relation, source_attnum, target_attnum, new_attnum, model), DELETE
     ON clip_search_internal.migrations TO PUBLIC;
 

@@ -217,6 +217,8 @@ BEGIN
             END LOOP;
         END IF;
     ELSE
+        -- Nothing fills the old column from now on: rows inserted without it must be accepted.
+        EXECUTE format('ALTER TABLE %s ALTER COLUMN %I DROP NOT NULL', target_table, target_column);
         EXECUTE format('ALTER TABLE %s RENAME COLUMN %I TO %I', target_table, target_column, old_column);
     END IF;
     EXECUTE format('ALTER TABLE %s RENAME COLUMN %I TO %I', target_table, new_column, target_column);

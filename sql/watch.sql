@@ -55,6 +55,12 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $function$
     SELECT coalesce((SELECT c.relkind IN ('r', 'p') FROM pg_class c WHERE c.oid = relation), false)
 $function$;
 
+-- Whether the current role has the rights of relation's owner: whose watches and migrations it may make and end.
+CREATE FUNCTION clip_search_internal.owns(relation regclass) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $function$
+    SELECT pg_has_role((SELECT c.relowner FROM pg_class c WHERE c.oid = relation), 'USAGE')
+$function$;
+
 -- The name of a column of relation, by attribute number; NULL if there is none (dropped, or the table is gone).
 CREATE FUNCTION clip_search_internal.column_name(relation regclass, attnum smallint) RETURNS text
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $function$
@@ -130,7 +136,7 @@ $function$;
 CREATE FUNCTION clip_search_internal.check_owner(relation regclass, caller text) RETURNS void
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $function$
 BEGIN
-    IF NOT pg_has_role((SELECT relowner FROM pg_class WHERE oid = relation), 'USAGE') THEN
+    IF NOT clip_search_internal.owns(relation) THEN
         RAISE EXCEPTION '%: must be the owner of table %', caller, relation USING ERRCODE = 'insufficient_privilege';
     END IF;
 END
@@ -381,11 +387,8 @@ CREATE POLICY readers ON clip_search_internal.watches FOR SELECT
 -- A row names a plain or partitioned table: status and switches read the relation as the role that asks, and a
 -- view or a foreign table would run its owner's code as that role.
 CREATE POLICY owners ON clip_search_internal.watches
-    USING (pg_catalog.pg_has_role((SELECT c.relowner FROM pg_catalog.pg_class c
-                                   WHERE c.oid OPERATOR(pg_catalog.=) relation::pg_catalog.oid), 'USAGE'))
-    WITH CHECK (pg_catalog.pg_has_role((SELECT c.relowner FROM pg_catalog.pg_class c
-                                        WHERE c.oid OPERATOR(pg_catalog.=) relation::pg_catalog.oid), 'USAGE')
-                AND clip_search_internal.is_table(relation));
+    USING (clip_search_internal.owns(relation))
+    WITH CHECK (clip_search_internal.owns(relation) AND clip_search_internal.is_table(relation));
 -- The counters, times and back-off are the worker's: a watch's owner cannot set them (nor move its watch first).
 GRANT SELECT, INSERT (relation, source_attnum, target_attnum, pending_index, model), DELETE
     ON clip_search_internal.watches TO PUBLIC;
@@ -393,11 +396,8 @@ ALTER TABLE clip_search_internal.migrations ENABLE ROW LEVEL SECURITY;
 CREATE POLICY readers ON clip_search_internal.migrations FOR SELECT
     USING (pg_catalog.has_any_column_privilege(relation::pg_catalog.oid, 'SELECT'));
 CREATE POLICY owners ON clip_search_internal.migrations
-    USING (pg_catalog.pg_has_role((SELECT c.relowner FROM pg_catalog.pg_class c
-                                   WHERE c.oid OPERATOR(pg_catalog.=) relation::pg_catalog.oid), 'USAGE'))
-    WITH CHECK (pg_catalog.pg_has_role((SELECT c.relowner FROM pg_catalog.pg_class c
-                                        WHERE c.oid OPERATOR(pg_catalog.=) relation::pg_catalog.oid), 'USAGE')
-                AND clip_search_internal.is_table(relation));
+    USING (clip_search_internal.owns(relation))
+    WITH CHECK (clip_search_internal.owns(relation) AND clip_search_internal.is_table(relation));
 GRANT SELECT, INSERT (relation, source_attnum, target_attnum, new_attnum, model), DELETE
     ON clip_search_internal.migrations TO PUBLIC;
 GRANT SELECT ON @extschema@.clip_watch_status TO PUBLIC;

@@ -342,7 +342,7 @@ pub async fn model_columns(client: &impl GenericClient) -> Result<Vec<ModelColum
         .collect())
 }
 
-/// An identifier quoted for SQL, as quote_ident quotes it.
+/// An identifier quoted for SQL: always in double quotes, each inner one doubled.
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }

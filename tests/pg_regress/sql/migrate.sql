@@ -154,6 +154,18 @@ SELECT bool_and(embedding = clip_embed_text(body, model => 'siglip2')) AS right 
 SELECT clip_unwatch('parted');
 DROP TABLE parted;
 
+-- A target column NOT NULL: kept as <target>_old, which nothing fills any more, it accepts rows without a value.
+CREATE TABLE strict_notes (id int PRIMARY KEY, body text, embedding vector(32) NOT NULL);
+INSERT INTO strict_notes VALUES (1, 'one', clip_embed_text('one', model => 'tiny'));
+SELECT clip_migrate('strict_notes', 'body', 'embedding', 'siglip2');
+SELECT pg_temp.run_watches() AS embedded;
+SELECT clip_migrate_switch('strict_notes');
+INSERT INTO strict_notes (id, body) VALUES (2, 'two');
+SELECT pg_temp.run_watches() AS embedded;
+SELECT bool_and(embedding = clip_embed_text(body, model => 'siglip2')) AS right FROM strict_notes;
+SELECT clip_unwatch('strict_notes');
+DROP TABLE strict_notes;
+
 -- Names: a table whose name fills 63 bytes, a column too long to name the new one after.
 CREATE TABLE a_table_whose_name_is_long_enough_to_fill_sixty_three_bytes_xx (id int PRIMARY KEY, body text,
     embedding vector(32), a_column_whose_name_is_too_long_to_take_the_suffix_of_a_migrat vector(32));
