@@ -12,13 +12,22 @@ PGRX_VERSION=$(sed -nE 's/^pgrx = "=([^"]+)"/\1/p' "$ROOT/Cargo.toml")
 # PG_MAJOR=16 in the environment builds, installs and packages for another major version (only 15 is tested).
 PG_MAJOR=${PG_MAJOR:-$(sed -nE 's/^default = \["pg([0-9]+)".*/\1/p' "$ROOT/Cargo.toml")}
 [[ -n $PGRX_VERSION && -n $PG_MAJOR ]] || die "Cargo.toml names no pgrx version or no default pgNN feature"
-PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/$PG_MAJOR/bin/pg_config}
+# A major that Debian 12 does not package is built from source into .deps (build_postgres_from_source below).
+source_pg_config() { echo "$DEPS/postgres/$1/usr/lib/postgresql/$1/bin/pg_config"; }
+if [[ -z ${PG_CONFIG:-} ]]; then
+  PG_CONFIG=/usr/lib/postgresql/$PG_MAJOR/bin/pg_config
+  [[ -x $PG_CONFIG ]] || PG_CONFIG=$(source_pg_config "$PG_MAJOR")
+fi
 PG_BIN=$(dirname "$PG_CONFIG")
 # The installation that builds and packages lay their files out for, and that private copies are made of: the one
 # PG_CONFIG names, unless PG_CONFIG names a private copy (use_private_postgres). PG_ROOT is the folder a private copy
 # lies under (empty for that installation itself).
 SYSTEM_PG_CONFIG=${SYSTEM_PG_CONFIG:-$PG_CONFIG}
 PG_ROOT=${PG_ROOT:-}
+# The folder that installation lies under when it was built from source (.deps/postgres/NN), laid out below it as
+# Debian lays out a server; empty for the system's own.
+PG_SOURCE_ROOT=""
+[[ $SYSTEM_PG_CONFIG == "$DEPS/postgres/$PG_MAJOR/"* ]] && PG_SOURCE_ROOT=$DEPS/postgres/$PG_MAJOR
 ORT_DIR="$DEPS/onnxruntime"
 ORT_LIB="$ORT_DIR/libonnxruntime.so.$ORT_VERSION"
 # ONNX Runtime's license and its third-party notices, from the same wheel: they go with every copy we ship.
@@ -42,6 +51,50 @@ install_atomically() {
 install_onnxruntime() {
   install_atomically "$ORT_LIB" "$(pg_pkglibdir)/clip_search/$(basename "$ORT_LIB")"
 }
+# Makes apt see the source packages of the Debian suite SUITE (a deb-src entry of its own, then apt-get update).
+add_source_suite() {
+  local suite=$1 src_list=/etc/apt/sources.list.d/clip-search-$1-src.sources
+  [[ -f $src_list ]] && return
+  printf '%s\n' "Types: deb-src" "URIs: http://deb.debian.org/debian" "Suites: $suite" "Components: main" \
+    "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg" | $SUDO tee "$src_list" >/dev/null
+  $SUDO apt-get update -qq >/dev/null
+}
+# Builds PostgreSQL MAJOR from the source package of the Debian suite that has it (Debian 12 packages 15 only):
+# the upstream release tarball (Debian's .orig, checked by apt against the suite's signed index), configured with
+# Debian's layout and installed, with the contrib modules, under .deps/postgres/MAJOR (usr/lib/postgresql/MAJOR/
+# {bin,lib}, usr/share/postgresql/MAJOR, usr/include/postgresql). A PostgreSQL installation is relocatable, so that
+# folder is an installation as the system's is, and use_private_postgres copies it the same way. Built once.
+build_postgres_from_source() {
+  local major=$1 suite dir="$DEPS/postgres-source" version tarball tree root="$DEPS/postgres/$1"
+  [[ -x $(source_pg_config "$major") ]] && return
+  case $major in
+    13) suite=bullseye ;;
+    17) suite=trixie ;;
+    18) suite=sid ;;
+    *) die "PostgreSQL $major: no Debian suite reachable here has its source package (13, 17 and 18 do)" ;;
+  esac
+  # Release tarballs from 18 on leave the parser and scanner to be generated.
+  command -v bison >/dev/null && command -v flex >/dev/null ||
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bison flex >/dev/null
+  add_source_suite "$suite"
+  version=$(apt-cache showsrc "postgresql-$major" | sed -n 's/^Version: //p' | sort -V | tail -1)
+  [[ -n $version ]] || die "no source package postgresql-$major in Debian $suite"
+  log "building PostgreSQL $major ($version, Debian $suite's source package) into $root"
+  mkdir -p "$dir"
+  (cd "$dir" && apt-get source --download-only "postgresql-$major=$version" >/dev/null 2>&1) \
+    || die "cannot fetch postgresql-$major's source package"
+  tarball=$(ls "$dir/postgresql-${major}_${version%%-*}.orig.tar."*)
+  tree="$dir/build-$major"
+  rm -rf "$tree" "$root" && mkdir -p "$tree"
+  tar xf "$tarball" -C "$tree" --strip-components=1
+  (cd "$tree" &&
+    ./configure --prefix="/usr/lib/postgresql/$major" --datadir="/usr/share/postgresql/$major" \
+      --includedir=/usr/include/postgresql --with-icu --with-openssl --with-readline >configure.log 2>&1 &&
+    make -s -j2 >make.log 2>&1 && make -s -j2 -C contrib >>make.log 2>&1 &&
+    make -s install DESTDIR="$root" >>make.log 2>&1 && make -s -C contrib install DESTDIR="$root" >>make.log 2>&1) \
+    || { tail -n 30 "$tree/configure.log" "$tree/make.log" >&2; rm -rf "$root"; die "building PostgreSQL $major failed"; }
+  rm -rf "$tree"
+}
 # Builds pgvector for PostgreSQL $PG_MAJOR from Debian trixie's source package (Debian 12 does not package it) and
 # prints its source folder, where `make install` installs it. OPTFLAGS="" leaves out pgvector's -march=native,
 # so that the build runs on any x86-64 CPU and can be packaged.
@@ -50,17 +103,7 @@ pgvector_source_tree() {
   local tree="$dir/pg$PG_MAJOR/pgvector-$PGVECTOR_VERSION"
   [[ -f "$tree/vector.so" ]] && { echo "$tree"; return; }
   log "building pgvector $PGVECTOR_VERSION"
-  local src_list=/etc/apt/sources.list.d/clip-search-trixie-src.sources
-  if [[ ! -f $src_list ]]; then
-    $SUDO tee "$src_list" >/dev/null <<'EOF'
-Types: deb-src
-URIs: http://deb.debian.org/debian
-Suites: trixie
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-EOF
-    $SUDO apt-get update -qq >/dev/null
-  fi
+  add_source_suite trixie
   mkdir -p "$dir/pg$PG_MAJOR"
   if [[ ! -f "$dir/pgvector_$PGVECTOR_VERSION.orig.tar.gz" ]]; then
     # The Debian revision of the pinned upstream version (0.8.0-1 for 0.8.0).
@@ -70,17 +113,29 @@ EOF
       || die "cannot fetch pgvector $PGVECTOR_VERSION's source package"
   fi
   rm -rf "$tree" && tar xzf "$dir/pgvector_$PGVECTOR_VERSION.orig.tar.gz" -C "$dir/pg$PG_MAJOR"
+  # pgvector 0.8.0 predates PostgreSQL 18, and no Debian suite reachable here serves a later source package: the
+  # two changes that pgvector 0.8.1 made for 18 (vacuum_delay_point's new argument, TupleDescAttr).
+  if ((PG_MAJOR >= 18)); then
+    sed -i 's/vacuum_delay_point();/vacuum_delay_point(false);/' "$tree/src/hnswvacuum.c" "$tree/src/ivfvacuum.c"
+    sed -i 's/buildstate->tupdesc->attrs\[0\]\.atttypid/TupleDescAttr(buildstate->tupdesc, 0)->atttypid/' \
+      "$tree/src/ivfbuild.c"
+  fi
   make -s -j2 -C "$tree" PG_CONFIG="$PG_CONFIG" OPTFLAGS="" >/dev/null
   echo "$tree"
 }
 # Builds the extension with cargo pgrx package (PROFILE "release" or "debug") into the empty folder OUT, laid out
-# as SYSTEM_PG_CONFIG's installation: usr/lib/postgresql/NN/lib/clip_search.so, usr/share/postgresql/NN/extension/*.
-# (Always for that installation, private copy or not: a build for another pg_config path would rebuild pgrx.)
+# as SYSTEM_PG_CONFIG's installation: usr/lib/postgresql/NN/lib/clip_search.so, usr/share/postgresql/NN/extension/*
+# (below PG_SOURCE_ROOT for a server built from source). (Always for that installation, private copy or not: a
+# build for another pg_config path would rebuild pgrx.)
 build_extension_tree() {
   local profile=$1 out=$2 log="$DEPS/build-$1.log"
   CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2} cargo pgrx package $([[ $profile == debug ]] && echo --debug) \
     --pg-config "$SYSTEM_PG_CONFIG" --out-dir "$out" >"$log" 2>&1 \
     || { tail -50 "$log" >&2; die "cargo pgrx package ($profile) failed"; }
+  if [[ -n $PG_SOURCE_ROOT ]]; then
+    local top=${PG_SOURCE_ROOT#/}
+    mv "$out$PG_SOURCE_ROOT/usr" "$out/usr" && rm -rf "${out:?}/${top%%/*}"
+  fi
 }
 # Installs the tree that build_extension_tree made into the installation PG_CONFIG names (under PG_ROOT), with its
 # ONNX Runtime library: the runtime, then the library, then the SQL files, then the control file (sorted: lib <
@@ -90,7 +145,7 @@ install_extension_tree() {
   local tree=$1 file
   install_onnxruntime
   (cd "$tree" && find . -type f | sort) | while read -r file; do
-    install_atomically "$tree/$file" "$PG_ROOT/${file#./}"
+    install_atomically "$tree/$file" "${PG_ROOT:-$PG_SOURCE_ROOT}/${file#./}"
   done
 }
 sha256_ok() { [[ -f "$1" ]] && [[ "$(sha256sum "$1" | cut -d' ' -f1)" == "$2" ]]; }
@@ -190,8 +245,10 @@ use_private_postgres() {
   local root system_bin stamp
   # The real path: the programs resolve their own path's links before they look for their folders.
   root=$(realpath -m "$DEPS/pgroot/$1")
+  # Paths below the installation's root: the system's, or PG_SOURCE_ROOT for a server built from source.
   system_bin=$("$SYSTEM_PG_CONFIG" --bindir)
-  stamp="$("$system_bin/postgres" --version), pgvector $PGVECTOR_VERSION"
+  system_bin=${system_bin#"$PG_SOURCE_ROOT"}
+  stamp="$("$PG_SOURCE_ROOT$system_bin/postgres" --version), pgvector $PGVECTOR_VERSION"
   if [[ "$(cat "$root/.stamp" 2>/dev/null)" != "$stamp" ]]; then
     log "making the private PostgreSQL installation $root (a copy of $system_bin's, with pgvector)"
     stop_clusters_running_from "$root"
@@ -200,11 +257,13 @@ use_private_postgres() {
     rm -rf "$new" && mkdir -p "$new"
     for option in --bindir --pkglibdir --sharedir --includedir --includedir-server; do
       dir=$("$SYSTEM_PG_CONFIG" "$option")
-      [[ -d "$new$dir" ]] || { mkdir -p "$(dirname "$new$dir")" && cp -a "$dir" "$new$dir"; }
+      dir=${dir#"$PG_SOURCE_ROOT"}
+      [[ -d "$new$dir" ]] || { mkdir -p "$(dirname "$new$dir")" && cp -a "$PG_SOURCE_ROOT$dir" "$new$dir"; }
     done
     # The copy's pg_config must name the copy's folders, or nothing below is private.
     for option in --bindir --pkglibdir --sharedir --includedir-server; do
-      [[ "$("$new$system_bin/pg_config" "$option")" == "$new$("$SYSTEM_PG_CONFIG" "$option")" ]] \
+      dir=$("$SYSTEM_PG_CONFIG" "$option")
+      [[ "$("$new$system_bin/pg_config" "$option")" == "$new${dir#"$PG_SOURCE_ROOT"}" ]] \
         || die "$new$system_bin/pg_config $option does not name the copy: this PostgreSQL is not relocatable"
     done
     make -s -C "$pgvector_tree" install PG_CONFIG="$new$system_bin/pg_config" >/dev/null

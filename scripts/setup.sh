@@ -14,13 +14,25 @@ want_python=0
 [[ "${1:-}" == "--python" ]] && want_python=1
 
 # --- Debian packages -------------------------------------------------------------------------------------------
-apt_packages=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libclang-dev clang sudo pkg-config build-essential unzip curl ca-certificates qemu-user)
+apt_packages=(libclang-dev clang sudo pkg-config build-essential unzip curl ca-certificates qemu-user)
+# The server: Debian's package where apt has one for PG_MAJOR (Debian 12 has 15; the PostgreSQL apt repository has
+# 13 to 18), else a build from Debian's source package into .deps (build_postgres_from_source in scripts/lib.sh).
+server_from_apt=0
+if [[ -x /usr/lib/postgresql/$PG_MAJOR/bin/pg_config ]] || apt-cache show "postgresql-$PG_MAJOR" >/dev/null 2>&1; then
+  server_from_apt=1
+  apt_packages=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR "${apt_packages[@]}")
+fi
 missing=()
 for p in "${apt_packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then
   log "installing Debian packages: ${missing[*]}"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if ((server_from_apt)); then
+  [[ -x $PG_CONFIG ]] || PG_CONFIG=/usr/lib/postgresql/$PG_MAJOR/bin/pg_config   # installed just now
+else
+  build_postgres_from_source "$PG_MAJOR"
 fi
 
 # --- pgvector, built from Debian trixie's source package (not packaged for Debian 12) ----------------------------
