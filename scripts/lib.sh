@@ -10,8 +10,12 @@ die() { log "error: $*"; exit 1; }
 source "$ROOT/versions.env"
 PGRX_VERSION=$(sed -nE 's/^pgrx = "=([^"]+)"/\1/p' "$ROOT/Cargo.toml")
 # PG_MAJOR=16 in the environment builds, installs and packages for another major version (only 15 is tested).
-PG_MAJOR=${PG_MAJOR:-$(sed -nE 's/^default = \["pg([0-9]+)".*/\1/p' "$ROOT/Cargo.toml")}
+DEFAULT_PG_MAJOR=$(sed -nE 's/^default = \["pg([0-9]+)".*/\1/p' "$ROOT/Cargo.toml")
+PG_MAJOR=${PG_MAJOR:-$DEFAULT_PG_MAJOR}
 [[ -n $PGRX_VERSION && -n $PG_MAJOR ]] || die "Cargo.toml names no pgrx version or no default pgNN feature"
+# What another major than the default keeps apart in .deps: its private installations, clusters and pgrx's files.
+MAJOR_SUFFIX=""
+[[ $PG_MAJOR != "$DEFAULT_PG_MAJOR" ]] && MAJOR_SUFFIX="-pg$PG_MAJOR"
 # A major that Debian 12 does not package is built from source into .deps (build_postgres_from_source below).
 source_pg_config() { echo "$DEPS/postgres/$1/usr/lib/postgresql/$1/bin/pg_config"; }
 if [[ -z ${PG_CONFIG:-} ]]; then
@@ -177,7 +181,7 @@ cluster_env() {
     gallery-main) PGPORT=${CLIP_GALLERY_MAIN_PORT:-55548} ;;
     *) die "unknown cluster $name" ;;
   esac
-  export PGDATA="$DEPS/cluster-$name" PGPORT PGSOCKET="/tmp/clip_search-$PGPORT"
+  export PGDATA="$DEPS/cluster-$name$MAJOR_SUFFIX" PGPORT PGSOCKET="/tmp/clip_search-$PGPORT"
   export PGHOST="$PGSOCKET" PGUSER=postgres PGDATABASE=postgres
 }
 
@@ -237,14 +241,15 @@ start_preloaded_cluster() {
 # servers they start from there, leave the system's installation and the clusters that run from it alone.
 #
 # use_private_postgres NAME: makes PG_CONFIG, PG_BIN and PG_ROOT (exported, with SYSTEM_PG_CONFIG) name the private
-# copy .deps/pgroot/NAME of SYSTEM_PG_CONFIG's installation, with pgvector installed, laid out as the system's
+# copy .deps/pgroot/NAME (NAME-pgNN for another major than the default) of SYSTEM_PG_CONFIG's installation, with
+# pgvector installed, laid out as the system's
 # (.deps/pgroot/NAME/usr/lib/postgresql/NN/{bin,lib}, .deps/pgroot/NAME/usr/share/postgresql/NN). The copy is made
 # once and made again, after stopping the servers that run from it, when `postgres --version` of the system's
 # installation or the pinned pgvector version changes (the copy's file .stamp records them).
 use_private_postgres() {
   local root system_bin stamp
   # The real path: the programs resolve their own path's links before they look for their folders.
-  root=$(realpath -m "$DEPS/pgroot/$1")
+  root=$(realpath -m "$DEPS/pgroot/$1$MAJOR_SUFFIX")
   # Paths below the installation's root: the system's, or PG_SOURCE_ROOT for a server built from source.
   system_bin=$("$SYSTEM_PG_CONFIG" --bindir)
   system_bin=${system_bin#"$PG_SOURCE_ROOT"}

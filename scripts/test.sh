@@ -65,12 +65,12 @@ suite() {
 # build script when its time changes).
 pgrx_tests() (
   use_private_postgres pgrx-test
-  export PGRX_HOME="$DEPS/pgrx-home"
+  export PGRX_HOME="$DEPS/pgrx-home$MAJOR_SUFFIX"
   local config
   config=$(printf '[configs]\npg%s = "%s"' "$PG_MAJOR" "$PG_CONFIG")
   mkdir -p "$PGRX_HOME"
   [[ "$(cat "$PGRX_HOME/config.toml" 2>/dev/null)" == "$config" ]] || echo "$config" >"$PGRX_HOME/config.toml"
-  local data="$DEPS/pgrx-test-data"
+  local data="$DEPS/pgrx-test-data$MAJOR_SUFFIX"
   mkdir -p "$data"
   local runas=()
   if [[ $(id -u) -eq 0 ]]; then chown postgres:postgres "$data"; runas=(--runas postgres); fi

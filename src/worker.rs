@@ -79,7 +79,7 @@ enum NotRunning {
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn clip_search_launcher_main(_argument: pg_sys::Datum) {
     // SAFETY: installs PostgreSQL's own SIGTERM handler before the signals are unblocked below.
-    unsafe { pg_sys::pqsignal(pg_sys::SIGTERM as i32, Some(die)) };
+    unsafe { handle_sigterm() };
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP);
     // No database: the launcher reads pg_database, a shared catalog, and nothing else.
     BackgroundWorker::connect_worker_to_spi(None, None);
@@ -227,7 +227,7 @@ pub extern "C-unwind" fn clip_search_worker_main(argument: pg_sys::Datum) {
     // SIGTERM (server shutdown, pg_terminate_backend, the launcher's exit) ends the worker at its next interrupt
     // check, which the embedding functions make between images and batches, rather than only between rounds.
     // SAFETY: installs PostgreSQL's own handler before the signals are unblocked below.
-    unsafe { pg_sys::pqsignal(pg_sys::SIGTERM as i32, Some(die)) };
+    unsafe { handle_sigterm() };
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP);
     let Some(database) = guc::worker_databases().into_iter().nth(argument.value()) else {
         // Not expected: the list is a postmaster setting, read the same way when the worker was registered.
@@ -374,6 +374,23 @@ unsafe extern "C-unwind" {
     /// PostgreSQL's SIGTERM handler of backends (`die`, tcop/postgres.c), bound directly: pgrx's binding is a Rust
     /// wrapper, which is no signal handler.
     fn die(signal: std::ffi::c_int);
+}
+
+/// Makes SIGTERM run [`die`], with PostgreSQL's pqsignal (named pqsignal_be in the backend from PostgreSQL 18 on).
+///
+/// # Safety
+/// Only while the process's signals are blocked, before a background worker unblocks them.
+unsafe fn handle_sigterm() {
+    #[cfg(not(feature = "pg18"))]
+    // SAFETY: as the caller promises.
+    unsafe {
+        pg_sys::pqsignal(pg_sys::SIGTERM as i32, Some(die));
+    }
+    #[cfg(feature = "pg18")]
+    // SAFETY: as the caller promises.
+    unsafe {
+        pg_sys::pqsignal_be(pg_sys::SIGTERM as i32, Some(die));
+    }
 }
 
 struct Watch {
