@@ -67,7 +67,8 @@ add_source_suite() {
 # the upstream release tarball (Debian's .orig, checked by apt against the suite's signed index), configured with
 # Debian's layout and installed, with the contrib modules, under .deps/postgres/MAJOR (usr/lib/postgresql/MAJOR/
 # {bin,lib}, usr/share/postgresql/MAJOR, usr/include/postgresql). A PostgreSQL installation is relocatable, so that
-# folder is an installation as the system's is, and use_private_postgres copies it the same way. Built once.
+# folder is an installation as the system's is, and use_private_postgres copies it the same way: its programs and
+# libraries find its libpq by a path relative to their own ($ORIGIN/../lib), not the system's. Built once.
 build_postgres_from_source() {
   local major=$1 suite dir="$DEPS/postgres-source" version tarball tree root="$DEPS/postgres/$1"
   [[ -x $(source_pg_config "$major") ]] && return
@@ -94,7 +95,8 @@ build_postgres_from_source() {
   (cd "$tree" &&
     ./configure --prefix="/usr/lib/postgresql/$major" --datadir="/usr/share/postgresql/$major" \
       --includedir=/usr/include/postgresql --with-icu --with-openssl --with-readline >configure.log 2>&1 &&
-    make -s -j2 >make.log 2>&1 && make -s -j2 -C contrib >>make.log 2>&1 &&
+    make -s -j2 rpathdir='$$ORIGIN/../lib' >make.log 2>&1 &&
+    make -s -j2 -C contrib rpathdir='$$ORIGIN/../lib' >>make.log 2>&1 &&
     make -s install DESTDIR="$root" >>make.log 2>&1 && make -s -C contrib install DESTDIR="$root" >>make.log 2>&1) \
     || { tail -n 30 "$tree/configure.log" "$tree/make.log" >&2; rm -rf "$root"; die "building PostgreSQL $major failed"; }
   rm -rf "$tree"
@@ -136,10 +138,14 @@ build_extension_tree() {
   CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2} cargo pgrx package $([[ $profile == debug ]] && echo --debug) \
     --pg-config "$SYSTEM_PG_CONFIG" --out-dir "$out" >"$log" 2>&1 \
     || { tail -50 "$log" >&2; die "cargo pgrx package ($profile) failed"; }
-  if [[ -n $PG_SOURCE_ROOT ]]; then
-    local top=${PG_SOURCE_ROOT#/}
-    mv "$out$PG_SOURCE_ROOT/usr" "$out/usr" && rm -rf "${out:?}/${top%%/*}"
-  fi
+  below_source_root "$out"
+}
+# Moves what an install into TREE laid out at the full paths of a server built from source (TREE/work/...
+# /.deps/postgres/NN/usr/...) to the paths below its root (TREE/usr/...), as for the system's server.
+below_source_root() {
+  local tree=$1 top=${PG_SOURCE_ROOT#/}
+  [[ -n $PG_SOURCE_ROOT ]] || return 0
+  mv "$tree$PG_SOURCE_ROOT/usr" "$tree/usr" && rm -rf "${tree:?}/${top%%/*}"
 }
 # Installs the tree that build_extension_tree made into the installation PG_CONFIG names (under PG_ROOT), with its
 # ONNX Runtime library: the runtime, then the library, then the SQL files, then the control file (sorted: lib <

@@ -65,7 +65,8 @@ log "building $package $version (release)"
 root="$work/$package"
 mkdir -p "$root"
 build_extension_tree release "$root"
-install -D -m 0644 "$ORT_LIB" "$root$(pg_pkglibdir)/clip_search/$(basename "$ORT_LIB")"
+pkglibdir=$(pg_pkglibdir)
+install -D -m 0644 "$ORT_LIB" "$root${pkglibdir#"$PG_SOURCE_ROOT"}/clip_search/$(basename "$ORT_LIB")"
 install -D -m 0644 -t "$root/usr/share/doc/$package/onnxruntime" "${ORT_NOTICES[@]}"
 cat >"$root/usr/share/doc/$package/copyright" <<EOF
 clip_search $version: $(cargo_package_field license) license.
@@ -85,6 +86,7 @@ log "building $package $PGVECTOR_VERSION"
 root="$work/$package"
 source_tree=$(pgvector_source_tree)
 make -s -C "$source_tree" install PG_CONFIG="$PG_CONFIG" DESTDIR="$root" >/dev/null
+below_source_root "$root"
 install -D -m 0644 "$source_tree/LICENSE" "$root/usr/share/doc/$package/copyright"
 rm -f "$out/${package}"_*.deb
 vector_deb=$(build_deb "$root" "$package" "$PGVECTOR_VERSION-0clipsearch1" "postgresql-$PG_MAJOR" \

@@ -674,6 +674,7 @@ DECLARE
         OPERATOR(pg_catalog.=) '@extschema@.clip_watch(regclass, text, text)'::pg_catalog.regprocedure);
     replaced record;
     granted  record;
+    carried  pg_catalog.oid[];
 BEGIN
     DROP PROCEDURE @extschema@.clip_backfill(regclass, text, text, integer, text);
     DROP FUNCTION @extschema@.clip_watch(regclass, text, text);
@@ -738,14 +739,22 @@ $function$;
     -- The privileges carried over are the users', not the extension's own: pg_dump writes the differences from
     -- what pg_init_privs records as the extension's, so they must not be recorded there (nor the ones carried over
     -- to clip_similarity by the update to 0.5.0).
+    carried := ARRAY['@extschema@.clip_backfill(regclass, text, text, integer, text, text)'::pg_catalog.regprocedure,
+                     '@extschema@.clip_watch(regclass, text, text, text)'::pg_catalog.regprocedure,
+                     '@extschema@.clip_similarity(text, bytea)'::pg_catalog.regprocedure,
+                     '@extschema@.clip_similarity(vector, vector)'::pg_catalog.regprocedure]::pg_catalog.oid[];
     DELETE FROM pg_catalog.pg_init_privs i
     WHERE i.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
       AND i.privtype OPERATOR(pg_catalog.=) 'e'
-      AND i.objoid OPERATOR(pg_catalog.=) ANY (ARRAY[
-          '@extschema@.clip_backfill(regclass, text, text, integer, text, text)'::pg_catalog.regprocedure,
-          '@extschema@.clip_watch(regclass, text, text, text)'::pg_catalog.regprocedure,
-          '@extschema@.clip_similarity(text, bytea)'::pg_catalog.regprocedure,
-          '@extschema@.clip_similarity(vector, vector)'::pg_catalog.regprocedure]::pg_catalog.oid[]);
+      AND i.objoid OPERATOR(pg_catalog.=) ANY (carried);
+    -- From PostgreSQL 17 on, the roles those records name depend on them ('i'): the dependencies go with them, or
+    -- the roles could never be dropped.
+    DELETE FROM pg_catalog.pg_shdepend s
+    WHERE s.dbid OPERATOR(pg_catalog.=) (SELECT d.oid FROM pg_catalog.pg_database d
+                                         WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database())
+      AND s.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
+      AND s.deptype OPERATOR(pg_catalog.=) 'i'
+      AND s.objid OPERATOR(pg_catalog.=) ANY (carried);
 END
 $update$;
 

@@ -12,10 +12,14 @@ FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.deptype = 'e'
 JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'clip_search'
 ORDER BY p.pronamespace::regnamespace::text, p.oid::regprocedure::text;
 -- Every object of the extension other than its functions: the helpers' schema, the failures table, the watches
--- and their status view.
+-- and their status view. (PostgreSQL 18 also records the row and array types of its tables and views as members:
+-- left out here, as earlier versions do not record them.)
 SELECT pg_describe_object(d.classid, d.objid, d.objsubid) AS object
 FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'clip_search'
 WHERE d.deptype = 'e' AND d.classid <> 'pg_proc'::regclass
+  AND NOT EXISTS (SELECT FROM pg_type t LEFT JOIN pg_class c ON c.oid = t.typrelid
+                  WHERE d.classid = 'pg_type'::regclass AND t.oid = d.objid
+                    AND (t.typcategory = 'A' OR c.relkind IN ('r', 'p', 'v', 'm')))
 ORDER BY 1;
 
 -- Every public function, procedure, table and view has a description (psql's \df+, obj_description()).

@@ -175,7 +175,9 @@ RESET client_min_messages;
 SET ROLE clip_hostile_owner;
 CREATE TYPE public.vector AS (planted integer);
 RESET ROLE;
+\set SHOW_CONTEXT never
 CREATE EXTENSION clip_search;
+\set SHOW_CONTEXT errors
 SELECT pg_catalog.count(*) AS installed FROM pg_extension WHERE extname OPERATOR(pg_catalog.=) 'clip_search';
 \c clip_hostile_upgrade
 

@@ -23,6 +23,11 @@ SELECT * FROM dblink(format('host=%s port=%s dbname=%s user=postgres',
         SELECT d.classid, d.objid, pg_describe_object(d.classid, d.objid, 0) AS object
         FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid AND d.refclassid = 'pg_extension'::regclass
         WHERE e.extname = 'clip_search' AND d.deptype = 'e'
+          -- The row and array types of tables and views, which PostgreSQL 18 records as members too: their
+          -- relations are compared.
+          AND NOT EXISTS (SELECT FROM pg_type t LEFT JOIN pg_class c ON c.oid = t.typrelid
+                          WHERE d.classid = 'pg_type'::regclass AND t.oid = d.objid
+                            AND (t.typcategory = 'A' OR c.relkind IN ('r', 'p', 'v', 'm')))
     ), owned AS (
         SELECT m.*, x.owner, x.acl, x.kind FROM members m LEFT JOIN LATERAL (
             SELECT proowner, proacl, 'f'::"char" FROM pg_proc WHERE m.classid = 'pg_proc'::regclass AND oid = m.objid
@@ -56,8 +61,9 @@ SELECT * FROM dblink(format('host=%s port=%s dbname=%s user=postgres',
                                           ' default ' || pg_get_expr(ad.adbin, ad.adrelid)), ', ' ORDER BY a.attnum)
                  FROM pg_attribute a LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
                  WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
+                -- NOT NULL is in the columns; PostgreSQL 18's names of NOT NULL constraints follow their history.
                 (SELECT string_agg(format('%s %s', conname, pg_get_constraintdef(oid)), ', ' ORDER BY conname)
-                 FROM pg_constraint WHERE conrelid = c.oid),
+                 FROM pg_constraint WHERE conrelid = c.oid AND contype <> 'n'),
                 (SELECT string_agg(pg_get_indexdef(indexrelid), ', ' ORDER BY pg_get_indexdef(indexrelid))
                  FROM pg_index WHERE indrelid = c.oid),
                 (SELECT string_agg(format('%s cmd %s permissive %s roles %s using %s check %s', polname, polcmd,
