@@ -9,7 +9,7 @@ die() { log "error: $*"; exit 1; }
 # (its `pgrx = "=..."` dependency and its default pgNN feature), where Cargo needs them.
 source "$ROOT/versions.env"
 PGRX_VERSION=$(sed -nE 's/^pgrx = "=([^"]+)"/\1/p' "$ROOT/Cargo.toml")
-# PG_MAJOR=16 in the environment builds, installs and packages for another major version (only 15 is tested).
+# PG_MAJOR=18 in the environment builds, installs, packages and tests for another major version (scripts/matrix.sh).
 DEFAULT_PG_MAJOR=$(sed -nE 's/^default = \["pg([0-9]+)".*/\1/p' "$ROOT/Cargo.toml")
 PG_MAJOR=${PG_MAJOR:-$DEFAULT_PG_MAJOR}
 [[ -n $PGRX_VERSION && -n $PG_MAJOR ]] || die "Cargo.toml names no pgrx version or no default pgNN feature"
