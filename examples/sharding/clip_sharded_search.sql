@@ -35,8 +35,11 @@ BEGIN
     IF branches IS NULL THEN
         RAISE EXCEPTION 'clip_sharded_search: % has no partitions', parent USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    RETURN format(E'SELECT id, distance, partition FROM (\n%s\n) AS candidates ORDER BY distance, id LIMIT %s',
-                  branches, k);
+    -- Ordered by an expression of the distance, which the branches' outputs are not sorted by: the planner then
+    -- appends them (asynchronously) and sorts the candidates, where ordering by the distance itself lets
+    -- PostgreSQL 18 merge the branches' sorted outputs (a Merge Append, which reads the shards one after another).
+    RETURN format(E'SELECT id, distance, partition FROM (\n%s\n) AS candidates\n'
+                  'ORDER BY distance OPERATOR(pg_catalog.+) 0, id LIMIT %s', branches, k);
 END
 $$;
 
