@@ -87,7 +87,7 @@ build_postgres_from_source() {
   log "building PostgreSQL $major ($version, Debian $suite's source package) into $root"
   mkdir -p "$dir"
   (cd "$dir" && apt-get source --download-only "postgresql-$major=$version" >/dev/null 2>&1) \
-    || die "cannot fetch postgresql-$major's source package"
+    || die "cannot fetch postgresql-$major $version's source package from Debian $suite (is apt's index old?)"
   tarball=$(ls "$dir/postgresql-${major}_${version%%-*}.orig.tar."*)
   tree="$dir/build-$major"
   rm -rf "$tree" "$root" && mkdir -p "$tree"
@@ -98,7 +98,7 @@ build_postgres_from_source() {
     make -s -j2 rpathdir='$$ORIGIN/../lib' >make.log 2>&1 &&
     make -s -j2 -C contrib rpathdir='$$ORIGIN/../lib' >>make.log 2>&1 &&
     make -s install DESTDIR="$root" >>make.log 2>&1 && make -s -C contrib install DESTDIR="$root" >>make.log 2>&1) \
-    || { tail -n 30 "$tree/configure.log" "$tree/make.log" >&2; rm -rf "$root"; die "building PostgreSQL $major failed"; }
+    || { tail -n 30 "$tree/configure.log" "$tree/make.log" >&2; rm -rf "$root"; die "PostgreSQL $major: build failed"; }
   rm -rf "$tree"
 }
 # Builds pgvector for PostgreSQL $PG_MAJOR from Debian trixie's source package (Debian 12 does not package it) and
