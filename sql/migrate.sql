@@ -51,6 +51,7 @@ DECLARE
     -- As type name: cut to 63 bytes, as PostgreSQL cuts a column's name.
     new_column    name := (target_column || '_next')::name;
     target_type   regtype;
+    target_number smallint;
     dimension     integer;
     index         record;
 BEGIN
@@ -64,6 +65,7 @@ BEGIN
             HINT = 'Switch to the new embeddings with clip_migrate_switch, or cancel with clip_migrate_cancel.';
     END IF;
     target_type := clip_search_internal.column_type(target_table, target_column, 'clip_migrate');
+    target_number := clip_search_internal.column_attnum(target_table, target_column, 'clip_migrate');
     IF (SELECT t.typname FROM pg_type t WHERE t.oid = target_type) NOT IN ('vector', 'halfvec') THEN
         RAISE EXCEPTION 'clip_migrate: column "%" of % is of type %, not vector or halfvec',
             target_column, target_table, target_type USING ERRCODE = 'datatype_mismatch';
@@ -82,9 +84,7 @@ BEGIN
     EXECUTE format('ALTER TABLE %s ADD COLUMN %I %s(%s)', target_table, new_column,
                    clip_search_internal.qualified_type(target_type), dimension);
     -- The target column's HNSW indexes, with their operator class and options.
-    FOR index IN SELECT * FROM clip_search_internal.hnsw_indexes(target_table,
-                     clip_search_internal.column_attnum(target_table, target_column, 'clip_migrate'))
-    LOOP
+    FOR index IN SELECT * FROM clip_search_internal.hnsw_indexes(target_table, target_number) LOOP
         EXECUTE format('CREATE INDEX ON %s USING hnsw (%I %s)%s', target_table, new_column, index.operator_class,
                        CASE WHEN index.options IS NOT NULL
                             THEN format(' WITH (%s)', array_to_string(index.options, ', ')) ELSE '' END);
@@ -92,8 +92,7 @@ BEGIN
     PERFORM clip_search_internal.start_watch(target_table, source_column, new_column, model, 'clip_migrate');
     INSERT INTO clip_search_internal.migrations (relation, source_attnum, target_attnum, new_attnum, model)
     VALUES (target_table, clip_search_internal.column_attnum(target_table, source_column, 'clip_migrate'),
-            clip_search_internal.column_attnum(target_table, target_column, 'clip_migrate'),
-            clip_search_internal.column_attnum(target_table, new_column, 'clip_migrate'), model);
+            target_number, clip_search_internal.column_attnum(target_table, new_column, 'clip_migrate'), model);
     RETURN new_column;
 END
 $function$;
