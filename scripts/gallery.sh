@@ -30,7 +30,9 @@ if [[ -n ${CLIP_PRIVATE_POSTGRES:-} ]]; then
 fi
 prepare_demo "$cluster" recommended
 if [[ -z "$(scripts/cluster.sh psql "$cluster" -tA -c "SELECT 1 FROM pg_database WHERE datname = 'gallery'")" ]]; then
-  scripts/cluster.sh psql "$cluster" -c "CREATE DATABASE gallery"
+  # No role may create in the schema public: PostgreSQL's default from 15 on, made explicit for older servers.
+  scripts/cluster.sh psql "$cluster" -c "CREATE DATABASE gallery" \
+    -c "\\connect gallery" -c "REVOKE CREATE ON SCHEMA public FROM PUBLIC" >/dev/null
 fi
 log "cluster '$cluster' on port $PGPORT, database 'gallery' (psql: scripts/cluster.sh psql $cluster -d gallery)"
 

@@ -55,40 +55,94 @@ install_atomically() {
 install_onnxruntime() {
   install_atomically "$ORT_LIB" "$(pg_pkglibdir)/clip_search/$(basename "$ORT_LIB")"
 }
-# Makes apt see the source packages of the Debian suite SUITE (a deb-src entry of its own, then apt-get update).
-add_source_suite() {
-  local suite=$1 src_list=/etc/apt/sources.list.d/clip-search-$1-src.sources
-  [[ -f $src_list ]] && return
-  printf '%s\n' "Types: deb-src" "URIs: http://deb.debian.org/debian" "Suites: $suite" "Components: main" \
-    "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg" | $SUDO tee "$src_list" >/dev/null
-  $SUDO apt-get update -qq >/dev/null
+# Debian's archive, checked against Debian's keys, as one-line apt sources name it.
+DEBIAN_ARCHIVE="[signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian"
+# apt with a list of sources of its own, in .deps/apt/NAME (sources.list, then its indices and downloads there): it
+# checks what it fetches against the signed indices as the system's apt does, and leaves the system's sources alone.
+# Usage: private_apt NAME apt-get|apt-cache ARGS...
+private_apt() {
+  local dir="$DEPS/apt/$1" program=$2; shift 2
+  mkdir -p "$dir/lists/partial" "$dir/cache/archives/partial"
+  "$program" -o Dir::Etc::SourceList="$dir/sources.list" -o Dir::Etc::SourceParts=/nonexistent \
+    -o Dir::State::Lists="$dir/lists" -o Dir::Cache="$dir/cache" "$@"
 }
-# Builds PostgreSQL MAJOR from the source package of the Debian suite that has it (Debian 12 packages 15 only):
-# the upstream release tarball (Debian's .orig, checked by apt against the suite's signed index), configured with
-# Debian's layout and installed, with the contrib modules, under .deps/postgres/MAJOR (usr/lib/postgresql/MAJOR/
-# {bin,lib}, usr/share/postgresql/MAJOR, usr/include/postgresql). A PostgreSQL installation is relocatable, so that
-# folder is an installation as the system's is, and use_private_postgres copies it the same way: its programs and
-# libraries find its libpq by a path relative to their own ($ORIGIN/../lib), not the system's. Built once.
+# Writes the private list NAME (the lines after NAME, one-line format) and fetches its indices, once.
+private_apt_sources() {
+  local name=$1 dir="$DEPS/apt/$1"; shift
+  [[ "$(cat "$dir/sources.list" 2>/dev/null)" == "$(printf '%s\n' "$@")" && -e "$dir/updated" ]] && return
+  mkdir -p "$dir" && rm -f "$dir/updated"
+  printf '%s\n' "$@" >"$dir/sources.list"
+  # --error-on=any: a transient failure to fetch an index is an error, not a warning and an empty list.
+  private_apt "$name" apt-get update -qq --error-on=any >/dev/null 2>&1 || die "apt: cannot fetch the indices of $*"
+  touch "$dir/updated"
+}
+# Ubuntu's archive keys, from Debian's package of them (ubuntu-keyring, checked against Debian's signed index): what
+# Ubuntu's source packages are checked against.
+ubuntu_archive_keyring() {
+  local keyring="$DEPS/apt/ubuntu-archive-keyring.gpg" dir="$DEPS/apt/ubuntu-keyring"
+  if [[ ! -s $keyring ]]; then
+    private_apt_sources debian-trixie "deb $DEBIAN_ARCHIVE trixie main"
+    rm -rf "$dir" && mkdir -p "$dir"
+    (cd "$dir" && private_apt debian-trixie apt-get download ubuntu-keyring >/dev/null 2>&1 &&
+      dpkg-deb -x ubuntu-keyring_*.deb files && cp files/usr/share/keyrings/ubuntu-archive-keyring.gpg "$keyring.part" &&
+      mv -f "$keyring.part" "$keyring") \
+      || die "cannot fetch Debian's ubuntu-keyring package"
+  fi
+  echo "$keyring"
+}
+# Builds PostgreSQL MAJOR from the source package of a Debian or Ubuntu release that has it (Debian 12 packages 15
+# only): the upstream release tarball (the package's .orig, checked against the sha256 in the release's signed
+# index), configured with Debian's layout and installed, with the contrib modules, under .deps/postgres/MAJOR
+# (usr/lib/postgresql/MAJOR/{bin,lib}, usr/share/postgresql/MAJOR, usr/include/postgresql). A PostgreSQL
+# installation is relocatable, so that folder is an installation as the system's is, and use_private_postgres copies
+# it the same way: its programs and libraries find its libpq by a path relative to their own ($ORIGIN/../lib), not
+# the system's. Built once.
 build_postgres_from_source() {
-  local major=$1 suite dir="$DEPS/postgres-source" version tarball tree root="$DEPS/postgres/$1"
+  local major=$1 archive releases dir="$DEPS/postgres-source" tarball tree root="$DEPS/postgres/$1" url keyring
   [[ -x $(source_pg_config "$major") ]] && return
   case $major in
-    13) suite=bullseye ;;
-    17) suite=trixie ;;
-    18) suite=sid ;;
-    *) die "PostgreSQL $major: no Debian suite reachable here has its source package (13, 17 and 18 do)" ;;
+    13) archive=debian releases="bullseye" ;;
+    14) archive=ubuntu releases="jammy-updates jammy" ;;          # Ubuntu 22.04
+    16) archive=ubuntu releases="noble-updates noble" ;;          # Ubuntu 24.04
+    # Ubuntu 25.10. Debian trixie's index lists 17 too, but the mirror reachable here lacks its files.
+    17) archive=ubuntu releases="questing-updates questing" ;;
+    18) archive=debian releases="sid" ;;
+    *) die "PostgreSQL $major: no release reachable here has its source package (13, 14, 16, 17 and 18 do)" ;;
   esac
+  local lines=() release
+  if [[ $archive == debian ]]; then
+    url=http://deb.debian.org/debian
+    for release in $releases; do lines+=("deb-src $DEBIAN_ARCHIVE $release main"); done
+  else
+    url=http://archive.ubuntu.com/ubuntu
+    keyring=$(ubuntu_archive_keyring) || exit 1
+    for release in $releases; do lines+=("deb-src [signed-by=$keyring] $url $release main"); done
+  fi
+  private_apt_sources "postgresql-$major" "${lines[@]}"
   # Release tarballs from 18 on leave the parser and scanner to be generated.
   command -v bison >/dev/null && command -v flex >/dev/null ||
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bison flex >/dev/null
-  add_source_suite "$suite"
-  version=$(apt-cache showsrc "postgresql-$major" | sed -n 's/^Version: //p' | sort -V | tail -1)
-  [[ -n $version ]] || die "no source package postgresql-$major in Debian $suite"
-  log "building PostgreSQL $major ($version, Debian $suite's source package) into $root"
+  # Only the upstream tarball is used: the newest whose file the mirror has, checked against the sha256 in the
+  # release's signed index (apt checked the index). Each record: version, folder, sha256, file.
+  local version folder sha256 file
   mkdir -p "$dir"
-  (cd "$dir" && apt-get source --download-only "postgresql-$major=$version" >/dev/null 2>&1) \
-    || die "cannot fetch postgresql-$major $version's source package from Debian $suite (is apt's index old?)"
-  tarball=$(ls "$dir/postgresql-${major}_${version%%-*}.orig.tar."*)
+  while read -r version folder sha256 file; do
+    tarball="$dir/$file"
+    if [[ ! -f $tarball ]]; then
+      curl -fsS -o "$tarball.part" "$url/$folder/$file" 2>/dev/null || { rm -f "$tarball.part"; continue; }
+      mv -f "$tarball.part" "$tarball"
+    fi
+    sha256sum -c --quiet <<<"$sha256  $tarball" 2>/dev/null ||
+      { rm -f "$tarball"; die "$file: not the sha256 in the index (removed; run again to fetch it again)"; }
+    break
+  done < <(private_apt "postgresql-$major" apt-cache showsrc "postgresql-$major" 2>/dev/null | awk '
+    function emit() { if (version != "" && file != "") print version, folder, sha256, file; version = file = "" }
+    /^Version:/ { version = $2 } /^Directory:/ { folder = $2 }
+    /^Checksums-Sha256:/ { sums = 1; next }
+    sums && /^ / { if ($3 ~ /\.orig\.tar\.(gz|bz2|xz)$/) { sha256 = $1; file = $3 } next }
+    { sums = 0 } /^$/ { emit() } END { emit() }' | sort -rV)
+  [[ -f ${tarball:-} ]] || die "PostgreSQL $major: the mirror has no upstream tarball of $releases' source packages"
+  log "building PostgreSQL $major ($(basename "$tarball"), from $releases) into $root"
   tree="$dir/build-$major"
   rm -rf "$tree" "$root" && mkdir -p "$tree"
   tar xf "$tarball" -C "$tree" --strip-components=1
@@ -109,13 +163,15 @@ pgvector_source_tree() {
   local tree="$dir/pg$PG_MAJOR/pgvector-$PGVECTOR_VERSION"
   [[ -f "$tree/vector.so" ]] && { echo "$tree"; return; }
   log "building pgvector $PGVECTOR_VERSION"
-  add_source_suite trixie
   mkdir -p "$dir/pg$PG_MAJOR"
   if [[ ! -f "$dir/pgvector_$PGVECTOR_VERSION.orig.tar.gz" ]]; then
+    private_apt_sources pgvector "deb-src $DEBIAN_ARCHIVE trixie main"
     # The Debian revision of the pinned upstream version (0.8.0-1 for 0.8.0).
     local debian_version
-    debian_version=$(apt-cache showsrc pgvector | sed -n "s/^Version: \($PGVECTOR_VERSION-.*\)/\1/p" | head -1)
-    (cd "$dir" && [[ -n $debian_version ]] && apt-get source --download-only "pgvector=$debian_version" >/dev/null 2>&1) \
+    debian_version=$(private_apt pgvector apt-cache showsrc pgvector |
+      sed -n "s/^Version: \($PGVECTOR_VERSION-.*\)/\1/p" | head -1)
+    (cd "$dir" && [[ -n $debian_version ]] &&
+      private_apt pgvector apt-get source --download-only "pgvector=$debian_version" >/dev/null 2>&1) \
       || die "cannot fetch pgvector $PGVECTOR_VERSION's source package"
   fi
   rm -rf "$tree" && tar xzf "$dir/pgvector_$PGVECTOR_VERSION.orig.tar.gz" -C "$dir/pg$PG_MAJOR"
@@ -129,12 +185,24 @@ pgvector_source_tree() {
   make -s -j2 -C "$tree" PG_CONFIG="$PG_CONFIG" OPTFLAGS="" >/dev/null
   echo "$tree"
 }
+# Points pgrx at a configuration of the project's own, $DEPS/NAME (per major), that names only PG_CONFIG: pgrx's
+# build runs every pg_config its configuration names, so one shared with other checkouts (~/.pgrx) fails the build
+# as soon as one of them is gone. The file is rewritten only when it changes: pgrx's build script reruns when its
+# time changes.
+use_pgrx_home() {
+  local name=$1 pg_config=$2 config
+  export PGRX_HOME="$DEPS/$name$MAJOR_SUFFIX"
+  config=$(printf '[configs]\npg%s = "%s"' "$PG_MAJOR" "$pg_config")
+  mkdir -p "$PGRX_HOME"
+  [[ "$(cat "$PGRX_HOME/config.toml" 2>/dev/null)" == "$config" ]] || echo "$config" >"$PGRX_HOME/config.toml"
+}
 # Builds the extension with cargo pgrx package (PROFILE "release" or "debug") into the empty folder OUT, laid out
 # as SYSTEM_PG_CONFIG's installation: usr/lib/postgresql/NN/lib/clip_search.so, usr/share/postgresql/NN/extension/*
 # (below PG_SOURCE_ROOT for a server built from source). (Always for that installation, private copy or not: a
 # build for another pg_config path would rebuild pgrx.)
 build_extension_tree() {
   local profile=$1 out=$2 log="$DEPS/build-$1.log"
+  use_pgrx_home pgrx-build "$SYSTEM_PG_CONFIG"
   CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2} cargo pgrx package $([[ $profile == debug ]] && echo --debug) \
     --pg-config "$SYSTEM_PG_CONFIG" --out-dir "$out" >"$log" 2>&1 \
     || { tail -50 "$log" >&2; die "cargo pgrx package ($profile) failed"; }
@@ -171,6 +239,7 @@ cluster_env() {
     watch) PGPORT=${CLIP_WATCH_PORT:-55436} ;;  # tests/watch.sh: the background worker (shared_preload_libraries)
     watch-standby) PGPORT=${CLIP_WATCH_STANDBY_PORT:-55437} ;;  # and its hot standby
     migrate) PGPORT=${CLIP_MIGRATE_PORT:-55549} ;;  # tests/migrate.sh: a migration under load, and a crash
+    ingest) PGPORT=${CLIP_INGEST_PORT:-55550} ;;  # bench/ingest.sh: the workers' ingest of phone-size photos
     # tests/concurrent_install.sh: the worker's cluster and the gallery's, while the extension is reinstalled.
     concurrent) PGPORT=${CLIP_CONCURRENT_PORT:-55438} ;;
     concurrent-gallery) PGPORT=${CLIP_CONCURRENT_GALLERY_PORT:-55439} ;;

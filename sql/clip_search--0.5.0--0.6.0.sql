@@ -636,6 +636,7 @@ ALTER POLICY owners ON clip_search_internal.watches
 DO $rename$
 DECLARE
     watch record;
+    clone record;
 BEGIN
     FOR watch IN SELECT w.relation, w.target_attnum FROM clip_search_internal.watches w
                  JOIN pg_catalog.pg_trigger t ON t.tgrelid OPERATOR(pg_catalog.=) w.relation::pg_catalog.oid
@@ -645,26 +646,69 @@ BEGIN
         EXECUTE pg_catalog.format('ALTER TRIGGER clip_watch ON %s RENAME TO %I', watch.relation,
                                   clip_search_internal.watch_trigger_name(watch.target_attnum));
     END LOOP;
+    -- Before PostgreSQL 15 that leaves the partitions' clones of a partitioned table's trigger as they were: each
+    -- takes the name of the trigger at the top of its chain of parents.
+    FOR clone IN
+        WITH RECURSIVE chain AS (
+            SELECT t.tgrelid AS clone_relation, t.tgparentid AS parent
+            FROM pg_catalog.pg_trigger t
+            WHERE t.tgname OPERATOR(pg_catalog.=) 'clip_watch'
+              AND t.tgparentid OPERATOR(pg_catalog.<>) 0::pg_catalog.oid
+              AND t.tgfoid OPERATOR(pg_catalog.=) 'clip_search_internal.watch_trigger()'::pg_catalog.regprocedure
+            UNION ALL
+            SELECT c.clone_relation, p.tgparentid
+            FROM chain c JOIN pg_catalog.pg_trigger p ON p.oid OPERATOR(pg_catalog.=) c.parent
+            WHERE p.tgparentid OPERATOR(pg_catalog.<>) 0::pg_catalog.oid
+        )
+        SELECT c.clone_relation, top.tgname
+        FROM chain c JOIN pg_catalog.pg_trigger top ON top.oid OPERATOR(pg_catalog.=) c.parent
+        WHERE top.tgparentid OPERATOR(pg_catalog.=) 0::pg_catalog.oid
+          AND top.tgname OPERATOR(pg_catalog.<>) 'clip_watch'
+    LOOP
+        EXECUTE pg_catalog.format('ALTER TRIGGER clip_watch ON %s RENAME TO %I',
+                                  clone.clone_relation::pg_catalog.regclass, clone.tgname);
+    END LOOP;
 END
 $rename$;
 
+-- Whether this database's workers run, and what they do: "active" while one of them embeds, "idle" while they
+-- wait, "not running" without shared_preload_libraries or when clip.worker_databases does not name this database.
+-- A security definer, since pg_stat_activity hides other roles' sessions' types and states from ordinary roles; it
+-- tells them nothing else.
+CREATE OR REPLACE FUNCTION clip_search_internal.worker_state() RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $function$
+    SELECT coalesce((SELECT coalesce(a.state, 'running') FROM pg_stat_activity a
+                     WHERE a.backend_type = 'clip_search worker' AND a.datname = current_database()
+                     ORDER BY a.state IS NOT DISTINCT FROM 'active' DESC LIMIT 1),
+                    'not running')
+$function$;
+
+-- How many of this database's workers run (clip.workers_per_database once started). A security definer as above.
+CREATE FUNCTION clip_search_internal.workers_running() RETURNS integer
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $function$
+    SELECT count(*)::integer FROM pg_stat_activity a
+    WHERE a.backend_type = 'clip_search worker' AND a.datname = current_database()
+$function$;
+
 -- Progress and health of each watch in this database, for the tables the viewer may read, and the time left at the
--- last batch's rate. The view reads every
+-- last batch's rate, times the workers that share the rows. The view reads every
 -- watch (as its owner) and watch_status leaves out the others; as a security barrier, it applies a viewer's own
 -- conditions only to what that leaves, unless they are leakproof (relation = 'photos'::regclass is, and spares the
 -- counting of the other tables).
 CREATE OR REPLACE VIEW @extschema@.clip_watch_status WITH (security_barrier) AS
 SELECT w.relation, s.source_column, s.target_column, s.rows_pending, s.rows_embedded, s.rows_failed,
        s.rows_embedded_by_worker, s.last_batch_rows_per_s, s.last_batch_at, s.last_error, s.last_error_at,
-       s.worker_state, w.model,
-       -- The rows due at the last batch's rate. Every name qualified: a view binds them when it is created, under
-       -- the search_path of CREATE EXTENSION.
+       s.worker_state, r.workers, w.model,
+       -- The rows due at the last batch's rate, each worker embedding at that rate. Every name qualified: a view
+       -- binds them when it is created, under the search_path of CREATE EXTENSION.
        CASE WHEN s.rows_pending OPERATOR(pg_catalog.=) 0 THEN '0'::pg_catalog.interval
             WHEN s.last_batch_rows_per_s OPERATOR(pg_catalog.>) 0
             THEN pg_catalog.make_interval(secs => pg_catalog.round(
-                     s.rows_pending OPERATOR(pg_catalog./) s.last_batch_rows_per_s)::double precision)
+                     s.rows_pending OPERATOR(pg_catalog./)
+                     (s.last_batch_rows_per_s OPERATOR(pg_catalog.*) GREATEST(r.workers, 1)))::double precision)
        END AS time_left
-FROM clip_search_internal.watches w CROSS JOIN LATERAL clip_search_internal.watch_status(w) s;
+FROM clip_search_internal.watches w CROSS JOIN LATERAL clip_search_internal.watch_status(w) s
+CROSS JOIN LATERAL (SELECT clip_search_internal.workers_running() AS workers) r;
 
 DO $update$
 DECLARE
@@ -834,7 +878,7 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $function$
         WHERE p.proname LIKE 'clip\_%' AND p.pronargs > 0
           AND p.proargtypes[0] IN ('text'::regtype, 'bytea'::regtype, 'text[]'::regtype, 'bytea[]'::regtype)
     ), calls AS (
-        SELECT DISTINCT d.classid, d.objid, f.takes_model
+        SELECT DISTINCT d.classid, d.objid, d.objsubid, f.takes_model
         FROM pg_depend d JOIN embedding_functions f ON d.refclassid = 'pg_proc'::regclass AND d.refobjid = f.oid
     ), described AS (
         SELECT c.takes_model, u.user_object, u.expression
@@ -845,7 +889,9 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $function$
             UNION ALL
             SELECT format('column %I of %s', a.attname, a.attrelid::regclass), pg_get_expr(ad.adbin, ad.adrelid)
             FROM pg_attrdef ad JOIN pg_attribute a ON a.attrelid = ad.adrelid AND a.attnum = ad.adnum
-            WHERE c.classid = 'pg_attrdef'::regclass AND ad.oid = c.objid
+            WHERE (c.classid = 'pg_attrdef'::regclass AND ad.oid = c.objid)
+               -- a generated column's expression, recorded as the column's own by PostgreSQL 13
+               OR (c.classid = 'pg_class'::regclass AND ad.adrelid = c.objid AND ad.adnum = c.objsubid)
             UNION ALL
             SELECT format('constraint %I of %s', con.conname, con.conrelid::regclass), pg_get_constraintdef(con.oid)
             FROM pg_constraint con WHERE c.classid = 'pg_constraint'::regclass AND con.oid = c.objid

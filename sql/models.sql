@@ -62,7 +62,7 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $function$
         WHERE p.proname LIKE 'clip\_%' AND p.pronargs > 0
           AND p.proargtypes[0] IN ('text'::regtype, 'bytea'::regtype, 'text[]'::regtype, 'bytea[]'::regtype)
     ), calls AS (
-        SELECT DISTINCT d.classid, d.objid, f.takes_model
+        SELECT DISTINCT d.classid, d.objid, d.objsubid, f.takes_model
         FROM pg_depend d JOIN embedding_functions f ON d.refclassid = 'pg_proc'::regclass AND d.refobjid = f.oid
     ), described AS (
         SELECT c.takes_model, u.user_object, u.expression
@@ -73,7 +73,9 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $function$
             UNION ALL
             SELECT format('column %I of %s', a.attname, a.attrelid::regclass), pg_get_expr(ad.adbin, ad.adrelid)
             FROM pg_attrdef ad JOIN pg_attribute a ON a.attrelid = ad.adrelid AND a.attnum = ad.adnum
-            WHERE c.classid = 'pg_attrdef'::regclass AND ad.oid = c.objid
+            WHERE (c.classid = 'pg_attrdef'::regclass AND ad.oid = c.objid)
+               -- a generated column's expression, recorded as the column's own by PostgreSQL 13
+               OR (c.classid = 'pg_class'::regclass AND ad.adrelid = c.objid AND ad.adnum = c.objsubid)
             UNION ALL
             SELECT format('constraint %I of %s', con.conname, con.conrelid::regclass), pg_get_constraintdef(con.oid)
             FROM pg_constraint con WHERE c.classid = 'pg_constraint'::regclass AND con.oid = c.objid

@@ -315,15 +315,23 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $function$
     FROM unnest(string_to_array(current_setting('clip.worker_databases', true), ',')) AS d
 $function$;
 
--- Whether this database's worker runs, and what it does: "active" while it embeds, "idle" while it waits, "not
--- running" without shared_preload_libraries or when clip.worker_databases does not name this database. A security
--- definer, since pg_stat_activity hides other roles' sessions' types and states from ordinary roles; it tells
--- them nothing else.
+-- Whether this database's workers run, and what they do: "active" while one of them embeds, "idle" while they
+-- wait, "not running" without shared_preload_libraries or when clip.worker_databases does not name this database.
+-- A security definer, since pg_stat_activity hides other roles' sessions' types and states from ordinary roles; it
+-- tells them nothing else.
 CREATE FUNCTION clip_search_internal.worker_state() RETURNS text
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $function$
     SELECT coalesce((SELECT coalesce(a.state, 'running') FROM pg_stat_activity a
-                     WHERE a.backend_type = 'clip_search worker' AND a.datname = current_database() LIMIT 1),
+                     WHERE a.backend_type = 'clip_search worker' AND a.datname = current_database()
+                     ORDER BY a.state IS NOT DISTINCT FROM 'active' DESC LIMIT 1),
                     'not running')
+$function$;
+
+-- How many of this database's workers run (clip.workers_per_database once started). A security definer as above.
+CREATE FUNCTION clip_search_internal.workers_running() RETURNS integer
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $function$
+    SELECT count(*)::integer FROM pg_stat_activity a
+    WHERE a.backend_type = 'clip_search worker' AND a.datname = current_database()
 $function$;
 
 -- A watch's progress, if the current role may read its table: rows due, embedded and failed, the rate of the last
@@ -361,22 +369,24 @@ END
 $function$;
 
 -- Progress and health of each watch in this database, for the tables the viewer may read, and the time left at the
--- last batch's rate. The view reads every
+-- last batch's rate, times the workers that share the rows. The view reads every
 -- watch (as its owner) and watch_status leaves out the others; as a security barrier, it applies a viewer's own
 -- conditions only to what that leaves, unless they are leakproof (relation = 'photos'::regclass is, and spares the
 -- counting of the other tables).
 CREATE VIEW @extschema@.clip_watch_status WITH (security_barrier) AS
 SELECT w.relation, s.source_column, s.target_column, s.rows_pending, s.rows_embedded, s.rows_failed,
        s.rows_embedded_by_worker, s.last_batch_rows_per_s, s.last_batch_at, s.last_error, s.last_error_at,
-       s.worker_state, w.model,
-       -- The rows due at the last batch's rate. Every name qualified: a view binds them when it is created, under
-       -- the search_path of CREATE EXTENSION.
+       s.worker_state, r.workers, w.model,
+       -- The rows due at the last batch's rate, each worker embedding at that rate. Every name qualified: a view
+       -- binds them when it is created, under the search_path of CREATE EXTENSION.
        CASE WHEN s.rows_pending OPERATOR(pg_catalog.=) 0 THEN '0'::pg_catalog.interval
             WHEN s.last_batch_rows_per_s OPERATOR(pg_catalog.>) 0
             THEN pg_catalog.make_interval(secs => pg_catalog.round(
-                     s.rows_pending OPERATOR(pg_catalog./) s.last_batch_rows_per_s)::double precision)
+                     s.rows_pending OPERATOR(pg_catalog./)
+                     (s.last_batch_rows_per_s OPERATOR(pg_catalog.*) GREATEST(r.workers, 1)))::double precision)
        END AS time_left
-FROM clip_search_internal.watches w CROSS JOIN LATERAL clip_search_internal.watch_status(w) s;
+FROM clip_search_internal.watches w CROSS JOIN LATERAL clip_search_internal.watch_status(w) s
+CROSS JOIN LATERAL (SELECT clip_search_internal.workers_running() AS workers) r;
 
 -- Anyone may watch or unwatch the tables whose owner's rights they have (and only those), and read the watches of
 -- the tables they may read: what clip_watch_status shows them. (Policy expressions are bound when the policy is

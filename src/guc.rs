@@ -22,6 +22,7 @@ pub static MAX_BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(64);
 pub static SHARED_WEIGHTS: GucSetting<bool> = GucSetting::<bool>::new(true);
 pub static WEIGHTS_CACHE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static WORKER_DATABASES: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static WORKERS_PER_DATABASE: GucSetting<i32> = GucSetting::<i32>::new(1);
 pub static WORKER_NAPTIME: GucSetting<i32> = GucSetting::<i32>::new(1000);
 pub static MAX_IMAGE_PIXELS: GucSetting<i32> = GucSetting::<i32>::new(DecodeLimits::DEFAULT_MAX_PIXELS as i32);
 
@@ -161,10 +162,23 @@ pub fn register() {
         GucRegistry::define_string_guc(
             c"clip.worker_databases",
             c"Databases whose watched columns a background worker keeps embedded (comma-separated).",
-            c"One worker per database, started with the server when shared_preload_libraries includes \
-              clip_search. Each runs inferences with clip.intra_op_threads threads (at most \
-              clip.max_intra_op_threads) in batches of clip.batch_size (at most clip.max_batch_size).",
+            c"clip.workers_per_database workers per database, started with the server when \
+              shared_preload_libraries includes clip_search. Each runs inferences with clip.intra_op_threads \
+              threads (at most clip.max_intra_op_threads) in batches of clip.batch_size (at most \
+              clip.max_batch_size).",
             &WORKER_DATABASES,
+            GucContext::Postmaster,
+            GucFlags::default(),
+        );
+        GucRegistry::define_int_guc(
+            c"clip.workers_per_database",
+            c"Background workers for each database of clip.worker_databases.",
+            c"They share the watches' rows: each batch locks the rows it embeds and passes over those another \
+              batch holds. Each adds an inference's memory, the model's weights being shared, and takes a \
+              background worker slot (max_worker_processes).",
+            &WORKERS_PER_DATABASE,
+            1,
+            64,
             GucContext::Postmaster,
             GucFlags::default(),
         );
@@ -179,8 +193,8 @@ pub fn register() {
         GucContext::Sighup,
         GucFlags::UNIT_MS,
     );
-    // `SET clip.batchsize = 8` is an error rather than a silently kept placeholder (before PostgreSQL 15, which
-    // added reserved prefixes, a warning).
+    // `SET clip.batchsize = 8` is an error rather than a silently kept placeholder. PostgreSQL 13 and 14 have no
+    // reserved prefixes: they warn about the placeholders set before the library loads, and keep later ones.
     // SAFETY: called from _PG_init with a static NUL-terminated prefix.
     #[cfg(not(any(feature = "pg13", feature = "pg14")))]
     unsafe {
@@ -298,6 +312,10 @@ pub fn worker_databases() -> Vec<String> {
         }
     }
     databases
+}
+
+pub fn workers_per_database() -> usize {
+    WORKERS_PER_DATABASE.get().max(1) as usize
 }
 
 pub fn worker_naptime() -> std::time::Duration {

@@ -1,8 +1,10 @@
 //! The background workers that keep watched columns embedded (sql/watch.sql), started with the server when
-//! shared_preload_libraries includes clip_search. A launcher, connected to no database, starts one worker per
-//! database that clip.worker_databases names and that accepts connections; a database that does not is reported
-//! as a WARNING (once, until it does) rather than connected to and failed every few seconds, and a worker that
-//! stops is started again [`RESTART_PAUSE`] later. Without shared_preload_libraries, everything else works as
+//! shared_preload_libraries includes clip_search. A launcher, connected to no database, starts
+//! clip.workers_per_database workers for each database that clip.worker_databases names and that accepts
+//! connections; a database that does not is reported as a WARNING (once, until it does) rather than connected to
+//! and failed every few seconds, and a worker that stops is started again [`RESTART_PAUSE`] later. The workers of a
+//! database share its watches' rows: a batch locks the rows it embeds and passes over those another batch holds
+//! (`FOR UPDATE SKIP LOCKED`), so no row is embedded twice. Without shared_preload_libraries, everything else works as
 //! before and clip_watch_status says the worker is not running.
 //!
 //! Each round runs one batch of every watch, each in a transaction of its own, as the watched table's owner in a
@@ -52,16 +54,18 @@ pub fn register() {
 }
 
 thread_local! {
-    /// The launcher's workers, one per database of clip.worker_databases. Borrowed only for moments in which
-    /// nothing can raise an error, so that [`terminate_workers`] always finds them.
+    /// The launcher's workers, clip.workers_per_database for each database of clip.worker_databases. Borrowed only
+    /// for moments in which nothing can raise an error, so that [`terminate_workers`] always finds them.
     static WORKERS: RefCell<Vec<DatabaseWorker>> = const { RefCell::new(Vec::new()) };
 }
 
-/// The worker of one database of clip.worker_databases, as the launcher sees it.
+/// One worker of a database of clip.worker_databases, as the launcher sees it.
 struct DatabaseWorker {
     /// The database's position in clip.worker_databases, the worker's argument.
     index: usize,
     database: String,
+    /// Which of the database's workers this is, from 1: for its name.
+    number: usize,
     running: Option<DynamicBackgroundWorker>,
     /// No start before this: set when the worker stopped or could not be started.
     not_before: Option<Instant>,
@@ -83,11 +87,21 @@ pub extern "C-unwind" fn clip_search_launcher_main(_argument: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP);
     // No database: the launcher reads pg_database, a shared catalog, and nothing else.
     BackgroundWorker::connect_worker_to_spi(None, None);
+    let per_database = guc::workers_per_database();
     WORKERS.with_borrow_mut(|workers| {
         *workers = guc::worker_databases()
             .into_iter()
             .enumerate()
-            .map(|(index, database)| DatabaseWorker { index, database, running: None, not_before: None, reported: None })
+            .flat_map(|(index, database)| {
+                (1..=per_database).map(move |number| DatabaseWorker {
+                    index,
+                    database: database.clone(),
+                    number,
+                    running: None,
+                    not_before: None,
+                    reported: None,
+                })
+            })
             .collect()
     });
     // SAFETY: registers a plain function, run when the launcher exits for any reason.
@@ -98,12 +112,12 @@ pub extern "C-unwind" fn clip_search_launcher_main(_argument: pg_sys::Datum) {
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
         }
         let due: Vec<(usize, String)> = WORKERS.with_borrow_mut(|workers| {
-            workers.iter_mut().filter_map(|w| w.due().then(|| (w.index, w.database.clone()))).collect()
+            workers.iter_mut().enumerate().filter_map(|(at, w)| w.due().then(|| (at, w.database.clone()))).collect()
         });
-        for (index, database) in due {
+        for (at, database) in due {
             // Read with no borrow held: the scan checks for interrupts, and a termination ends the process there.
             let available = database_available(&database);
-            WORKERS.with_borrow_mut(|workers| workers[index].start(available));
+            WORKERS.with_borrow_mut(|workers| workers[at].start(available));
         }
         check_for_interrupts!();
         // The postmaster sets the latch when a worker starts or stops (bgw_notify_pid).
@@ -148,6 +162,10 @@ impl DatabaseWorker {
     /// Starts the worker if its database is `available`; reports why not otherwise, once per cause.
     fn start(&mut self, available: bool) {
         if !available {
+            // Said once per database, by its first worker.
+            if self.number > 1 {
+                return;
+            }
             self.report(
                 NotRunning::DatabaseUnavailable,
                 "does not exist or does not accept connections; no worker embeds its watched columns. Create \
@@ -155,7 +173,8 @@ impl DatabaseWorker {
             );
             return;
         }
-        let started = BackgroundWorkerBuilder::new(&format!("clip_search worker for database {}", self.database))
+        let name = format!("clip_search worker {} for database {}", self.number, self.database);
+        let started = BackgroundWorkerBuilder::new(&name)
             .set_type("clip_search worker")
             .set_library("clip_search")
             .set_function("clip_search_worker_main")
@@ -173,11 +192,13 @@ impl DatabaseWorker {
             }
             Err(_) => {
                 self.not_before = Some(Instant::now() + RESTART_PAUSE);
-                self.report(
-                    NotRunning::NoWorkerSlot,
-                    "has no worker yet: every background worker slot is taken (max_worker_processes, which parallel \
-                     queries share, must leave one for the launcher and one per database); tried again every 10 s.",
+                let what = format!(
+                    "lacks its worker {}: every background worker slot is taken (max_worker_processes, which \
+                     parallel queries share, must leave one for the launcher and clip.workers_per_database per \
+                     database); tried again every 10 s.",
+                    self.number
                 );
+                self.report(NotRunning::NoWorkerSlot, &what);
             }
         }
     }
@@ -289,7 +310,7 @@ fn run_round() -> bool {
         Spi::connect(|client| {
             let rows = client.select(
                 "SELECT w.relation::pg_catalog.oid, w.relation::pg_catalog.text, w.source_attnum, w.target_attnum,
-                        c.relowner, w.failures_in_a_row, w.last_error,
+                        c.relowner, w.failures_in_a_row,
                         coalesce(clip_search_internal.column_name(w.relation, w.target_attnum), '?')
                  FROM clip_search_internal.watches w JOIN pg_catalog.pg_class c ON c.oid = w.relation::pg_catalog.oid
                  WHERE w.next_try_at IS NULL OR w.next_try_at <= pg_catalog.clock_timestamp()
@@ -304,8 +325,7 @@ fn run_round() -> bool {
                 target_attnum: row.get::<i16>(4)?.expect("not null"),
                 owner: row.get::<pg_sys::Oid>(5)?.expect("not null"),
                 failures_in_a_row: row.get::<i32>(6)?.expect("not null"),
-                last_error: row.get::<String>(7)?,
-                target: row.get::<String>(8)?.expect("not null"),
+                target: row.get::<String>(7)?.expect("not null"),
             }))
             .collect::<Result<Vec<Watch>, pgrx::spi::Error>>()
         })
@@ -331,6 +351,7 @@ fn run_round() -> bool {
 /// catch, or one raised by code of the table's owner) rolls back this watch's batch only and is recorded in its
 /// row, so no watch can stop the worker or keep it from the watches after it.
 fn run_batch_isolated(watch: &Watch) -> bool {
+    let started = Instant::now();
     // SAFETY: the subtransaction protocol of PostgreSQL's procedural languages (PL/Python's, for one): begin a
     // subtransaction, then release it on success or roll it back on error, and either way return to the caller's
     // memory context and resource owner.
@@ -364,7 +385,7 @@ fn run_batch_isolated(watch: &Watch) -> bool {
         // SAFETY: unpack_sql_state returns a static buffer holding the five characters of the code.
         let code = unsafe { std::ffi::CStr::from_ptr(pg_sys::unpack_sql_state(report.sql_error_code() as i32)) };
         let failure = format!("{} {}", code.to_string_lossy(), report.message());
-        record(watch, 0, 0, 0.0, Some(&failure));
+        record(watch, 0, 0, started, Some(&failure));
         false
     })
     .execute()
@@ -402,8 +423,8 @@ struct Watch {
     /// The target column's name, for messages ('?' if it was dropped).
     target: String,
     owner: pg_sys::Oid,
+    /// As the round found it: whether an empty batch must still be recorded, to end the failures.
     failures_in_a_row: i32,
-    last_error: Option<String>,
 }
 
 /// One batch of one watch, as the table's owner, and its outcome recorded in the watch's row. Whether it found
@@ -426,32 +447,48 @@ fn run_batch(watch: &Watch) -> bool {
     if done + skipped == 0 && failure.is_none() && watch.failures_in_a_row == 0 {
         return false;
     }
-    let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-6);
-    record(watch, done, skipped, rate, failure.as_deref());
+    record(watch, done, skipped, started, failure.as_deref());
     // A batch that failed as a whole (the model missing, say) is not work done: sleep before trying again.
     done + skipped > 0
 }
 
-/// Adds a batch's outcome to the watch's row. A failure is reported as a WARNING when it is the first in a row or
-/// differs from the last one, and puts the watch off for a pause that doubles with each failure in a row; the
-/// first batch that does not fail ends the pause and says so in the log.
-fn record(watch: &Watch, done: i64, skipped: i64, rate: f64, failure: Option<&str>) {
-    let failures_in_a_row = if failure.is_some() { watch.failures_in_a_row.saturating_add(1) } else { 0 };
+/// Adds the outcome of a batch that began at `started` to the watch's row. A failure is reported as a WARNING when
+/// it is the first in a row or differs from the last one, and puts the watch off for a pause that doubles with each
+/// failure in a row; the first batch that does not fail ends the pause and says so in the log. The row is read
+/// again, locked, since the database's other workers record their batches of the same watch too: a failure while
+/// another worker's failure already put the watch off counts once, and a batch that found no rows while another
+/// worker failed (those rows were the other's) ends nothing.
+fn record(watch: &Watch, done: i64, skipped: i64, started: Instant, failure: Option<&str>) {
+    let elapsed = started.elapsed().as_secs_f64();
+    let Some(state) = locked_state(watch, elapsed) else {
+        return; // the watch ended meanwhile
+    };
+    let failures_before = state.failures_in_a_row;
+    if failure.is_none() && done + skipped == 0 && state.failed_meanwhile {
+        return;
+    }
+    let failures_in_a_row = match failure {
+        Some(_) if state.put_off => failures_before,
+        Some(_) => failures_before.saturating_add(1),
+        None => 0,
+    };
     let pause = retry_pause(guc::worker_naptime(), failures_in_a_row);
+    let rate = done as f64 / elapsed.max(1e-6);
     match failure {
-        Some(failure) if watch.failures_in_a_row == 0 || watch.last_error.as_deref() != Some(failure) => warning!(
+        Some(_) if state.put_off => {}
+        Some(failure) if failures_before == 0 || state.last_error.as_deref() != Some(failure) => warning!(
             "clip_search worker: {}.{}: {failure} (tried again after a pause that doubles with each failure, up to {} s)",
             watch.name,
             watch.target,
             MAX_RETRY_PAUSE.as_secs()
         ),
         Some(_) => {}
-        None if watch.failures_in_a_row > 0 => {
+        None if failures_before > 0 => {
             log!(
                 "clip_search worker: {}.{}: embedding again after {} failed batches",
                 watch.name,
                 watch.target,
-                watch.failures_in_a_row
+                failures_before
             )
         }
         None => {}
@@ -481,6 +518,44 @@ fn record(watch: &Watch, done: i64, skipped: i64, rate: f64, failure: Option<&st
         ],
     )
     .unwrap_or_else(|e| error(ERRCODE_INTERNAL_ERROR, format!("clip_search worker: {}: {e}", watch.name)));
+}
+
+/// A watch's failure state as [`record`] finds it.
+struct FailureState {
+    failures_in_a_row: i32,
+    last_error: Option<String>,
+    /// A failure was recorded since the batch began (`elapsed` seconds ago).
+    failed_meanwhile: bool,
+    /// A failure put the watch off until later than now.
+    put_off: bool,
+}
+
+/// The watch's failure state, its row locked until the transaction ends; None if the watch ended.
+fn locked_state(watch: &Watch, elapsed: f64) -> Option<FailureState> {
+    Spi::connect(|client| {
+        let mut rows = client.select(
+            "SELECT failures_in_a_row, last_error,
+                    coalesce(last_error_at OPERATOR(pg_catalog.>) (pg_catalog.clock_timestamp()
+                             OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $3)), false),
+                    coalesce(next_try_at OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp(), false)
+             FROM clip_search_internal.watches
+             WHERE relation OPERATOR(pg_catalog.=) $1::pg_catalog.regclass
+               AND target_attnum OPERATOR(pg_catalog.=) $2
+             FOR UPDATE",
+            None,
+            &[watch.relation.into(), watch.target_attnum.into(), elapsed.into()],
+        )?;
+        match rows.next() {
+            Some(row) => Ok::<_, pgrx::spi::Error>(Some(FailureState {
+                failures_in_a_row: row.get::<i32>(1)?.unwrap_or(0),
+                last_error: row.get::<String>(2)?,
+                failed_meanwhile: row.get::<bool>(3)?.unwrap_or(false),
+                put_off: row.get::<bool>(4)?.unwrap_or(false),
+            })),
+            None => Ok(None),
+        }
+    })
+    .unwrap_or_else(|e| error(ERRCODE_INTERNAL_ERROR, format!("clip_search worker: {}: {e}", watch.name)))
 }
 
 /// How long a watch that failed `failures_in_a_row` times in a row waits before it is tried again: the naptime,

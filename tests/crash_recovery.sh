@@ -41,7 +41,7 @@ if ((committed < 200)); then
   cat "$writer_errors" >&2
   die "crash recovery: only $committed commits were acknowledged before the stop (at least 200 needed)"
 fi
-if grep -v -q -i -E 'closed the connection|terminat|connection to server|processing the request|^\s*$' "$writer_errors"; then
+if grep -v -q -i -E 'closed the connection|terminat|connection to server|processing the request|postmaster has commanded|reconnect to the database|^\s*$' "$writer_errors"; then
   cat "$writer_errors" >&2
   die "crash recovery: the writer failed for another reason than the stop"
 fi

@@ -29,12 +29,13 @@ SQL
 wait_for "SELECT rows_pending = 0 FROM clip_watch_status WHERE target_column = 'embedding'"
 
 # Writer S inserts a row and updates another in each transaction until told to stop; the ids it inserted and
-# committed go to its file (a transaction cut off by the shutdown may have committed without being recorded).
+# committed go to its file (a transaction cut off by the shutdown may have committed without being recorded). Each
+# load has ids of its own.
 writer() {
   local s=$1 i=0 id
   while [[ ! -e $runs/stop ]]; do
     i=$((i + 1))
-    id=$((100000 * s + i))
+    id=$((1000000 * loads + 100000 * s + i))
     if q -c "BEGIN" -c "INSERT INTO notes VALUES ($id, 'inserted by $s as number $i')" \
          -c "UPDATE notes SET body = 'updated by $s at $i' WHERE id = $((RANDOM % 3000 + 1))" -c "COMMIT" \
          2>/dev/null; then
@@ -55,7 +56,9 @@ searcher() {
     if [[ $answer == 5 ]]; then echo ok; elif ((down == 0)); then echo "failed: $answer"; fi
   done >>"$runs/searches"
 }
+loads=0
 load() {
+  loads=$((loads + 1))
   rm -f "$runs/stop"
   writer 1 &
   writer 2 &

@@ -33,9 +33,12 @@ for shard in 1 2 3; do
 done
 
 # The coordinator: one foreign server per shard. extensions 'vector' lets postgres_fdw send <=> to the shard;
-# async_capable lets the shards work at the same time; batch_size batches the inserts. The shards' sessions get
+# async_capable lets the shards work at the same time; batch_size batches the inserts (both from PostgreSQL 14 on;
+# 13 inserts row by row). The shards' sessions get
 # enable_seqscan = off, so that their HNSW index answers (not a sequential scan of so few rows), and
 # hnsw.ef_search = 1000, at least a shard's 1000 rows, which makes an HNSW search visit every row: exact.
+fdw_options=""
+((PG_MAJOR >= 14)) && fdw_options="async_capable 'true', batch_size '100', "
 coordinator -v ON_ERROR_STOP=1 <<SQL
 SET client_min_messages = warning;
 CREATE EXTENSION clip_search CASCADE;
@@ -43,7 +46,7 @@ CREATE EXTENSION postgres_fdw;
 $(for shard in 1 2 3; do
   port=$((55542 + shard))
   echo "CREATE SERVER shard$shard FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host '/tmp/clip_search-$port', port '$port',
-    dbname 'clip_shard', extensions 'vector', async_capable 'true', batch_size '100', options '-c hnsw.ef_search=1000 -c enable_seqscan=off');"
+    dbname 'clip_shard', extensions 'vector', ${fdw_options}options '-c hnsw.ef_search=1000 -c enable_seqscan=off');"
   echo "CREATE USER MAPPING FOR CURRENT_USER SERVER shard$shard OPTIONS (user 'postgres');"
 done)
 CREATE TABLE notes (id bigint NOT NULL, body text NOT NULL, embedding vector(32)) PARTITION BY RANGE (id);
@@ -90,7 +93,10 @@ SQL
 cat "$out/explain.txt"
 [[ $(grep -c 'Remote SQL: SELECT id, embedding FROM public.notes ORDER BY (embedding OPERATOR(public.<=>) .*) ASC NULLS LAST LIMIT 10::bigint$' "$out/explain.txt") -eq 3 ]] \
   || die "sharding: the top-10 query is not sent whole to each of the 3 shards"
-grep -q 'Async Foreign Scan' "$out/explain.txt" || die "sharding: the shards are not queried asynchronously"
+# PostgreSQL 14 runs a foreign scan asynchronously only when it returns its columns as they are, not this query's
+# computed distance and shard name (15 runs those too).
+((PG_MAJOR < 15)) || grep -q 'Async Foreign Scan' "$out/explain.txt" ||
+  die "sharding: the shards are not queried asynchronously"
 
 # 50 queries: 10 stored texts and 40 others; the sharded top 10 must equal the single node's exact top 10.
 coordinator -At -F ' ' >"$out/compare.txt" <<'SQL'

@@ -7,8 +7,8 @@
 # stops the worker, which the launcher starts again; a database of clip.worker_databases that does not exist is
 # reported once and served once it is created; a table owner's trigger cannot use the worker's rights or
 # leave it a setting, and an error it raises past the batch function is recorded and stops no other watch; a hot
-# standby of the cluster runs no worker. Every wait is a
-# bounded poll, but for one pause that gives a repeated warning time to appear; nothing is timed.
+# standby of the cluster runs no worker; two workers for one database share its rows, each row embedded once. Every
+# wait is a bounded poll, but for one pause that gives a repeated warning time to appear; nothing is timed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -294,4 +294,35 @@ done
   || die "watch: the standby did not replay the primary's insert"
 [[ "$(standby -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'clip_search worker'")" == 0 ]] \
   || die "watch: a clip_search worker runs on the hot standby"
+log "watch: two workers for the database share the rows"
+printf "clip.worker_databases = '%s'\nclip.workers_per_database = 2\n" "$db" >>"$PGDATA/postgresql.conf"
+scripts/cluster.sh stop watch
+scripts/cluster.sh start watch
+q <<'SQL'
+CREATE TABLE shared_notes (id int PRIMARY KEY, body text NOT NULL, embedding vector(32));
+-- Which process wrote each row's embedding, and how often.
+CREATE TABLE shared_writes (id int NOT NULL, pid int NOT NULL);
+CREATE FUNCTION note_shared_write() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO shared_writes VALUES (NEW.id, pg_backend_pid());
+  RETURN NEW;
+END $$;
+CREATE TRIGGER note_shared_write AFTER UPDATE OF embedding ON shared_notes FOR EACH ROW
+  WHEN (NEW.embedding IS NOT NULL) EXECUTE FUNCTION note_shared_write();
+INSERT INTO shared_notes SELECT i, 'a shared note number ' || i FROM generate_series(1, 1000) i;
+SELECT clip_watch('shared_notes', 'body', 'embedding');
+SQL
+wait_for "SELECT count(*) = 2 FROM pg_stat_activity WHERE backend_type = 'clip_search worker' AND datname = current_database()" 30
+wait_for "SELECT count(embedding) = 1000 FROM shared_notes" 300
+result=$(q <<'SQL'
+SELECT (SELECT count(*) FROM shared_writes) = 1000
+   AND (SELECT count(DISTINCT id) FROM shared_writes) = 1000
+   AND (SELECT count(DISTINCT pid) FROM shared_writes) = 2
+   AND (SELECT bool_and((embedding <=> clip_embed_text(body)) < 1e-6) FROM shared_notes)
+   AND (SELECT workers = 2 AND rows_embedded_by_worker = 1000 FROM clip_watch_status
+        WHERE relation = 'shared_notes'::regclass);
+SQL
+)
+[[ $result == t ]] || die "watch: two workers did not share the rows, each embedded once ($(q -c \
+  "SELECT pid, count(*) FROM shared_writes GROUP BY pid"))"
 log "watch: all checks passed"

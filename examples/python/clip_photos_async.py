@@ -36,7 +36,9 @@ async def create_schema(conn: asyncpg.Connection) -> None:
             embedding vector({dim:d}))""")
         await conn.execute("CREATE INDEX IF NOT EXISTS photos_embedding_hnsw ON photos "
                            "USING hnsw (embedding vector_cosine_ops)")
-        await conn.execute("CREATE OR REPLACE TRIGGER photos_embed BEFORE INSERT OR UPDATE OF image ON photos "
+        # CREATE OR REPLACE TRIGGER needs PostgreSQL 14; this works on 13 too.
+        await conn.execute("DROP TRIGGER IF EXISTS photos_embed ON photos")
+        await conn.execute("CREATE TRIGGER photos_embed BEFORE INSERT OR UPDATE OF image ON photos "
                            "FOR EACH ROW EXECUTE FUNCTION clip_embed_trigger('image', 'embedding')")
 
 

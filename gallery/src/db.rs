@@ -251,7 +251,26 @@ async fn grant_server_role(tx: &tokio_postgres::Transaction<'_>, role: &str) -> 
         .await
         .map_err(db_err)?
         .get(0);
-    tx.batch_execute(&grants).await.map_err(|e| format!("cannot grant the role {role} its privileges: {}", describe(&e)))
+    tx.batch_execute(&grants).await.map_err(|e| format!("cannot grant the role {role} its privileges: {}", describe(&e)))?;
+    // Before PostgreSQL 15 every role may create in the schema public, through PUBLIC: the set-up leaves that
+    // database-wide grant to the DBA, and says so.
+    let creatable: Option<String> = tx
+        .query_one(
+            "SELECT string_agg(quote_ident(nspname), ', ' ORDER BY nspname) FROM pg_catalog.pg_namespace
+             WHERE pg_catalog.has_schema_privilege($1::text, oid, 'CREATE')",
+            &[&role],
+        )
+        .await
+        .map_err(db_err)?
+        .get(0);
+    if let Some(schemas) = creatable {
+        eprintln!(
+            "clip-gallery: warning: the role {role} may create objects in the schema(s) {schemas}, which the \
+             gallery does not need (for the schema public, through PUBLIC before PostgreSQL 15: REVOKE CREATE ON \
+             SCHEMA public FROM PUBLIC)"
+        );
+    }
+    Ok(())
 }
 
 async fn stored_identity(client: &impl GenericClient) -> Result<Option<String>, tokio_postgres::Error> {

@@ -163,12 +163,14 @@ impl Server {
     }
 }
 
-/// A new empty database named after the test.
+/// A new empty database named after the test, as scripts/gallery.sh makes it: no role may create in the schema
+/// public (PostgreSQL's default from 15 on).
 async fn fresh_database(test: &str) -> String {
     let dbname = format!("gallery_test_{test}");
     let admin = connect("postgres").await;
     admin.batch_execute(&format!("DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")).await.unwrap();
     admin.batch_execute(&format!("CREATE DATABASE {dbname}")).await.unwrap();
+    connect(&dbname).await.batch_execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC").await.unwrap();
     dbname
 }
 

@@ -1,7 +1,7 @@
 -- Two clip_backfill calls at once share the work: each takes only rows the other has not locked (SKIP LOCKED),
 -- and no row is embedded twice. The other session is held inside its first batch, with that batch's rows locked,
 -- until this session's call has finished, so the outcome does not depend on timing.
-\getenv abs_srcdir PG_ABS_SRCDIR
+\set abs_srcdir `printf %s "$PG_ABS_SRCDIR"`
 \set setup :abs_srcdir '/include/setup.psql'
 \i :setup
 SET client_min_messages = warning;

@@ -1,6 +1,6 @@
 -- clip_backfill on every kind of table (partitioned, inheritance, without a primary key), and through rows it
 -- cannot embed: the error names the row's key; on_error => 'skip' records such rows and goes on.
-\getenv abs_srcdir PG_ABS_SRCDIR
+\set abs_srcdir `printf %s "$PG_ABS_SRCDIR"`
 \set setup :abs_srcdir '/include/setup.psql'
 \i :setup
 \set pixel :images 'tiny_rgb_1x1.png'

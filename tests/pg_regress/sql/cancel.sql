@@ -2,7 +2,7 @@
 -- checked between the inputs of an array and inside the tokenizing, PNG decoding and resizing of each, and an
 -- inference is terminated between two operations), and the session stays usable. Embedding all 3000 images takes far longer than the
 -- bounds below.
-\getenv abs_srcdir PG_ABS_SRCDIR
+\set abs_srcdir `printf %s "$PG_ABS_SRCDIR"`
 \set setup :abs_srcdir '/include/setup.psql'
 \i :setup
 SET client_min_messages = warning;
@@ -57,26 +57,3 @@ SELECT clock_timestamp() - :'started'::timestamptz < interval '5 seconds' AS lab
 RESET statement_timeout;
 -- The backend's model was stopped in the middle of its work: it gives the same embeddings as before.
 SELECT clip_embed_text('a photo of a cat') = :'cat_before'::vector AS same_embedding_after_cancels;
-
--- An inference is terminated when an interrupt arrives, and run again when the interrupt stops nothing
--- (pg_log_backend_memory_contexts only asks for a log): the results are those of an undisturbed call. Here 4096
--- texts in batches of 1024, about half a second of inference each with this model, while the other session sends
--- such a request every 50 ms.
-SET clip.max_batch_size = 1024;
-SET clip.batch_size = 1024;
-\set many_texts 'SELECT md5(clip_embed_texts(array_agg(format(''a photo of thing number %s, seen from far away'', i)))::text) FROM generate_series(1, 4096) i'
-SELECT dblink_connect('worker', format('host=%s port=%s dbname=%s user=postgres',
-    current_setting('unix_socket_directories'), current_setting('port'), current_database()));
-SELECT dblink_exec('worker', 'SET clip.max_batch_size = 1024');
-SELECT dblink_exec('worker', 'SET clip.batch_size = 1024');
-SELECT pid AS worker_pid FROM dblink('worker', 'SELECT pg_backend_pid()') AS r(pid int) \gset
-SELECT dblink_send_query('worker', :'many_texts');
-SELECT bool_and(logged) AS signalled FROM generate_series(1, 40) g,
-    LATERAL (SELECT pg_log_backend_memory_contexts(:worker_pid) AS logged FROM pg_sleep(0.05) WHERE g > 0) s;
-SELECT h AS disturbed FROM dblink_get_result('worker') AS r(h text) \gset
-SELECT * FROM dblink_get_result('worker') AS r(h text);
-:many_texts \gset undisturbed_
-SELECT :'disturbed' = :'undisturbed_md5' AS same_after_false_alarms;
-SELECT dblink_disconnect('worker');
-RESET clip.batch_size;
-RESET clip.max_batch_size;

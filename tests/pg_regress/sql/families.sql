@@ -2,7 +2,7 @@
 -- stand-in tokenizers, from tools/family_models.py): through SQL, each one's embeddings match open_clip's
 -- (texts at cosine >= 0.9999, images >= 0.999), clip_info() says how it reads texts and scores, clip_classify
 -- gives open_clip's probabilities (a sigmoid per label for SigLIP), and NLLB takes the text's language.
-\getenv abs_srcdir PG_ABS_SRCDIR
+\set abs_srcdir `printf %s "$PG_ABS_SRCDIR"`
 \set setup :abs_srcdir '/include/setup.psql'
 \i :setup
 \set families :abs_srcdir '/../fixtures/families/'

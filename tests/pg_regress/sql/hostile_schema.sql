@@ -9,7 +9,7 @@
 -- draws from the sequence public.planted_calls and makes its owner a superuser, which the end checks.
 -- The superusers' own statements here name pg_catalog's operators explicitly: with public first, an unqualified
 -- operator of theirs would be the plant's.
-\getenv abs_srcdir PG_ABS_SRCDIR
+\set abs_srcdir `printf %s "$PG_ABS_SRCDIR"`
 \set plant :abs_srcdir '/../hostile_schema/plant.sql'
 \set cat :abs_srcdir '/../fixtures/images/chelsea_rgb_200x133.png'
 \set tiny :abs_srcdir '/../fixtures/tiny-model'

@@ -1,5 +1,5 @@
 -- Mistakes a new user makes end in the extension's own error or warning, naming the cause and the fix.
-\getenv abs_srcdir PG_ABS_SRCDIR
+\set abs_srcdir `printf %s "$PG_ABS_SRCDIR"`
 \set setup :abs_srcdir '/include/setup.psql'
 \i :setup
 

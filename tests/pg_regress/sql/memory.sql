@@ -3,7 +3,7 @@
 -- larger batch than clip.max_batch_size. Here: 24 legal 6000x6000 PNGs (108 MB of pixels each, 2.6 GB together)
 -- in one call, in a fresh backend (its peak RSS counts only this statement), in one batch of the largest size the
 -- role may set.
-\getenv abs_srcdir PG_ABS_SRCDIR
+\set abs_srcdir `printf %s "$PG_ABS_SRCDIR"`
 \set setup :abs_srcdir '/include/setup.psql'
 \i :setup
 \set huge :hostile 'png_huge_legal_6000x6000.png'

@@ -1,7 +1,7 @@
 -- clip_migrate's SQL surface, with the watches' batches run here as the worker runs them (the worker itself, with
 -- concurrent writes and a crash: tests/migrate.sh): the new column, its index and watch, rows written meanwhile,
 -- the progress view, the refusals, the switch, clip_column_model and the cancel.
-\getenv abs_srcdir PG_ABS_SRCDIR
+\set abs_srcdir `printf %s "$PG_ABS_SRCDIR"`
 \set setup :abs_srcdir '/include/setup.psql'
 \i :setup
 \set tiny :abs_srcdir '/../fixtures/tiny-model'

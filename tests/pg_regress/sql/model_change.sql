@@ -1,8 +1,8 @@
 -- A model change within one session: after SET clip.model_dir the backend drops its loaded model and embeds
 -- with the new one, and back. The second model is the fixture with other image normalisation constants in its
 -- manifest, so its image embeddings differ and its text embeddings do not.
-\getenv abs_srcdir PG_ABS_SRCDIR
-\getenv abs_builddir PG_ABS_BUILDDIR
+\set abs_srcdir `printf %s "$PG_ABS_SRCDIR"`
+\set abs_builddir `printf %s "$PG_ABS_BUILDDIR"`
 \set setup :abs_srcdir '/include/setup.psql'
 \i :setup
 \set model_a :abs_srcdir '/../fixtures/tiny-model'

@@ -1,7 +1,7 @@
 -- Several models in one database: the registry, the model argument of every function, clip.default_model, the
 -- refusals (an unknown model, an ordinary role registering, other files under a name that an index uses), and the
 -- one-argument forms, which keep using clip.model_dir.
-\getenv abs_srcdir PG_ABS_SRCDIR
+\set abs_srcdir `printf %s "$PG_ABS_SRCDIR"`
 \set setup :abs_srcdir '/include/setup.psql'
 \i :setup
 \set tiny :abs_srcdir '/../fixtures/tiny-model'

@@ -1,6 +1,6 @@
 -- The PARALLEL SAFE claim, checked: with debug_parallel_query the queries below run in a parallel worker (which
 -- loads its own model; EXPLAIN shows the Gather on top), and give what the leader gave.
-\getenv abs_srcdir PG_ABS_SRCDIR
+\set abs_srcdir `printf %s "$PG_ABS_SRCDIR"`
 \set setup :abs_srcdir '/include/setup.psql'
 \i :setup
 CREATE TABLE parallel_texts AS SELECT i AS id, 'parallel text number ' || i AS body FROM generate_series(1, 40) i;

@@ -1,6 +1,6 @@
 -- Search in SQL: a table of real photos embedded by a generated column, an HNSW index, and queries in every
 -- direction. Scores come from the tiny random-weight test model: they check the machinery, not CLIP's quality.
-\getenv abs_srcdir PG_ABS_SRCDIR
+\set abs_srcdir `printf %s "$PG_ABS_SRCDIR"`
 \set setup :abs_srcdir '/include/setup.psql'
 \i :setup
 \set moon :images 'moon_l_512x512.png'

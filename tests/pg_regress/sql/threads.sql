@@ -1,7 +1,7 @@
 -- Inference threads: the embeddings do not depend on clip.intra_op_threads, and the threads ONNX Runtime starts
 -- have every signal PostgreSQL handles blocked (SigBlk in /proc/self/task/*/status), so that its handlers run
 -- on the backend's own thread only.
-\getenv abs_srcdir PG_ABS_SRCDIR
+\set abs_srcdir `printf %s "$PG_ABS_SRCDIR"`
 \set setup :abs_srcdir '/include/setup.psql'
 \i :setup
 \set image :images 'chelsea_rgb_451x300.jpg'

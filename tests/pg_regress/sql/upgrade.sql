@@ -134,6 +134,10 @@ CREATE TABLE photos (id int PRIMARY KEY, caption text, embedding vector(32));
 INSERT INTO photos VALUES (1, 'embedded with 0.3.0', NULL), (2, 'not yet', NULL);
 SELECT clip_watch('photos', 'caption', 'embedding');
 UPDATE photos SET embedding = clip_embed_text(caption) WHERE id = 1;
+CREATE TABLE albums (id int, caption text, embedding vector(32)) PARTITION BY RANGE (id);
+CREATE TABLE albums_low PARTITION OF albums FOR VALUES FROM (0) TO (100) PARTITION BY RANGE (id);
+CREATE TABLE albums_low_first PARTITION OF albums_low FOR VALUES FROM (0) TO (10);
+SELECT clip_watch('albums', 'caption', 'embedding');
 
 \c clip_upgrade_from_0_4
 SET client_min_messages = warning;
@@ -142,7 +146,7 @@ RESET client_min_messages;
 CREATE TABLE notes (id int PRIMARY KEY, body text, embedding vector(32));
 INSERT INTO notes SELECT i, 'note ' || i, clip_embed_text('note ' || i) FROM generate_series(1, 5) i;
 -- Until it is updated, its clip_similarity (real) runs on the current library.
-\getenv abs_srcdir PG_ABS_SRCDIR
+\set abs_srcdir `printf %s "$PG_ABS_SRCDIR"`
 \set images :abs_srcdir '/../fixtures/images/'
 SELECT pg_typeof(clip_similarity('[1,0]'::vector, '[1,1]'::vector)) AS returns_before_update,
        round(clip_similarity('[1,0]'::vector, '[1,1]'::vector)::numeric, 4) AS similarity,
@@ -186,6 +190,9 @@ SELECT relation, source_attnum, target_attnum, pending_index FROM clip_search_in
 ALTER TABLE photos RENAME COLUMN caption TO title;
 UPDATE photos SET title = 'changed after the update' WHERE id = 1;
 SELECT relation, source_column, target_column, rows_pending, rows_embedded FROM clip_watch_status;
+-- The triggers of the watches are named by the target column's number, on the partitions too.
+SELECT tgrelid::regclass AS relation, tgname FROM pg_trigger
+WHERE tgfoid = 'clip_search_internal.watch_trigger()'::regprocedure ORDER BY 1;
 -- The model of clip.model_dir, which made the stored embeddings, is registered under its manifest's name, as the
 -- default, and the watched column is one of its users.
 SELECT name, architecture, embed_dim, is_default FROM clip_models;

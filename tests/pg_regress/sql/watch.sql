@@ -1,6 +1,6 @@
 -- clip_watch's SQL surface, without a worker (the worker itself: tests/watch.sh, on a cluster with
 -- shared_preload_libraries): what a watch creates and removes, who may watch what, and the status view.
-\getenv abs_srcdir PG_ABS_SRCDIR
+\set abs_srcdir `printf %s "$PG_ABS_SRCDIR"`
 \set setup :abs_srcdir '/include/setup.psql'
 \i :setup
 CREATE TABLE watched (id int PRIMARY KEY, body text, embedding vector(32));

@@ -1,7 +1,7 @@
 -- Shared weights (clip.shared_weights, on by default): each tower is prepared once into clip.weights_cache and
 -- every backend maps its weights read-only from there, with embeddings identical to those of the in-heap mode.
-\getenv abs_srcdir PG_ABS_SRCDIR
-\getenv abs_builddir PG_ABS_BUILDDIR
+\set abs_srcdir `printf %s "$PG_ABS_SRCDIR"`
+\set abs_builddir `printf %s "$PG_ABS_BUILDDIR"`
 \set setup :abs_srcdir '/include/setup.psql'
 \i :setup
 SET client_min_messages = warning;

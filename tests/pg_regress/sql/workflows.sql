@@ -1,6 +1,6 @@
 -- Workflows: batch functions, auto-embedding by trigger and generated column, resumable backfill,
 -- zero-shot classification, blended queries. Scores come from the tiny random-weight test model.
-\getenv abs_srcdir PG_ABS_SRCDIR
+\set abs_srcdir `printf %s "$PG_ABS_SRCDIR"`
 \set setup :abs_srcdir '/include/setup.psql'
 \i :setup
 \set moon :images 'moon_l_512x512.png'
