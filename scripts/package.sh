@@ -4,7 +4,8 @@
 #       the extension, a release build from `cargo pgrx package`: clip_search.so, the control file, the install
 #       script and every upgrade script, and the ONNX Runtime library it loads, at
 #       $libdir/clip_search/libonnxruntime.so.ORT_VERSION where clip.onnxruntime_library's default points.
-#       Depends on postgresql-NN, postgresql-NN-pgvector and the C and C++ runtime libraries its two libraries need.
+#       Depends on postgresql-NN, postgresql-NN-pgvector and the shared libraries its two libraries need (the C and
+#       C++ runtimes, libjpeg-turbo).
 #   postgresql-NN-pgvector_PGVECTOR_VERSION-0clipsearch1_ARCH.deb
 #       pgvector, which the extension requires (`requires = 'vector'`) and Debian 12 does not package, built from
 #       Debian's source package as scripts/setup.sh builds it. Its name is the one the PostgreSQL apt repository

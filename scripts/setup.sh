@@ -14,9 +14,10 @@ want_python=0
 [[ "${1:-}" == "--python" ]] && want_python=1
 
 # --- Debian packages -------------------------------------------------------------------------------------------
-apt_packages=(libclang-dev clang sudo pkg-config build-essential unzip curl ca-certificates qemu-user)
+apt_packages=(libclang-dev clang sudo pkg-config build-essential libjpeg62-turbo-dev unzip curl ca-certificates qemu-user)
 # The server: Debian's package where apt has one for PG_MAJOR (Debian 12 has 15; the PostgreSQL apt repository has
-# 13 to 18), else a build from Debian's source package into .deps (build_postgres_from_source in scripts/lib.sh).
+# 13 to 18), else a build from a Debian or Ubuntu source package into .deps (build_postgres_from_source in
+# scripts/lib.sh).
 server_from_apt=0
 if [[ -x /usr/lib/postgresql/$PG_MAJOR/bin/pg_config ]] || apt-cache show "postgresql-$PG_MAJOR" >/dev/null 2>&1; then
   server_from_apt=1
@@ -45,10 +46,6 @@ fi
 if [[ "$(cargo pgrx --version 2>/dev/null)" != *"$PGRX_VERSION"* ]]; then
   log "installing cargo-pgrx $PGRX_VERSION (a few minutes)"
   cargo install cargo-pgrx --version "$PGRX_VERSION" --locked -j2 --quiet
-fi
-if ! grep -qs "^pg$PG_MAJOR" "$HOME/.pgrx/config.toml"; then
-  log "cargo pgrx init --pg$PG_MAJOR"
-  cargo pgrx init "--pg$PG_MAJOR" "$PG_CONFIG" >/dev/null
 fi
 
 # --- ONNX Runtime shared library, with its license and notices, from the official PyPI wheel ---------------------

@@ -4,7 +4,7 @@
 //! HNSW index, and so that generated columns can use them. They are immutable for a given model: each takes a
 //! registered model's name as `model => 'name'`, whose files never change under it (src/registry.rs); without
 //! one they use clip.default_model, or the model in clip.model_dir, settings only a superuser changes.
-use clip_core::preprocess::{decode, DecodeLimits, DecodedImage};
+use clip_core::preprocess::{decode, decode_reduced, DecodeLimits, DecodedImage};
 use pgrx::prelude::*;
 
 use crate::errors::{raise_element, OrRaise};
@@ -17,8 +17,18 @@ fn decode_limits() -> DecodeLimits {
     DecodeLimits { max_pixels: guc::max_image_pixels() }
 }
 
-pub fn decode_image(function: &'static str, bytes: &[u8]) -> DecodedImage {
-    decode(bytes, &decode_limits()).or_raise(function)
+/// Decodes an image for `model` and says which model that is. With clip.jpeg_draft off, a bad image fails before
+/// the model is looked up or loaded; with it on, a JPEG's reduced scale follows the model's input size, so the model
+/// comes first.
+pub fn decode_for_model(function: &'static str, model: Option<&ModelName>, bytes: &[u8]) -> (ModelChoice, DecodedImage) {
+    if !guc::jpeg_draft() {
+        let decoded = decode(bytes, &decode_limits()).or_raise(function);
+        return (choose(function, model), decoded);
+    }
+    let choice = choose(function, model);
+    let side = with_model(function, &choice, |m| Ok(m.preprocess_config().image_size));
+    let decoded = decode_reduced(bytes, &decode_limits(), side).or_raise(function);
+    (choice, decoded)
 }
 
 /// One text's embedding; `language` is a code for models that take one (NLLB), `None` for the model's default.
@@ -34,10 +44,9 @@ pub fn embed_one_image(function: &'static str, choice: &ModelChoice, image: &Dec
     Vector(rows.pop().expect("one image gives one row"))
 }
 
-/// An image's embedding: a bad image fails before the model is looked up or loaded.
 fn embed_encoded_image(function: &'static str, model: Option<&ModelName>, image: &[u8]) -> Vector {
-    let decoded = decode_image(function, image);
-    embed_one_image(function, &choose(function, model), &decoded)
+    let (choice, decoded) = decode_for_model(function, model, image);
+    embed_one_image(function, &choice, &decoded)
 }
 
 /// The L2-normalised CLIP embedding of a text. Texts longer than the model's context (77 tokens for CLIP) are
@@ -125,7 +134,7 @@ fn embed_images_array(model: Option<&ModelName>, inputs: Array<'_, &[u8]>) -> Ve
     let inputs: Vec<Option<&[u8]>> = inputs.iter().collect();
     let present: Vec<(usize, &[u8])> =
         inputs.iter().enumerate().filter_map(|(i, bytes)| bytes.map(|b| (i + 1, b))).collect();
-    let limits = decode_limits();
+    let (limits, jpeg_draft) = (decode_limits(), guc::jpeg_draft());
     let choice = choose(F, model);
     let mut embedded = Vec::with_capacity(present.len());
     for chunk in present.chunks(guc::batch_size()) {
@@ -134,7 +143,7 @@ fn embed_images_array(model: Option<&ModelName>, inputs: Array<'_, &[u8]>) -> Ve
         let mut batch = with_model(F, &choice, |m| Ok(m.image_batch(chunk.len())));
         for &(index, bytes) in chunk {
             check_for_interrupts!();
-            batch.push_encoded(bytes, &limits).unwrap_or_else(|e| raise_element(F, index, e.into()));
+            batch.push_encoded(bytes, &limits, jpeg_draft).unwrap_or_else(|e| raise_element(F, index, e.into()));
         }
         check_for_interrupts!();
         embedded.extend(with_model(F, &choice, |m| m.embed_image_batch(batch)));

@@ -24,6 +24,7 @@ pub static WEIGHTS_CACHE: GucSetting<Option<CString>> = GucSetting::<Option<CStr
 pub static WORKER_DATABASES: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static WORKERS_PER_DATABASE: GucSetting<i32> = GucSetting::<i32>::new(1);
 pub static WORKER_NAPTIME: GucSetting<i32> = GucSetting::<i32>::new(1000);
+pub static JPEG_DRAFT: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static MAX_IMAGE_PIXELS: GucSetting<i32> = GucSetting::<i32>::new(DecodeLimits::DEFAULT_MAX_PIXELS as i32);
 
 /// Where `scripts/install.sh` puts the ONNX Runtime library, used when clip.onnxruntime_library is unset.
@@ -133,6 +134,17 @@ pub fn register() {
         &MAX_IMAGE_PIXELS,
         1,
         i32::MAX,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"clip.jpeg_draft",
+        c"Decode a large JPEG at 1/2, 1/4 or 1/8 of its size, as long as that still covers the model's input size.",
+        c"Pillow's draft(): libjpeg-turbo's reduced IDCT skips most of the decoding of a phone photo, and the \
+          embedding differs a little from the exact one (docs/operations.md gives the measured cosine). Applies \
+          to every function that embeds an image. Superuser only, as it changes what the immutable embedding \
+          functions return.",
+        &JPEG_DRAFT,
         GucContext::Suset,
         GucFlags::default(),
     );
@@ -325,6 +337,10 @@ pub fn worker_naptime() -> std::time::Duration {
 /// The batch size in force: clip.batch_size, capped by clip.max_batch_size.
 pub fn batch_size() -> usize {
     BATCH_SIZE.get().min(MAX_BATCH_SIZE.get()).max(1) as usize
+}
+
+pub fn jpeg_draft() -> bool {
+    JPEG_DRAFT.get()
 }
 
 pub fn max_image_pixels() -> u64 {

@@ -3,9 +3,9 @@ use clip_core::model::normalised;
 use clip_core::{label_probabilities, ClipError};
 use pgrx::prelude::*;
 
-use crate::embed::{decode_image, embed_one_image, embed_one_text, embed_texts_in_batches};
+use crate::embed::{decode_for_model, embed_one_image, embed_one_text, embed_texts_in_batches};
 use crate::errors::error;
-use crate::model_cache::{choose, with_model};
+use crate::model_cache::with_model;
 use crate::registry::ModelName;
 use crate::vector::Vector;
 
@@ -32,9 +32,7 @@ fn clip_similarity_text_image_by(text: &str, image: &[u8], model: ModelName) -> 
 
 fn similarity_text_image(model: Option<&ModelName>, text: &str, image: &[u8]) -> f64 {
     const F: &str = "clip_similarity";
-    // The image first: a bad image fails before any model is looked up or loaded.
-    let image = decode_image(F, image);
-    let choice = choose(F, model);
+    let (choice, image) = decode_for_model(F, model, image);
     let image = embed_one_image(F, &choice, &image);
     cosine_similarity(&embed_one_text(F, &choice, text, None).0, &image.0)
 }
@@ -117,8 +115,7 @@ fn classify(
     }
     let prompts: Vec<String> = labels.iter().map(|l| template.replace("{}", l)).collect();
     let prompts: Vec<&str> = prompts.iter().map(String::as_str).collect();
-    let decoded = decode_image(F, image);
-    let choice = choose(F, model);
+    let (choice, decoded) = decode_for_model(F, model, image);
     let image_embedding = embed_one_image(F, &choice, &decoded).0;
     let label_embeddings = embed_texts_in_batches(F, &choice, &prompts);
     let probabilities = with_model(F, &choice, |m| {

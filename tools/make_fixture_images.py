@@ -12,7 +12,7 @@ Pillow modes, sizes and aspect ratios. For each one the script runs open_clip's 
 
 * `reference/<fixture>.png`: the 224x224 RGB uint8 image just before `ToTensor`;
 * `reference/summary.json`: per fixture its format, Pillow mode and size, how the Rust crop must
-  compare (`exact` or `approx` for lossy decoders), the mean of the normalised tensor, and, where
+  compare (`exact`, or `approx` for lossy WebP), the mean of the normalised tensor, and, where
   clip_core decodes differently on purpose, an `expected` crop (`reference/<fixture>.expected.png`)
   made with the same open_clip transform from the image as clip_core decodes it, with a note.
 
@@ -214,14 +214,13 @@ def fixtures():
 
     # --- JPEG
     items.append(("chelsea_rgb_451x300.jpg", save(chelsea, quality=85),
-                  "approx", "baseline JPEG 4:2:0, downscaled (decoder differs from libjpeg)"))
+                  "exact", "baseline JPEG 4:2:0, downscaled"))
     items.append(("rocket_rgb_progressive_640x427.jpg", save(rocket, quality=75, progressive=True),
-                  "approx", "progressive JPEG"))
+                  "exact", "progressive JPEG"))
     items.append(("camera_l_320x320.jpg", save(fit(camera, (320, 320)), quality=85),
-                  "approx", "greyscale JPEG"))
+                  "exact", "greyscale JPEG"))
     items.append(("coffee_cmyk_240x160.jpg", save(fit(coffee, (240, 160)).convert("CMYK"), quality=90),
-                  "approx", "CMYK JPEG (Adobe, inverted): Pillow resizes CMYK then converts; "
-                            "clip_core converts first"))
+                  "exact", "CMYK JPEG (Adobe, inverted): resized as CMYK, converted afterwards"))
 
     def exif6(path):
         im = fit(coffee, (300, 200))
@@ -229,7 +228,7 @@ def fixtures():
         exif[0x0112] = 6
         im.save(path, quality=85, exif=exif.tobytes())
         return ImageOps.exif_transpose(Image.open(path))
-    items.append(("coffee_exif_orientation6_300x200.jpg", exif6, "approx",
+    items.append(("coffee_exif_orientation6_300x200.jpg", exif6, "exact",
                   "JPEG stored 300x200 with EXIF orientation 6 (rotate 90 clockwise): open_clip "
                   "ignores the orientation, clip_core applies it on purpose, so the Rust crop is "
                   "compared with 'expected' (exif_transpose before the transform)"))

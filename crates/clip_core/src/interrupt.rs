@@ -15,8 +15,12 @@
 //! returned, the check runs on the host's thread as anywhere else; a check that returns (the pending flag was for
 //! something that does not stop the work) has the inference run again, so that it still gives its result.
 //!
+//! A JPEG being decoded is stopped the same way: libjpeg-turbo asks the pending test as it works (on the host's
+//! thread, from C, where the check may not unwind), gives up when it says yes, and the check then runs.
+//!
 //! The check and the pending test are per thread: threads the core starts (one reads a tokenizer while a session
-//! loads) never run the check, and only the watcher of a thread's inference asks its pending test.
+//! loads) never run the check, and only the watcher of a thread's inference and the JPEG decoder on that thread
+//! ask its pending test.
 use std::any::Any;
 use std::cell::Cell;
 use std::panic::{catch_unwind, resume_unwind, UnwindSafe};
@@ -40,10 +44,10 @@ pub fn set_check(check: fn()) {
 }
 
 /// Makes `pending` this thread's pending test: whether the host may want to stop the work, so that the check
-/// should run as soon as it can. It is called on another thread (the watcher of an inference), so it must only
-/// read a flag: no side effect, no unwind, nothing that needs the host's thread. It may say yes when the check
-/// would not stop the work; the work then goes on, at the cost of restarting an inference. With none set (the
-/// default), inferences run unwatched.
+/// should run as soon as it can. It is called on another thread (the watcher of an inference) and from C (the JPEG
+/// decoder), so it must only read a flag: no side effect, no unwind, nothing that needs the host's thread. It may
+/// say yes when the check would not stop the work; the work then goes on, at the cost of restarting an inference
+/// or a JPEG's decoding. With none set (the default), inferences and JPEG decoding run unwatched.
 pub fn set_pending(pending: fn() -> bool) {
     PENDING.set(Some(pending));
 }

@@ -10,7 +10,7 @@ use crate::hf_tokenizer::HfTokenizer;
 use crate::graph::{self, GraphInput, TowerKind};
 use crate::interrupt;
 use crate::manifest::{read_verified, read_verified_shared, Manifest, TokenizerKind, TowerFiles};
-use crate::preprocess::{decode, preprocess_into, DecodeLimits, DecodedImage, ImageError, PreprocessConfig};
+use crate::preprocess::{decode, decode_reduced, preprocess_into, DecodeLimits, DecodedImage, ImageError, PreprocessConfig};
 use crate::prepared::{prepared_graph, InUse, TowerRequest};
 use crate::runtime::{self, GraphBytes, SessionSource};
 use crate::tokenizer::ClipTokenizer;
@@ -343,9 +343,11 @@ impl ImageBatch {
         self.len += 1;
     }
 
-    /// Decodes encoded image bytes, preprocesses them into the batch's tensor and frees the decoded pixels.
-    pub fn push_encoded(&mut self, bytes: &[u8], limits: &DecodeLimits) -> Result<(), ImageError> {
-        let image = decode(bytes, limits)?;
+    /// Decodes encoded image bytes, preprocesses them into the batch's tensor and frees the decoded pixels. With
+    /// `jpeg_draft`, a large JPEG is decoded at a reduced scale that still covers the model's input size
+    /// ([`decode_reduced`]).
+    pub fn push_encoded(&mut self, bytes: &[u8], limits: &DecodeLimits, jpeg_draft: bool) -> Result<(), ImageError> {
+        let image = if jpeg_draft { decode_reduced(bytes, limits, self.cfg.image_size)? } else { decode(bytes, limits)? };
         self.push(&image);
         Ok(())
     }

@@ -50,10 +50,18 @@ fn embeddings_match_open_clip() {
                 decode(&std::fs::read(path).unwrap(), &limits).unwrap()
             })
             .collect();
+        // Every format's pixels are Pillow's (JPEG through libjpeg-turbo as Pillow sets it up), lossy WebP's within
+        // a level or two: what is left is the arithmetic of ONNX Runtime against PyTorch's.
+        let mut lowest_jpeg = f32::INFINITY;
         for (case, got) in cases.iter().zip(model.embed_images(&images).unwrap()) {
+            let file = case["file"].as_str().unwrap();
             let similarity = cosine(&got, &floats(&case["embedding"]));
-            assert!(similarity >= 0.999, "{name}: {:?}: {similarity}", case["file"]);
+            if file.ends_with(".jpg") {
+                lowest_jpeg = lowest_jpeg.min(similarity);
+            }
+            assert!(similarity >= 0.99999, "{name}: {file}: {similarity}");
         }
+        println!("{name}: lowest cosine of a JPEG against open_clip: {lowest_jpeg:.7}");
     }
 }
 

@@ -2,7 +2,7 @@
 //! open_clip's reference embeddings, batching, lazy towers, and broken model directories.
 use std::path::{Path, PathBuf};
 
-use clip_core::preprocess::{decode, DecodeLimits};
+use clip_core::preprocess::{decode, decode_reduced, DecodeLimits};
 use clip_core::{cosine, runtime, ClipError, ClipModel, ModelSettings};
 
 mod common;
@@ -58,15 +58,23 @@ fn a_batch_of_encoded_images_equals_the_decoded_ones_and_keeps_only_its_tensor()
     let mut model = tiny_model();
     let mut batch = model.image_batch(files.len());
     for bytes in &files {
-        batch.push_encoded(bytes, &limits).unwrap();
+        batch.push_encoded(bytes, &limits, false).unwrap();
     }
     assert_eq!(batch.len(), files.len());
     let streamed = model.embed_image_batch(batch).unwrap();
     let decoded: Vec<_> = files.iter().map(|b| decode(b, &limits).unwrap()).collect();
     assert_eq!(streamed, model.embed_images(&decoded).unwrap());
 
+    // With the draft, a JPEG of at least twice the input size is pushed decoded at a reduced scale.
+    let big = std::fs::read(repo().join("tests/fixtures/images/rocket_rgb_1280x854.jpg")).unwrap();
     let mut batch = model.image_batch(1);
-    let err = batch.push_encoded(b"not an image", &limits).unwrap_err();
+    batch.push_encoded(&big, &limits, true).unwrap();
+    let reduced = decode_reduced(&big, &limits, model.preprocess_config().image_size).unwrap();
+    assert_eq!((reduced.width(), reduced.height()), (640, 427));
+    assert_eq!(model.embed_image_batch(batch).unwrap(), model.embed_images(&[reduced]).unwrap());
+
+    let mut batch = model.image_batch(1);
+    let err = batch.push_encoded(b"not an image", &limits, false).unwrap_err();
     assert!(err.to_string().contains("not an image"), "{err}");
     assert!(batch.is_empty(), "a failed image adds nothing");
 }

@@ -3,6 +3,7 @@
 //! header (palette, bit depth, alpha) so that preprocessing can follow Pillow.
 
 use std::io::Cursor;
+use std::ops::Range;
 
 use image::{ColorType, DynamicImage, ImageDecoder, ImageFormat, ImageReader, ImageResult};
 
@@ -13,15 +14,28 @@ use crate::interrupt;
 /// which ignores it), and remembers how Pillow would see the image (its mode: L, LA, RGB, RGBA,
 /// P, ...) so that preprocessing can follow Pillow.
 ///
-/// Supported: JPEG (grey, RGB, CMYK), PNG (1-16 bits, grey, grey+alpha, RGB, RGBA, palette with
-/// and without transparency), WebP, GIF (first frame), BMP and TIFF. Never panics on bad input:
-/// empty, unknown, unsupported, oversized and corrupt data give an [`ImageError`]. Runs the
-/// [interrupt check](crate::interrupt) between the rows of a PNG.
+/// Supported: JPEG (8-bit grey, RGB, CMYK), PNG (1-16 bits, grey, grey+alpha, RGB, RGBA, palette
+/// with and without transparency), WebP, GIF (first frame), BMP and TIFF. Never panics on bad
+/// input: empty, unknown, unsupported, oversized and corrupt data give an [`ImageError`]. Runs the
+/// [interrupt check](crate::interrupt) between the rows of a PNG, and when the host has an
+/// interrupt pending while a JPEG is decoded.
 pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage, ImageError> {
+    decode_guarded(bytes, limits, None)
+}
+
+/// [`decode`] for an image that will be resized to `min_side` pixels or more on each side: a JPEG is decoded at
+/// the smallest of 1/8, 1/4 or 1/2 of its size whose sides are at least `min_side` (libjpeg-turbo's reduced IDCT,
+/// chosen as Pillow's `draft(mode, (min_side, min_side))` chooses it), which saves most of the decoding of a large
+/// photo for pixels that differ a little from those of the full decode. Other formats are decoded as by [`decode`].
+pub fn decode_reduced(bytes: &[u8], limits: &DecodeLimits, min_side: u32) -> Result<DecodedImage, ImageError> {
+    decode_guarded(bytes, limits, Some(min_side))
+}
+
+fn decode_guarded(bytes: &[u8], limits: &DecodeLimits, min_side: Option<u32>) -> Result<DecodedImage, ImageError> {
     // The decoders are not expected to panic, but this runs on untrusted bytes: a panic in one
     // of them is reported as corrupt data rather than unwinding into the caller. An interrupt
     // check that stops the work unwinds on.
-    match interrupt::catch_unwind_not_check(std::panic::AssertUnwindSafe(|| decode_unguarded(bytes, limits))) {
+    match interrupt::catch_unwind_not_check(std::panic::AssertUnwindSafe(|| decode_any(bytes, limits, min_side))) {
         Ok(result) => result,
         Err(_) => Err(ImageError::Corrupt(
             "the decoder failed on malformed data".to_string(),
@@ -32,6 +46,10 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage, Image
 /// [`decode`] without its guard: a panic in a decoder unwinds to the caller. For the hostile-input
 /// tests and the fuzz target, which must see such a panic as the bug it is; callers use [`decode`].
 pub fn decode_unguarded(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage, ImageError> {
+    decode_any(bytes, limits, None)
+}
+
+fn decode_any(bytes: &[u8], limits: &DecodeLimits, min_side: Option<u32>) -> Result<DecodedImage, ImageError> {
     if bytes.is_empty() {
         return Err(ImageError::Empty);
     }
@@ -48,30 +66,7 @@ pub fn decode_unguarded(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedIm
             let decoder = Png8Decoder::new(bytes, limits).map_err(|e| map_image_error(e, None, limits))?;
             decode_with(decoder, "png", limits, |_| Ok((mode, layout)))
         }
-        ImageFormat::Jpeg => {
-            let (sof, problem) = jpeg_scan(bytes);
-            // The size is checked first: a header declaring a huge image is `TooLarge` even
-            // when nothing follows it.
-            let Some(sof) = sof else {
-                return Err(problem
-                    .unwrap_or_else(|| ImageError::Corrupt("JPEG without a frame header".into())));
-            };
-            check_pixels(sof.width, sof.height, limits)?;
-            if let Some(problem) = problem {
-                return Err(problem);
-            }
-            let (mode, layout) = match sof.components {
-                1 => (PilMode::L, Layout::Gray),
-                3 => (PilMode::Rgb, Layout::Rgb),
-                4 => (PilMode::Cmyk, Layout::Rgb),
-                n => {
-                    return Err(ImageError::Unsupported(format!(
-                        "JPEG with {n} colour components"
-                    )))
-                }
-            };
-            decode_with_image(bytes, format, "jpeg", limits, |_| Ok((mode, layout)))
-        }
+        ImageFormat::Jpeg => decode_jpeg(bytes, limits, min_side),
         ImageFormat::Bmp => {
             let info = bmp_header(bytes)?;
             check_pixels(info.width, info.height, limits)?;
@@ -307,6 +302,7 @@ fn convert_layout(img: DynamicImage, layout: Layout) -> Vec<u8> {
             Layout::GrayAlpha => out.extend_from_slice(&[g, a]),
             Layout::Rgb => out.extend_from_slice(&rgb),
             Layout::Rgba => out.extend_from_slice(&[rgb[0], rgb[1], rgb[2], a]),
+            Layout::Cmyk => unreachable!("only the JPEG decoder keeps CMYK, and it does not convert layouts"),
         }
     }
     out
@@ -461,7 +457,77 @@ fn png_error(e: png::DecodingError) -> image::ImageError {
 // ---------------------------------------------------------------------------------------------
 // JPEG
 
+/// A JPEG exactly as Pillow opens it (see [`super::jpeg`]): mode `L`, `RGB` or `CMYK` by the number of components,
+/// CMYK inverted (Pillow's raw mode `CMYK;I`, the Adobe convention) and kept as CMYK until `convert('RGB')`. The
+/// size is checked first: a header declaring a huge image is `TooLarge` even when nothing follows it.
+fn decode_jpeg(bytes: &[u8], limits: &DecodeLimits, min_side: Option<u32>) -> Result<DecodedImage, ImageError> {
+    let mut exif = None;
+    let (sof, problem) = jpeg_scan(bytes, &mut exif);
+    let Some(sof) = sof else {
+        return Err(problem.unwrap_or_else(|| ImageError::Corrupt("JPEG without a frame header".into())));
+    };
+    check_pixels(sof.width, sof.height, limits)?;
+    if let Some(problem) = problem {
+        return Err(problem);
+    }
+    let (mode, layout) = match sof.components {
+        1 => (PilMode::L, Layout::Gray),
+        3 => (PilMode::Rgb, Layout::Rgb),
+        4 => (PilMode::Cmyk, Layout::Cmyk),
+        n => return Err(ImageError::Unsupported(format!("JPEG with {n} colour components"))),
+    };
+    if sof.precision != 8 {
+        return Err(ImageError::Unsupported(format!("JPEG of {}-bit samples", sof.precision)));
+    }
+    if matches!(sof.marker, 0xC3 | 0xC7 | 0xCB | 0xCF) {
+        return Err(ImageError::Unsupported("lossless JPEG".into()));
+    }
+    // Pillow's draft(): the largest reduction d with width // side >= d and height // side >= d.
+    let scale_denom = min_side.map_or(1, |side| {
+        let fits = |d: u32| side > 0 && sof.width / side >= d && sof.height / side >= d;
+        [8, 4, 2].into_iter().find(|&d| fits(d)).unwrap_or(1)
+    });
+    let expected = super::jpeg::Expected { width: sof.width, height: sof.height, components: layout.channels() };
+    let mut pixels = super::jpeg::decompress(bytes, scale_denom, alloc_budget(limits), &expected)?;
+    if layout == Layout::Cmyk {
+        pixels.data.iter_mut().for_each(|v| *v = !*v);
+    }
+    let orientation = exif
+        .and_then(|range| image::metadata::Orientation::from_exif_chunk(&bytes[range]))
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let (width, height, data) = oriented(pixels.width, pixels.height, layout, pixels.data, orientation);
+    DecodedImage::new(width, height, mode, layout, "jpeg", data)
+        .ok_or_else(|| ImageError::Corrupt("JPEG: the decoder returned an inconsistent buffer".to_string()))
+}
+
+/// `data` (`width` x `height` pixels in `layout`) turned as `orientation` says.
+fn oriented(
+    width: u32,
+    height: u32,
+    layout: Layout,
+    data: Vec<u8>,
+    orientation: image::metadata::Orientation,
+) -> (u32, u32, Vec<u8>) {
+    if orientation == image::metadata::Orientation::NoTransforms {
+        return (width, height, data);
+    }
+    // The image crate turns any pixel type; RGBA carries CMYK's four channels as well.
+    let mut img = match layout {
+        Layout::Gray => DynamicImage::ImageLuma8(image::ImageBuffer::from_raw(width, height, data).expect("size")),
+        Layout::GrayAlpha => DynamicImage::ImageLumaA8(image::ImageBuffer::from_raw(width, height, data).expect("size")),
+        Layout::Rgb => DynamicImage::ImageRgb8(image::ImageBuffer::from_raw(width, height, data).expect("size")),
+        Layout::Rgba | Layout::Cmyk => {
+            DynamicImage::ImageRgba8(image::ImageBuffer::from_raw(width, height, data).expect("size"))
+        }
+    };
+    img.apply_orientation(orientation);
+    (img.width(), img.height(), img.into_bytes())
+}
+
 struct JpegInfo {
+    /// The SOF marker's code: 0xC0 baseline, 0xC2 progressive, 0xC3 lossless, ...
+    marker: u8,
+    precision: u8,
     width: u32,
     height: u32,
     components: u8,
@@ -471,13 +537,14 @@ struct JpegInfo {
 /// data reaches an end-of-image marker, so that truncated files are rejected (the decoder would
 /// fill missing data with grey instead of failing). Returns the frame header if one was found and
 /// the first problem met.
-fn jpeg_scan(b: &[u8]) -> (Option<JpegInfo>, Option<ImageError>) {
+/// `exif` gets the place of the first EXIF block (the TIFF structure after `Exif\0\0` in an APP1 segment).
+fn jpeg_scan(b: &[u8], exif: &mut Option<Range<usize>>) -> (Option<JpegInfo>, Option<ImageError>) {
     let mut info: Option<JpegInfo> = None;
-    let problem = jpeg_walk(b, &mut info).err();
+    let problem = jpeg_walk(b, &mut info, exif).err();
     (info, problem)
 }
 
-fn jpeg_walk(b: &[u8], info: &mut Option<JpegInfo>) -> Result<(), ImageError> {
+fn jpeg_walk(b: &[u8], info: &mut Option<JpegInfo>, exif: &mut Option<Range<usize>>) -> Result<(), ImageError> {
     let truncated = || ImageError::Corrupt("truncated JPEG (no end-of-image marker)".to_string());
     let mut i = 2; // after SOI
     let mut in_scan = false;
@@ -540,6 +607,8 @@ fn jpeg_walk(b: &[u8], info: &mut Option<JpegInfo>) -> Result<(), ImageError> {
             let height = u32::from(u16::from_be_bytes([seg[1], seg[2]]));
             let width = u32::from(u16::from_be_bytes([seg[3], seg[4]]));
             *info = Some(JpegInfo {
+                marker: m,
+                precision: seg[0],
                 width,
                 height,
                 components: seg[5],
@@ -547,6 +616,9 @@ fn jpeg_walk(b: &[u8], info: &mut Option<JpegInfo>) -> Result<(), ImageError> {
         }
         if i + len > b.len() {
             return Err(truncated());
+        }
+        if m == 0xE1 && exif.is_none() && seg.starts_with(b"Exif\0\0") {
+            *exif = Some(i + 2 + 6..i + len);
         }
         if m == 0xDA {
             if info.is_none() {

@@ -36,9 +36,6 @@
 //! * **16-bit samples keep their high byte** (`v >> 8`). For 16-bit RGB, RGBA and grey+alpha PNGs
 //!   this is exactly what Pillow does; a 16-bit *greyscale* PNG is mode `I;16` in Pillow, which
 //!   `convert('RGB')` clips to 255 (so almost every pixel becomes white), and that is not copied.
-//! * **CMYK JPEGs** are converted to RGB by the JPEG decoder before resizing, where Pillow resizes
-//!   the (inverted, Adobe convention) CMYK channels and converts afterwards; like all JPEGs they are
-//!   not bit-exact anyway (the decoder, zune-jpeg, differs from libjpeg-turbo by a few levels).
 //! * The first frame of an animated PNG/WebP/GIF is used; truncated files are errors (Pillow also
 //!   refuses them unless `ImageFile.LOAD_TRUNCATED_IMAGES` is set).
 //!
@@ -46,17 +43,18 @@
 //!
 //! `tools/make_fixture_images.py` writes fixtures in every supported format and mode with
 //! open_clip's crops (`tests/fixtures/images/reference/`); the tests require byte-identical crops
-//! for PNG, BMP, TIFF, GIF and lossless WebP, and at most a few levels of difference for JPEG and
-//! lossy WebP, whose decoders are not libjpeg-turbo / libwebp. Not covered by fixtures (and not
-//! guaranteed to match Pillow): TIFFs with associated (premultiplied) alpha or a palette (the
+//! for PNG, JPEG (decoded by libjpeg-turbo as Pillow decodes it, see `jpeg.rs`), BMP, TIFF, GIF and
+//! lossless WebP, and at most a few levels of difference for lossy WebP, whose decoder is not
+//! libwebp. Not covered by fixtures (and not guaranteed to match Pillow): TIFFs with associated (premultiplied) alpha or a palette (the
 //! latter is rejected by the decoder), 16-bit (5-6-5) BMPs, and animated WebPs.
 
 mod decode;
+mod jpeg;
 mod resample;
 #[cfg(test)]
 mod tests;
 
-pub use decode::{decode, decode_unguarded};
+pub use decode::{decode, decode_reduced, decode_unguarded};
 
 /// The normalisation constants of OpenAI CLIP (`open_clip.constants.OPENAI_DATASET_MEAN`),
 /// rounded from the Python floats (doubles) to `f32` as `Normalize` does.
@@ -191,7 +189,8 @@ pub enum PilMode {
     Rgb,
     /// `RGBA`: resized premultiplied.
     Rgba,
-    /// `CMYK` (JPEG, TIFF): stored converted to RGB by the decoder.
+    /// `CMYK`: a JPEG's is kept as CMYK through the resize, as Pillow keeps it; a TIFF's is stored converted to
+    /// RGB by the decoder.
     Cmyk,
 }
 
@@ -218,6 +217,8 @@ pub(crate) enum Layout {
     GrayAlpha,
     Rgb,
     Rgba,
+    /// Pillow's `CMYK` (JPEG): resized as four channels without alpha, converted to RGB after the crop.
+    Cmyk,
 }
 
 impl Layout {
@@ -226,7 +227,7 @@ impl Layout {
             Layout::Gray => 1,
             Layout::GrayAlpha => 2,
             Layout::Rgb => 3,
-            Layout::Rgba => 4,
+            Layout::Rgba | Layout::Cmyk => 4,
         }
     }
 }

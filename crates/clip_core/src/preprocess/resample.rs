@@ -106,7 +106,18 @@ fn to_rgb(window: &[u8], layout: Layout) -> Vec<u8> {
             .chunks_exact(2)
             .flat_map(|p| [p[0], p[0], p[0]])
             .collect(),
+        Layout::Cmyk => window.chunks_exact(4).flat_map(cmyk_to_rgb).collect(),
     }
+}
+
+/// Pillow `cmyk2rgb`: each of R, G, B is `(255 - K) - MULDIV255(C|M|Y, 255 - K)`.
+fn cmyk_to_rgb(p: &[u8]) -> [u8; 3] {
+    let nk = 255 - i32::from(p[3]);
+    let channel = |v: u8| {
+        let tmp = i32::from(v) * nk + 128;
+        (nk - (((tmp >> 8) + tmp) >> 8)).clamp(0, 255) as u8
+    };
+    [channel(p[0]), channel(p[1]), channel(p[2])]
 }
 
 /// Pillow `ImagingScaleAffine` (the NEAREST path of `Image.resize` for modes `P` and `1`): source
@@ -395,11 +406,12 @@ fn resample_window(
     cols: Range<usize>,
     rows: Range<usize>,
 ) -> Vec<u8> {
-    match layout.channels() {
-        1 => resample_window_c::<1>(data, w, h, false, filter, tw, th, cols, rows),
-        2 => resample_window_c::<2>(data, w, h, true, filter, tw, th, cols, rows),
-        3 => resample_window_c::<3>(data, w, h, false, filter, tw, th, cols, rows),
-        _ => resample_window_c::<4>(data, w, h, true, filter, tw, th, cols, rows),
+    match layout {
+        Layout::Gray => resample_window_c::<1>(data, w, h, false, filter, tw, th, cols, rows),
+        Layout::GrayAlpha => resample_window_c::<2>(data, w, h, true, filter, tw, th, cols, rows),
+        Layout::Rgb => resample_window_c::<3>(data, w, h, false, filter, tw, th, cols, rows),
+        Layout::Rgba => resample_window_c::<4>(data, w, h, true, filter, tw, th, cols, rows),
+        Layout::Cmyk => resample_window_c::<4>(data, w, h, false, filter, tw, th, cols, rows),
     }
 }
 

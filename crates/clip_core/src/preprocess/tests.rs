@@ -41,7 +41,7 @@ fn mode_name(m: PilMode) -> &'static str {
     m.as_str()
 }
 
-/// Every fixture against open_clip: lossless formats byte for byte, JPEG and lossy WebP within a
+/// Every fixture against open_clip: lossless formats and JPEG byte for byte, lossy WebP within a
 /// few levels.
 #[test]
 fn preprocess_fixtures_match_open_clip() {
@@ -616,26 +616,110 @@ fn sixteen_bit_pngs_decode_to_the_high_byte_of_each_sample() {
     }
 }
 
+thread_local! {
+    /// How many times this test thread's interrupt check ran ([`count_check`]).
+    static CHECKS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// An interrupt check that counts its runs and lets the work go on.
+fn count_check() {
+    CHECKS.set(CHECKS.get() + 1);
+}
+
+/// An interrupt check that stops the work, as PostgreSQL's error does.
+fn stop_check() {
+    panic!("stopped");
+}
+
 /// Decoding a PNG runs the interrupt check between its rows, and a check that unwinds stops it.
 #[test]
 fn png_decoding_runs_the_interrupt_check_between_rows() {
-    thread_local! {
-        static CHECKS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-    }
-    fn count() {
-        CHECKS.set(CHECKS.get() + 1);
-    }
-    fn stop() {
-        panic!("stopped");
-    }
     let (width, height) = (64, 48);
     let png = png_of((width, height), 2, 8, false, None, &vec![90; width * height * 3]);
-    crate::interrupt::set_check(count);
+    crate::interrupt::set_check(count_check);
     decode(&png, &DecodeLimits::default()).unwrap();
-    crate::interrupt::set_check(stop);
+    crate::interrupt::set_check(stop_check);
     // decode's guard turns a decoder's panic into an error, but lets the check's unwind through.
     let stopped = std::panic::catch_unwind(|| decode(&png, &DecodeLimits::default()));
     crate::interrupt::set_check(|| {});
     assert!(CHECKS.get() >= height, "{} checks for {height} rows", CHECKS.get());
     assert_eq!(stopped.unwrap_err().downcast_ref::<&str>(), Some(&"stopped"));
+}
+
+/// A pending interrupt stops libjpeg between rows and runs the check; a check that lets the work go on gets the
+/// image decoded again, as it would have been.
+#[test]
+fn jpeg_decoding_stops_at_a_pending_interrupt() {
+    let jpeg = read_fixture("rocket_rgb_progressive_640x427.jpg");
+    let plain = decode(&jpeg, &DecodeLimits::default()).unwrap();
+    crate::interrupt::set_pending(|| true);
+    crate::interrupt::set_check(stop_check);
+    let stopped = std::panic::catch_unwind(|| decode(&jpeg, &DecodeLimits::default()));
+    assert_eq!(stopped.unwrap_err().downcast_ref::<&str>(), Some(&"stopped"));
+    crate::interrupt::set_check(count_check);
+    let again = decode(&jpeg, &DecodeLimits::default()).unwrap();
+    crate::interrupt::set_check(|| {});
+    assert_eq!(CHECKS.get(), 1);
+    assert_eq!(again.data, plain.data);
+}
+
+/// A progressive JPEG whose last scan is repeated past the limit of scans is refused, not decoded for long.
+#[test]
+fn a_jpeg_of_too_many_scans_is_refused() {
+    let jpeg = read_fixture("rocket_rgb_progressive_640x427.jpg");
+    let last_scan = jpeg.windows(2).rposition(|w| w == [0xFF, 0xDA]).unwrap();
+    let body = &jpeg[..jpeg.len() - 2];
+    let mut many = body.to_vec();
+    for _ in 0..1000 {
+        many.extend_from_slice(&body[last_scan..]);
+    }
+    many.extend_from_slice(&[0xFF, 0xD9]);
+    match decode(&many, &DecodeLimits::default()) {
+        Err(ImageError::Corrupt(m)) => assert!(m.contains("more than 1000 scans"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    // 500 repeats are decoded (libjpeg-turbo warns of the progression, as for Pillow).
+    let mut some = body.to_vec();
+    for _ in 0..500 {
+        some.extend_from_slice(&body[last_scan..]);
+    }
+    some.extend_from_slice(&[0xFF, 0xD9]);
+    decode(&some, &DecodeLimits::default()).unwrap();
+}
+
+/// `decode_reduced` decodes a JPEG at the smallest scale that keeps both sides at the size asked for, and other
+/// formats whole.
+#[test]
+fn a_reduced_jpeg_keeps_both_sides_at_the_size_asked_for() {
+    let limits = DecodeLimits::default();
+    let rocket = read_fixture("rocket_rgb_progressive_640x427.jpg");
+    // Pillow's rule: 427 // 53 = 8, 427 // 54 = 7.
+    for (min_side, size) in [(100, (160, 107)), (53, (80, 54)), (54, (160, 107)), (213, (320, 214)), (214, (640, 427))] {
+        let img = decode_reduced(&rocket, &limits, min_side).unwrap();
+        assert_eq!((img.width(), img.height()), size, "{min_side}");
+    }
+    // Orientation is applied after the reduction; CMYK stays CMYK.
+    let turned = decode_reduced(&read_fixture("coffee_exif_orientation6_300x200.jpg"), &limits, 50).unwrap();
+    assert_eq!((turned.width(), turned.height()), (50, 75));
+    let cmyk = decode_reduced(&read_fixture("coffee_cmyk_240x160.jpg"), &limits, 40).unwrap();
+    assert_eq!((cmyk.width(), cmyk.height(), cmyk.mode()), (60, 40, PilMode::Cmyk));
+    let png = decode_reduced(&read_fixture("moon_l_512x512.png"), &limits, 16).unwrap();
+    assert_eq!((png.width(), png.height()), (512, 512));
+}
+
+/// JPEGs of 12-bit samples and lossless JPEGs are refused as unsupported before libjpeg sees them.
+#[test]
+fn twelve_bit_and_lossless_jpegs_are_unsupported() {
+    let jpeg = read_fixture("chelsea_rgb_451x300.jpg");
+    let sof = jpeg.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+    let mut twelve_bit = jpeg.clone();
+    twelve_bit[sof + 4] = 12;
+    let mut lossless = jpeg.clone();
+    lossless[sof + 1] = 0xC3;
+    for (name, bytes, says) in [("12-bit", twelve_bit, "12-bit samples"), ("lossless", lossless, "lossless JPEG")] {
+        match decode(&bytes, &DecodeLimits::default()) {
+            Err(ImageError::Unsupported(m)) => assert!(m.contains(says), "{name}: {m}"),
+            other => panic!("{name}: {other:?}"),
+        }
+    }
 }
