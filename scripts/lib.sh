@@ -55,6 +55,21 @@ install_atomically() {
 install_onnxruntime() {
   install_atomically "$ORT_LIB" "$(pg_pkglibdir)/clip_search/$(basename "$ORT_LIB")"
 }
+# ONNX Runtime's GPU build with its CUDA provider and the CUDA libraries that provider loads, in one folder
+# (scripts/setup.sh --gpu), and where scripts/install.sh --gpu puts them for clip.onnxruntime_library to name.
+ORT_GPU_DIR="$DEPS/onnxruntime-gpu"
+ort_gpu_installed_library() { echo "$(pg_pkglibdir)/clip_search/gpu/libonnxruntime.so.$ORT_VERSION"; }
+install_onnxruntime_gpu() {
+  [[ -e $ORT_GPU_DIR/complete && -f $ORT_GPU_DIR/libonnxruntime.so.$ORT_VERSION ]] ||
+    die "no GPU build of ONNX Runtime $ORT_VERSION in $ORT_GPU_DIR: run scripts/setup.sh --gpu"
+  local file target
+  target=$(dirname "$(ort_gpu_installed_library)")
+  for file in "$ORT_GPU_DIR"/*; do
+    if [[ $(basename "$file") != complete ]]; then
+      install_atomically "$file" "$target/$(basename "$file")"
+    fi
+  done
+}
 # Debian's archive, checked against Debian's keys, as one-line apt sources name it.
 DEBIAN_ARCHIVE="[signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian"
 # apt with a list of sources of its own, in .deps/apt/NAME (sources.list, then its indices and downloads there): it
@@ -240,6 +255,7 @@ cluster_env() {
     watch-standby) PGPORT=${CLIP_WATCH_STANDBY_PORT:-55437} ;;  # and its hot standby
     migrate) PGPORT=${CLIP_MIGRATE_PORT:-55549} ;;  # tests/migrate.sh: a migration under load, and a crash
     ingest) PGPORT=${CLIP_INGEST_PORT:-55550} ;;  # bench/ingest.sh: the workers' ingest of phone-size photos
+    gpu) PGPORT=${CLIP_GPU_PORT:-55551} ;;  # bench/gpu.sh: clip_backfill on CUDA against the CPU
     # tests/concurrent_install.sh: the worker's cluster and the gallery's, while the extension is reinstalled.
     concurrent) PGPORT=${CLIP_CONCURRENT_PORT:-55438} ;;
     concurrent-gallery) PGPORT=${CLIP_CONCURRENT_GALLERY_PORT:-55439} ;;

@@ -143,6 +143,14 @@ BEGIN
 END
 $function$;
 
+-- The array functions for the batches of clip_backfill and the workers: clip_embed_texts and clip_embed_images
+-- (model NULL: the functions' default), run on clip.execution_provider (src/embed.rs). Not in parallel workers,
+-- which would each load the model on the GPU.
+CREATE FUNCTION clip_search_internal.embed_texts_bulk(inputs text[], model name) RETURNS vector[]
+LANGUAGE c STABLE PARALLEL RESTRICTED AS 'MODULE_PATHNAME', 'embed_texts_bulk_wrapper';
+CREATE FUNCTION clip_search_internal.embed_images_bulk(inputs bytea[], model name) RETURNS vector[]
+LANGUAGE c STABLE PARALLEL RESTRICTED AS 'MODULE_PATHNAME', 'embed_images_bulk_wrapper';
+
 -- The call of the embedding function that serves a source column type, the single or the array form, on the SQL
 -- expression argument, with model (a registered model's name) when it is not NULL. The argument is cast to the
 -- function's exact parameter type, named with its schema: a varchar column then calls the text function itself,
@@ -151,17 +159,20 @@ CREATE FUNCTION clip_search_internal.embed_call(source_type regtype, caller text
     model text) RETURNS text LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $function$
 DECLARE
     model_argument text := CASE WHEN model IS NOT NULL THEN format(', model => %L::pg_catalog.name', model) ELSE '' END;
+    bulk_model     text := format('%L::pg_catalog.name', model);  -- NULL::pg_catalog.name for the default
 BEGIN
     -- Only a name a model can have: a longer one would be cut to another name by the cast.
     IF NOT clip_search_internal.is_model_name(model) THEN
         RAISE EXCEPTION '%: % is not a model name', caller, quote_literal(model) USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF source_type IN ('text'::regtype, 'character varying'::regtype, 'character'::regtype) THEN
-        RETURN format(CASE WHEN batched THEN '@extschema@.clip_embed_texts((%s)::pg_catalog.text[]%s)'
-                           ELSE '@extschema@.clip_embed_text((%s)::pg_catalog.text%s)' END, argument, model_argument);
+        RETURN CASE WHEN batched
+                    THEN format('clip_search_internal.embed_texts_bulk((%s)::pg_catalog.text[], %s)', argument, bulk_model)
+                    ELSE format('@extschema@.clip_embed_text((%s)::pg_catalog.text%s)', argument, model_argument) END;
     ELSIF source_type = 'bytea'::regtype THEN
-        RETURN format(CASE WHEN batched THEN '@extschema@.clip_embed_images((%s)::pg_catalog.bytea[]%s)'
-                           ELSE '@extschema@.clip_embed_image((%s)::pg_catalog.bytea%s)' END, argument, model_argument);
+        RETURN CASE WHEN batched
+                    THEN format('clip_search_internal.embed_images_bulk((%s)::pg_catalog.bytea[], %s)', argument, bulk_model)
+                    ELSE format('@extschema@.clip_embed_image((%s)::pg_catalog.bytea%s)', argument, model_argument) END;
     END IF;
     RAISE EXCEPTION '%: cannot embed a column of type % (text, varchar or bytea)', caller, source_type
         USING ERRCODE = 'datatype_mismatch';

@@ -9,7 +9,7 @@ use pgrx::prelude::*;
 
 use crate::errors::{raise_element, OrRaise};
 use crate::guc;
-use crate::model_cache::{choose, with_model, ModelChoice};
+use crate::model_cache::{choose, choose_bulk, with_model, ModelChoice};
 use crate::registry::ModelName;
 use crate::vector::Vector;
 
@@ -87,23 +87,32 @@ pub fn clip_embed_image_by(image: &[u8], model: ModelName) -> Vector {
     embed_encoded_image("clip_embed_image", Some(&model), image)
 }
 
+const TEXTS: &str = "clip_embed_texts";
+const IMAGES: &str = "clip_embed_images";
+
 /// Embeds an array of texts in batches of clip.batch_size, in input order; NULL elements give NULL.
 #[pg_extern(immutable, parallel_safe)]
 pub fn clip_embed_texts(inputs: Array<'_, &str>) -> Vec<Option<Vector>> {
-    embed_texts_array(None, inputs)
+    embed_texts_array(&choose(TEXTS, None), inputs)
 }
 
 /// Embeds an array of texts by the registered model `model`.
 #[pg_extern(immutable, parallel_safe, name = "clip_embed_texts")]
 pub fn clip_embed_texts_by(inputs: Array<'_, &str>, model: ModelName) -> Vec<Option<Vector>> {
-    embed_texts_array(Some(&model), inputs)
+    embed_texts_array(&choose(TEXTS, Some(&model)), inputs)
 }
 
-fn embed_texts_array(model: Option<&ModelName>, inputs: Array<'_, &str>) -> Vec<Option<Vector>> {
+/// clip_search_internal.embed_texts_bulk(inputs, model), declared in sql/auto_embed.sql: clip_embed_texts for the
+/// batches of the workers and clip_backfill, run on clip.execution_provider; `model` NULL is the default model.
+#[pg_extern(sql = false)]
+fn embed_texts_bulk(inputs: Option<Array<'_, &str>>, model: Option<ModelName>) -> Option<Vec<Option<Vector>>> {
+    Some(embed_texts_array(&choose_bulk(TEXTS, model.as_ref()), inputs?))
+}
+
+fn embed_texts_array(choice: &ModelChoice, inputs: Array<'_, &str>) -> Vec<Option<Vector>> {
     let inputs: Vec<Option<&str>> = inputs.iter().collect();
     let present: Vec<&str> = inputs.iter().flatten().copied().collect();
-    const F: &str = "clip_embed_texts";
-    place(&inputs, embed_texts_in_batches(F, &choose(F, model), &present))
+    place(&inputs, embed_texts_in_batches(TEXTS, choice, &present))
 }
 
 /// Embeds texts in batches of clip.batch_size (so within the superuser's ceiling). The model core checks for
@@ -120,33 +129,39 @@ pub fn embed_texts_in_batches(function: &'static str, choice: &ModelChoice, text
 /// element fails the call with an error that names its (1-based) index, also given as the DETAIL `element N`.
 #[pg_extern(immutable, parallel_safe)]
 pub fn clip_embed_images(inputs: Array<'_, &[u8]>) -> Vec<Option<Vector>> {
-    embed_images_array(None, inputs)
+    embed_images_array(&choose(IMAGES, None), inputs)
 }
 
 /// Embeds an array of images by the registered model `model`.
 #[pg_extern(immutable, parallel_safe, name = "clip_embed_images")]
 pub fn clip_embed_images_by(inputs: Array<'_, &[u8]>, model: ModelName) -> Vec<Option<Vector>> {
-    embed_images_array(Some(&model), inputs)
+    embed_images_array(&choose(IMAGES, Some(&model)), inputs)
 }
 
-fn embed_images_array(model: Option<&ModelName>, inputs: Array<'_, &[u8]>) -> Vec<Option<Vector>> {
-    const F: &str = "clip_embed_images";
+/// clip_search_internal.embed_images_bulk(inputs, model), declared in sql/auto_embed.sql: clip_embed_images for
+/// the batches of the workers and clip_backfill, run on clip.execution_provider; `model` NULL is the default model.
+#[pg_extern(sql = false)]
+fn embed_images_bulk(inputs: Option<Array<'_, &[u8]>>, model: Option<ModelName>) -> Option<Vec<Option<Vector>>> {
+    Some(embed_images_array(&choose_bulk(IMAGES, model.as_ref()), inputs?))
+}
+
+fn embed_images_array(choice: &ModelChoice, inputs: Array<'_, &[u8]>) -> Vec<Option<Vector>> {
     let inputs: Vec<Option<&[u8]>> = inputs.iter().collect();
     let present: Vec<(usize, &[u8])> =
         inputs.iter().enumerate().filter_map(|(i, bytes)| bytes.map(|b| (i + 1, b))).collect();
     let (limits, jpeg_draft) = (decode_limits(), guc::jpeg_draft());
-    let choice = choose(F, model);
     let mut embedded = Vec::with_capacity(present.len());
     for chunk in present.chunks(guc::batch_size()) {
         // Each image is decoded, preprocessed into the batch's tensor and freed before the next one is decoded:
         // memory holds one decoded image at a time, however large the batch.
-        let mut batch = with_model(F, &choice, |m| Ok(m.image_batch(chunk.len())));
+        let mut batch = with_model(IMAGES, choice, |m| Ok(m.image_batch(chunk.len())));
         for &(index, bytes) in chunk {
             check_for_interrupts!();
-            batch.push_encoded(bytes, &limits, jpeg_draft).unwrap_or_else(|e| raise_element(F, index, e.into()));
+            let pushed = batch.push_encoded(bytes, &limits, jpeg_draft);
+            pushed.unwrap_or_else(|e| raise_element(IMAGES, index, e.into()));
         }
         check_for_interrupts!();
-        embedded.extend(with_model(F, &choice, |m| m.embed_image_batch(batch)));
+        embedded.extend(with_model(IMAGES, choice, |m| m.embed_image_batch(batch)));
     }
     place(&inputs, embedded)
 }

@@ -7,9 +7,10 @@ use std::ffi::{CStr, CString};
 use std::path::PathBuf;
 
 use clip_core::preprocess::DecodeLimits;
+use clip_core::runtime::Provider;
 use clip_core::{ModelSettings, Weights};
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
-use pgrx::{pg_guard, pg_sys};
+use pgrx::{pg_guard, pg_sys, PostgresGucEnum};
 
 pub static MODEL_DIR: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static DEFAULT_MODEL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -25,6 +26,8 @@ pub static WORKER_DATABASES: GucSetting<Option<CString>> = GucSetting::<Option<C
 pub static WORKERS_PER_DATABASE: GucSetting<i32> = GucSetting::<i32>::new(1);
 pub static WORKER_NAPTIME: GucSetting<i32> = GucSetting::<i32>::new(1000);
 pub static JPEG_DRAFT: GucSetting<bool> = GucSetting::<bool>::new(false);
+pub static EXECUTION_PROVIDER: GucSetting<ExecutionProvider> = GucSetting::<ExecutionProvider>::new(ExecutionProvider::Cpu);
+pub static CUDA_DEVICE: GucSetting<i32> = GucSetting::<i32>::new(0);
 pub static MAX_IMAGE_PIXELS: GucSetting<i32> = GucSetting::<i32>::new(DecodeLimits::DEFAULT_MAX_PIXELS as i32);
 
 /// Where `scripts/install.sh` puts the ONNX Runtime library, used when clip.onnxruntime_library is unset.
@@ -134,6 +137,27 @@ pub fn register() {
         &MAX_IMAGE_PIXELS,
         1,
         i32::MAX,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_enum_guc(
+        c"clip.execution_provider",
+        c"What runs the inferences of the background workers and clip_backfill: cpu or cuda.",
+        c"cuda needs ONNX Runtime's GPU build in clip.onnxruntime_library (scripts/setup.sh --gpu); where CUDA \
+          cannot be used they run on the CPU and say why in a warning. The embedding functions called in queries \
+          always run on the CPU. Superuser only: each backend that runs a bulk path on the GPU holds a CUDA \
+          context and its own copy of the weights in GPU memory.",
+        &EXECUTION_PROVIDER,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"clip.cuda_device",
+        c"The GPU that clip.execution_provider = cuda uses (CUDA's device number).",
+        c"",
+        &CUDA_DEVICE,
+        0,
+        1023,
         GucContext::Suset,
         GucFlags::default(),
     );
@@ -271,8 +295,25 @@ pub fn onnxruntime_library() -> PathBuf {
     })
 }
 
-/// The settings of the model in `model_dir` (clip.model_dir's when `None`).
-pub fn model_settings(model_dir: Option<PathBuf>) -> ModelSettings {
+/// clip.execution_provider's values.
+#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ExecutionProvider {
+    #[name = c"cpu"]
+    Cpu,
+    #[name = c"cuda"]
+    Cuda,
+}
+
+/// What runs the inferences of a bulk path (the workers' and clip_backfill's batches).
+pub fn bulk_provider() -> Provider {
+    match EXECUTION_PROVIDER.get() {
+        ExecutionProvider::Cpu => Provider::Cpu,
+        ExecutionProvider::Cuda => Provider::Cuda { device: CUDA_DEVICE.get().max(0) as u32 },
+    }
+}
+
+/// The settings of the model in `model_dir` (clip.model_dir's when `None`), run on `provider`.
+pub fn model_settings(model_dir: Option<PathBuf>, provider: Provider) -> ModelSettings {
     ModelSettings {
         model_dir: model_dir.or_else(|| path_setting(&MODEL_DIR)).unwrap_or_default(),
         onnxruntime_library: onnxruntime_library(),
@@ -282,6 +323,7 @@ pub fn model_settings(model_dir: Option<PathBuf>) -> ModelSettings {
         } else {
             Weights::Heap
         },
+        provider,
     }
 }
 

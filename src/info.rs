@@ -1,5 +1,6 @@
 //! clip_info(): what produced this backend's vectors.
 use clip_core::memory::MemoryUsage;
+use clip_core::runtime::Provider;
 use clip_core::{ClipError, Weights};
 use pgrx::prelude::*;
 use pgrx::JsonB;
@@ -58,6 +59,13 @@ fn info(model: Option<&ModelName>) -> JsonB {
             "intra_op_threads": s.intra_threads,
             "batch_size": guc::batch_size(),
             "max_image_pixels": guc::max_image_pixels(),
+            "jpeg_draft": guc::jpeg_draft(),
+            // What the workers' and clip_backfill's batches ask for; where CUDA cannot be used they warn and
+            // run on the CPU.
+            "bulk_execution_provider": match guc::bulk_provider() {
+                Provider::Cpu => json!("cpu"),
+                Provider::Cuda { device } => json!(format!("cuda:{device}")),
+            },
             "weight_sharing": match &s.weights {
                 Weights::Shared { cache } => json!({"mode": "shared", "cache": cache}),
                 Weights::Heap => json!({"mode": "heap"}),

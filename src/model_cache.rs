@@ -1,11 +1,13 @@
 //! The backend's loaded models. A backend is single-threaded, so a thread-local needs no lock; each backend and
 //! each parallel worker loads its own on first use, never the postmaster before fork. A backend keeps at most
 //! clip.max_loaded_models of them, and closes the one used least recently to load another: that bounds what one
-//! session can make a backend hold, whichever registered models it uses.
+//! session can make a backend hold, whichever registered models it uses. A model that a backend uses both on the
+//! CPU and on a GPU (clip.execution_provider, for the bulk paths) counts twice.
 use std::cell::RefCell;
 
+use clip_core::runtime::Provider;
 use clip_core::{ClipError, ClipModel, ModelSettings};
-use pgrx::PgSqlErrorCode;
+use pgrx::{warning, PgSqlErrorCode};
 
 use crate::errors::{error_with_hint, raise};
 use crate::guc;
@@ -24,10 +26,20 @@ pub struct ModelChoice {
     registered: Option<Registered>,
 }
 
-/// The model a call of `function` uses; an unknown name is raised as an error of `function`.
+/// The model a call of `function` uses, on the CPU; an unknown name is raised as an error of `function`.
 pub fn choose(function: &'static str, model: Option<&ModelName>) -> ModelChoice {
+    choose_on(function, model, Provider::Cpu)
+}
+
+/// The model a batch of a bulk path (a worker's, clip_backfill's) uses, on clip.execution_provider.
+pub fn choose_bulk(function: &'static str, model: Option<&ModelName>) -> ModelChoice {
+    choose_on(function, model, guc::bulk_provider())
+}
+
+fn choose_on(function: &'static str, model: Option<&ModelName>, provider: Provider) -> ModelChoice {
     let registered = model.map(|m| m.0.clone()).or_else(guc::default_model).map(|name| registry::lookup(function, &name));
-    ModelChoice { settings: guc::model_settings(registered.as_ref().map(|r| r.directory.clone())), registered }
+    let directory = registered.as_ref().map(|r| r.directory.clone());
+    ModelChoice { settings: guc::model_settings(directory, provider), registered }
 }
 
 /// Runs `f` on the chosen model, (re)opened when a setting changed since it was loaded; a registered model's files
@@ -50,9 +62,13 @@ pub fn with_model<T>(
                 models.push(model);
             }
             None => {
-                // The same directory under older settings, and the least recently used beyond the bound, are
-                // closed before the new one loads.
-                models.retain(|m| m.settings().model_dir != settings.model_dir);
+                // The same directory under older settings (on the CPU, or on a GPU: the one it loaded on another
+                // device included), and the least recently used beyond the bound, are closed before the new one
+                // loads.
+                let on_cpu = |s: &ModelSettings| s.provider == Provider::Cpu;
+                models.retain(|m| {
+                    m.settings().model_dir != settings.model_dir || on_cpu(m.settings()) != on_cpu(settings)
+                });
                 let excess = (models.len() + 1).saturating_sub(bound);
                 models.drain(..excess);
                 let opened = ClipModel::open(settings.clone())?;
@@ -66,7 +82,12 @@ pub fn with_model<T>(
         // A bound lowered since the models were loaded.
         let excess = models.len().saturating_sub(bound);
         models.drain(..excess);
-        f(models.last_mut().expect("the model in use is last"))
+        let model = models.last_mut().expect("the model in use is last");
+        let result = f(model);
+        if let Some(reason) = model.take_cuda_unavailable() {
+            warning!("{function}: CUDA cannot be used, so this runs on the CPU: {reason}");
+        }
+        result
     });
     result.unwrap_or_else(|e| raise(function, e))
 }

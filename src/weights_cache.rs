@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clip_core::manifest::Manifest;
 use clip_core::prepared::{cache_entries, remove_unused, CacheEntry};
+use clip_core::runtime::Provider;
 use clip_core::Weights;
 use pgrx::prelude::*;
 
@@ -57,7 +58,7 @@ fn remove_model_weights(towers: Vec<Option<String>>) -> i64 {
 
 /// The cache directory and this backend's ONNX Runtime version, when the weights are shared; None otherwise.
 fn cache_in_use(function: &'static str) -> Option<(PathBuf, &'static str)> {
-    let settings = guc::model_settings(None);
+    let settings = guc::model_settings(None, Provider::Cpu);
     let Weights::Shared { cache } = settings.weights else {
         return None;
     };
@@ -83,7 +84,7 @@ fn towers_in_use() -> BTreeSet<String> {
     .into_iter()
     .flatten()
     .collect();
-    let configured = guc::model_settings(None).model_dir;
+    let configured = guc::model_settings(None, Provider::Cpu).model_dir;
     if !configured.as_os_str().is_empty() {
         match Manifest::load(&configured) {
             Ok(m) => towers.extend(m.files.tower_sha256s()),

@@ -55,6 +55,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         onnxruntime_library: library.clone(),
         intra_threads: 1,
         weights: Weights::Shared { cache: cache.clone() },
+        provider: clip_core::runtime::Provider::Cpu,
     })?;
     if parts {
         clock.lap(); // opening the model (reading its manifest) is none of the parts

@@ -3,7 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use ort::session::Session;
-use ort::value::{Outlet, Tensor, TensorElementType, ValueType};
+use ort::session::SessionOutputs;
+use ort::value::{Outlet, Tensor, TensorElementType, Value, ValueType, ValueTypeMarker};
 
 use crate::error::{check_language, ClipError, Result};
 use crate::hf_tokenizer::HfTokenizer;
@@ -12,7 +13,7 @@ use crate::interrupt;
 use crate::manifest::{read_verified, read_verified_shared, Manifest, TokenizerKind, TowerFiles};
 use crate::preprocess::{decode, decode_reduced, preprocess_into, DecodeLimits, DecodedImage, ImageError, PreprocessConfig};
 use crate::prepared::{prepared_graph, InUse, TowerRequest};
-use crate::runtime::{self, GraphBytes, SessionSource};
+use crate::runtime::{self, Created, GraphBytes, Provider, SessionSource};
 use crate::tokenizer::ClipTokenizer;
 
 /// Everything that decides which model is loaded and how. A change of any field means a new `ClipModel`.
@@ -22,6 +23,9 @@ pub struct ModelSettings {
     pub onnxruntime_library: PathBuf,
     pub intra_threads: usize,
     pub weights: Weights,
+    /// What runs the inferences. A session on CUDA reads the model's own files, whatever `weights` says: the
+    /// prepared towers hold weights laid out for this CPU.
+    pub provider: Provider,
 }
 
 /// Where a backend's copy of the weights lives.
@@ -69,6 +73,11 @@ impl ClipModel {
             mean: spec.mean,
             std: spec.std,
         }
+    }
+
+    /// Why a tower loaded since the last call runs on the CPU although CUDA was asked for; once per tower.
+    pub fn take_cuda_unavailable(&mut self) -> Option<String> {
+        [&mut self.text, &mut self.image].into_iter().flatten().find_map(|tower| tower.cuda_unavailable.take())
     }
 
     /// Which towers this model has loaded so far: (text, image).
@@ -162,13 +171,13 @@ impl ClipModel {
                 row[..seq.len()].copy_from_slice(seq);
             }
             let shape = [rows.len(), width];
-            let read = |outputs: &ort::session::SessionOutputs| rows_normalised(&outputs[0], rows.len(), dim);
+            let read = |outputs: &SessionOutputs| rows_normalised(&outputs[0], rows.len(), dim);
             embeddings.extend(if tower.input.int32_ids {
                 // Ids are below the vocabulary size, which the manifest bounds far below 2^31.
                 let input = Tensor::from_array((shape, flat.iter().map(|&id| id as i32).collect::<Vec<i32>>()))?;
-                runtime::run(&mut tower.session, &input, read)?
+                tower.run(&input, read)?
             } else {
-                runtime::run(&mut tower.session, &Tensor::from_array((shape, flat))?, read)?
+                tower.run(&Tensor::from_array((shape, flat))?, read)?
             });
         }
         Ok(embeddings)
@@ -202,12 +211,13 @@ impl ClipModel {
         let (size, tensor_len, rows) = (batch.cfg.image_size as usize, batch.cfg.tensor_len(), batch.len);
         let dim = self.manifest.embed_dim;
         let tower = self.tower(TowerKind::Image)?;
+        let per_run = tower.input.batch;
         let mut run = |pixels: Vec<f32>| {
             let n = pixels.len() / tensor_len;
             let input = Tensor::from_array(([n, 3, size, size], pixels))?;
-            runtime::run(&mut tower.session, &input, |outputs| rows_normalised(&outputs[0], n, dim))
+            tower.run(&input, |outputs| rows_normalised(&outputs[0], n, dim))
         };
-        let embeddings = match tower.input.batch {
+        let embeddings = match per_run {
             Some(per_run) if per_run < rows => {
                 batch.pixels.chunks(per_run * tensor_len).try_fold(Vec::with_capacity(rows), |mut all, pixels| {
                     interrupt::check();
@@ -263,7 +273,7 @@ fn read_tokenizer(dir: &Path, manifest: &Manifest) -> Result<TextTokenizer> {
 /// Creates a tower's session as the settings say: from the model's files into this process's heap, or from the
 /// tower prepared in the weights cache (prepared first when it is not there yet), with the mark that keeps the
 /// tower's files in the cache while the session maps them.
-fn open_session(s: &ModelSettings, files: &TowerFiles, tower: TowerKind) -> Result<(Session, Option<InUse>)> {
+fn open_session(s: &ModelSettings, files: &TowerFiles, tower: TowerKind) -> Result<(Created, Option<InUse>)> {
     let dir = &s.model_dir;
     let named = |e: ClipError| match e {
         ClipError::Inference(reason) => invalid(dir, format!("{}: {reason}", files.graph.path)),
@@ -277,11 +287,13 @@ fn open_session(s: &ModelSettings, files: &TowerFiles, tower: TowerKind) -> Resu
         };
         Ok(GraphBytes { graph, data })
     };
+    let open_from_memory = || {
+        let source = SessionSource::Memory(read()?);
+        runtime::create_session(&s.onnxruntime_library, source, s.intra_threads, s.provider).map(|created| (created, None))
+    };
     match &s.weights {
-        Weights::Heap => {
-            let source = SessionSource::Memory(read()?);
-            runtime::create_session(&s.onnxruntime_library, source, s.intra_threads).map(|session| (session, None))
-        }
+        Weights::Shared { .. } if s.provider != Provider::Cpu => open_from_memory(),
+        Weights::Heap => open_from_memory(),
         Weights::Shared { cache } => {
             let request = TowerRequest {
                 cache,
@@ -301,8 +313,9 @@ fn open_session(s: &ModelSettings, files: &TowerFiles, tower: TowerKind) -> Resu
                 runtime::check_prepacked_alignment(graph)
             })
             .map_err(named)?;
-            runtime::create_session(&s.onnxruntime_library, SessionSource::Prepared(&prepared.graph), s.intra_threads)
-                .map(|session| (session, Some(prepared.in_use)))
+            let source = SessionSource::Prepared(&prepared.graph);
+            runtime::create_session(&s.onnxruntime_library, source, s.intra_threads, s.provider)
+                .map(|created| (created, Some(prepared.in_use)))
         }
     }
     .map_err(named)
@@ -365,6 +378,10 @@ impl ImageBatch {
 struct Tower {
     session: Session,
     input: GraphInput,
+    /// Why the session runs on the CPU although CUDA was asked for, until [`ClipModel::take_cuda_unavailable`].
+    cuda_unavailable: Option<String>,
+    /// Set for a session on CUDA until its first run, which creates CUDA's per-thread handles (see [`Tower::run`]).
+    first_run_on_cuda: bool,
     /// Held while the session maps the prepared tower's files; declared after the session, so dropped after it.
     _in_use: Option<InUse>,
 }
@@ -375,11 +392,25 @@ impl Tower {
             TowerKind::Text => &manifest.files.text,
             TowerKind::Image => &manifest.files.image,
         };
-        let (session, in_use) = open_session(settings, files, kind)?;
+        let (Created { session, on_cuda, cuda_unavailable }, in_use) = open_session(settings, files, kind)?;
         let inputs: Vec<graph::Tensor> = session.inputs().iter().map(graph_tensor).collect();
         let input = graph::check_input(&inputs, manifest, kind)
             .map_err(|reason| invalid(&settings.model_dir, format!("{}: {reason}", files.graph.path)))?;
-        Ok(Tower { session, input, _in_use: in_use })
+        Ok(Tower { session, input, cuda_unavailable, first_run_on_cuda: on_cuda, _in_use: in_use })
+    }
+
+    /// Runs the session ([`runtime::run`]). A CUDA session's first run creates the cuBLAS and cuDNN handles of the
+    /// calling thread, and whatever threads those libraries start inherit its signal mask: it runs with every signal
+    /// blocked, as the session's creation did, so that PostgreSQL's handlers run on the backend's thread only. A
+    /// cancel waits for the end of that one run.
+    fn run<V, T>(&mut self, input: &Value<V>, read: impl FnOnce(&SessionOutputs) -> Result<T>) -> Result<T>
+    where
+        V: ValueTypeMarker + ?Sized,
+    {
+        if std::mem::take(&mut self.first_run_on_cuda) {
+            return runtime::with_signals_blocked(|| runtime::run(&mut self.session, input, read));
+        }
+        runtime::run(&mut self.session, input, read)
     }
 }
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use ort::environment::Environment;
-use ort::ep::CPU;
+use ort::ep::{ArenaExtendStrategy, CPU, CUDA};
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::builder::SessionBuilder;
 use ort::session::{RunOptions, Session, SessionOutputs};
@@ -91,6 +91,27 @@ pub fn load(library: &Path) -> Result<&'static str> {
     Ok(runtime(library)?.version.as_str())
 }
 
+/// The hardware that runs a session's inferences.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Provider {
+    #[default]
+    Cpu,
+    /// ONNX Runtime's CUDA execution provider on GPU `device` (the CPU runs the operators it lacks). It needs ONNX
+    /// Runtime's GPU build, whose CUDA libraries are looked for beside the ONNX Runtime library first
+    /// ([`CUDA_LIBRARIES`]), then where the system's loader looks.
+    Cuda { device: u32 },
+}
+
+/// A new session, and why it runs on the CPU when CUDA was asked for.
+pub struct Created {
+    pub session: Session,
+    /// Whether the session runs on CUDA.
+    pub on_cuda: bool,
+    /// Set when CUDA was asked for and could not be used (a build of ONNX Runtime without it, missing CUDA
+    /// libraries, no GPU or driver, a GPU without the memory): ONNX Runtime's reason. The session runs on the CPU.
+    pub cuda_unavailable: Option<String>,
+}
+
 /// Where a session's graph and weights come from.
 pub enum SessionSource<'a> {
     /// An ONNX graph and its weights, in memory: optimised at load, its weights copied and prepacked into this
@@ -109,8 +130,9 @@ pub struct GraphBytes {
     pub data: Option<(String, Arc<[u8]>)>,
 }
 
-/// Creates a session with `intra_threads` threads (1 means ONNX Runtime runs on the calling thread only).
-/// Spinning is off so that idle sessions cost no CPU.
+/// Creates a session with `intra_threads` threads (1 means ONNX Runtime runs on the calling thread only) on
+/// `provider`, or on the CPU when CUDA cannot be used ([`Created::cuda_unavailable`]). Spinning is off so that idle
+/// sessions cost no CPU.
 ///
 /// Memory (measured with ViT-B-32; see BENCHMARKS.md): from memory, a session holds its weights once, prepacked
 /// for the GEMM kernels (prepacking replaces the original matrices rather than adding to them, and saves 20-25% of
@@ -118,23 +140,43 @@ pub struct GraphBytes {
 /// keep the largest activations a backend ever needed for the backend's lifetime (65-90 MB after one batch of 16
 /// images); without it they go back to malloc after each run, and the one large block of the memory pattern
 /// straight back to the system. Its cost in CPU time is below the noise.
-pub fn create_session(library: &Path, source: SessionSource<'_>, intra_threads: usize) -> Result<Session> {
+pub fn create_session(
+    library: &Path,
+    source: SessionSource<'_>,
+    intra_threads: usize,
+    provider: Provider,
+) -> Result<Created> {
     let rt = runtime(library)?;
-    let session = with_signals_blocked(|| -> Result<Session> {
-        Ok(match &source {
-            SessionSource::Memory(model) => {
-                with_data(session_builder(rt, GraphOptimizationLevel::Level3, intra_threads)?, model)?
-                    .commit_from_memory(&model.graph)?
-            }
+    let commit = |provider: Provider| -> Result<(Session, Option<String>)> {
+        let level = match source {
+            SessionSource::Memory(_) => GraphOptimizationLevel::Level3,
             // The graph was optimised when it was prepared: optimising again would gain nothing.
-            SessionSource::Prepared(graph) => {
-                session_builder(rt, GraphOptimizationLevel::Disable, intra_threads)?.commit_from_file(graph)?
+            SessionSource::Prepared(_) => GraphOptimizationLevel::Disable,
+        };
+        let (mut builder, cuda_unavailable) = with_provider(rt, session_builder(rt, level, intra_threads)?, provider)?;
+        let session = match &source {
+            SessionSource::Memory(model) => with_data(builder, model)?.commit_from_memory(&model.graph)?,
+            SessionSource::Prepared(graph) => builder.commit_from_file(graph)?,
+        };
+        Ok((session, cuda_unavailable))
+    };
+    let created = with_signals_blocked(|| -> Result<Created> {
+        Ok(match commit(provider) {
+            Ok((session, cuda_unavailable)) => {
+                Created { session, on_cuda: provider != Provider::Cpu && cuda_unavailable.is_none(), cuda_unavailable }
             }
+            // The CUDA provider registers without touching the GPU, which it first does here: no device, no driver
+            // for it, or too little memory fail the session. The CPU's error, if it fails too, is the model's.
+            Err(e) if provider != Provider::Cpu => {
+                let (session, _) = commit(Provider::Cpu)?;
+                Created { session, on_cuda: false, cuda_unavailable: Some(e.to_string()) }
+            }
+            Err(e) => return Err(e),
         })
     })?;
     drop(source);
     release_free_heap();
-    Ok(session)
+    Ok(created)
 }
 
 /// Optimises the graph `model` as [`create_session`] would and writes the result to `graph` with its weights in
@@ -144,7 +186,8 @@ pub fn create_session(library: &Path, source: SessionSource<'_>, intra_threads: 
 pub fn prepare_session_files(library: &Path, model: GraphBytes, graph: &Path, data_file: &str) -> Result<()> {
     let rt = runtime(library)?;
     let session = with_signals_blocked(|| -> Result<Session> {
-        Ok(with_data(session_builder(rt, GraphOptimizationLevel::Level3, 1)?, &model)?
+        let (builder, _) = with_provider(rt, session_builder(rt, GraphOptimizationLevel::Level3, 1)?, Provider::Cpu)?;
+        Ok(with_data(builder, &model)?
             .with_optimized_model_path(graph)
             .and_then(|b| b.with_config_entry("session.optimized_model_external_initializers_file_name", data_file))
             .and_then(|b| b.with_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", MIN_EXTERNAL_BYTES))
@@ -200,8 +243,93 @@ fn session_builder(rt: &Runtime, level: GraphOptimizationLevel, intra_threads: u
         .and_then(|b| b.with_inter_threads(1))
         .and_then(|b| b.with_intra_op_spinning(false))
         .and_then(|b| b.with_inter_op_spinning(false))
-        .and_then(|b| b.with_execution_providers([CPU::default().with_arena_allocator(false).build()]))
         .map_err(without_builder)?)
+}
+
+/// The CUDA libraries ONNX Runtime's CUDA provider needs, in an order where each comes after those it needs (the
+/// order of ort's `CUDA_DYLIBS` and `CUDNN_DYLIBS`, with nvJitLink and cuDNN 9.28's two further libraries). The
+/// provider's library, and cuDNN's, name them without a path, so ONNX Runtime's GPU build finds only what the
+/// system's loader finds; those beside the ONNX Runtime library are loaded first (scripts/setup.sh --gpu puts them
+/// there), so that the loader finds them already loaded.
+pub const CUDA_LIBRARIES: &[&str] = &[
+    "libcudart.so.13",
+    "libcublasLt.so.13",
+    "libcublas.so.13",
+    "libnvrtc.so.13",
+    "libcurand.so.10",
+    "libnvJitLink.so.13",
+    "libcufft.so.12",
+    "libcudnn.so.9",
+    "libcudnn_graph.so.9",
+    "libcudnn_ops.so.9",
+    "libcudnn_heuristic.so.9",
+    "libcudnn_adv.so.9",
+    "libcudnn_cnn.so.9",
+    "libcudnn_engines_precompiled.so.9",
+    "libcudnn_engines_runtime_compiled.so.9",
+    "libcudnn_engines_tensor_ir.so.9",
+    "libcudnn_ext.so.9",
+];
+
+/// Adds the execution providers for `provider`: the CPU's, after CUDA's when CUDA is asked for and can be
+/// registered; otherwise the CPU's alone, with ONNX Runtime's reason.
+fn with_provider(rt: &Runtime, builder: SessionBuilder, provider: Provider) -> Result<(SessionBuilder, Option<String>)> {
+    let cpu = || CPU::default().with_arena_allocator(false).build();
+    let (builder, cuda_unavailable) = match provider {
+        Provider::Cpu => (builder, None),
+        Provider::Cuda { device } => {
+            let not_loaded = load_cuda_libraries(&rt.library);
+            let cuda = CUDA::default()
+                .with_device_id(device as i32)
+                // The arena grows by what a run asks for rather than doubling: a backend's GPU memory follows its
+                // largest batch.
+                .with_arena_extend_strategy(ArenaExtendStrategy::SameAsRequested)
+                .build()
+                .error_on_failure();
+            match builder.with_execution_providers([cuda, cpu()]) {
+                Ok(builder) => return Ok((builder, None)),
+                Err(e) => {
+                    let reason = if not_loaded.is_empty() {
+                        e.to_string()
+                    } else {
+                        format!("{e} (beside the ONNX Runtime library, these failed to load: {not_loaded})")
+                    };
+                    (e.recover(), Some(reason))
+                }
+            }
+        }
+    };
+    Ok((builder.with_execution_providers([cpu()]).map_err(without_builder)?, cuda_unavailable))
+}
+
+/// Loads the [`CUDA_LIBRARIES`] found beside `library`, once per process, and says which of them failed to load,
+/// with the loader's reasons (empty when none did). One that is not there is left to the system's loader.
+fn load_cuda_libraries(library: &Path) -> &'static str {
+    use std::os::unix::ffi::OsStrExt;
+    static NOT_LOADED: OnceLock<String> = OnceLock::new();
+    NOT_LOADED.get_or_init(|| {
+        let Some(dir) = library.parent() else { return String::new() };
+        let mut not_loaded = Vec::new();
+        for name in CUDA_LIBRARIES {
+            let path = dir.join(name);
+            if !path.is_file() {
+                continue;
+            }
+            let Ok(c_path) = CString::new(path.as_os_str().as_bytes()) else { continue };
+            // SAFETY: loads a library of the superuser's chosen ONNX Runtime directory, as ONNX Runtime itself
+            // would; the handle is kept for the process's life (never closed), as the provider uses the library.
+            // dlerror's message is copied at once, before another dl call can replace it.
+            unsafe {
+                if libc::dlopen(c_path.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL).is_null() {
+                    let reason = libc::dlerror();
+                    let reason =
+                        if reason.is_null() { "unknown".into() } else { CStr::from_ptr(reason).to_string_lossy() };
+                    not_loaded.push(format!("{name}: {reason}"));
+                }
+            }
+        }
+        not_loaded.join("; ")
+    })
 }
 
 /// Hands ONNX Runtime the graph's external data file, from memory: the bytes that were verified are the ones used.

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use clip_core::preprocess::{decode, decode_reduced, DecodeLimits};
+use clip_core::runtime::Provider;
 use clip_core::{cosine, runtime, ClipError, ClipModel, ModelSettings};
 
 mod common;
@@ -93,6 +94,31 @@ fn embeddings_do_not_depend_on_the_thread_count() {
     for (a, b) in one.0.iter().chain(&one.1).zip(two.0.iter().chain(&two.1)) {
         assert!(cosine(a, b) >= 0.999999, "1 vs 2 threads: cosine {}", cosine(a, b));
     }
+}
+
+#[test]
+fn cuda_where_onnx_runtime_cannot_use_it_runs_on_the_cpu_and_says_why() {
+    let texts = ["a photo of a cat", "a diagram"];
+    let image = std::fs::read(repo().join("tests/fixtures/images/chelsea_rgb_451x300.jpg")).unwrap();
+    let image = decode(&image, &DecodeLimits::default()).unwrap();
+    let dir = repo().join("tests/fixtures/tiny-model");
+    let cache = empty_cache("cuda");
+    // Shared weights asked for too: a CUDA session reads the model's own files and prepares nothing.
+    let on_gpu = ModelSettings { provider: Provider::Cuda { device: 0 }, ..shared(dir.clone(), &cache) };
+    let mut model = ClipModel::open(on_gpu).unwrap();
+    let on_cuda = (model.embed_texts(&texts).unwrap(), model.embed_images(std::slice::from_ref(&image)).unwrap());
+    // The pinned library is ONNX Runtime's CPU build (and a machine without a GPU driver fails the GPU build's CUDA
+    // provider): each tower says once why it runs on the CPU.
+    for _tower in ["text", "image"] {
+        let reason = model.take_cuda_unavailable().expect("each tower's reason");
+        assert!(reason.to_lowercase().contains("cuda"), "{reason}");
+    }
+    assert_eq!(model.take_cuda_unavailable(), None);
+    assert!(!cache.exists(), "nothing prepared in the weights cache");
+
+    let mut cpu = ClipModel::open(settings(dir)).unwrap();
+    assert_eq!(on_cuda, (cpu.embed_texts(&texts).unwrap(), cpu.embed_images(&[image]).unwrap()));
+    assert_eq!(cpu.take_cuda_unavailable(), None);
 }
 
 #[test]

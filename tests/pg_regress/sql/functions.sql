@@ -3,9 +3,10 @@
 \set setup :abs_srcdir '/include/setup.psql'
 \i :setup
 
--- The C functions are STRICT and PARALLEL SAFE, the embedding ones IMMUTABLE (HNSW, generated columns); the
--- trigger function, the backfill procedure and their helpers are PL/pgSQL. The helpers are in the extension's
--- own schema, not with the user's functions.
+-- The C functions users call are PARALLEL SAFE and STRICT (but where a model or a language may be NULL), the
+-- embedding ones IMMUTABLE (HNSW, generated columns); the bulk paths' array functions are STABLE (they follow
+-- clip.execution_provider) and PARALLEL RESTRICTED; the trigger function, the backfill procedure and their helpers
+-- are PL/pgSQL. The helpers are in the extension's own schema, not with the user's functions.
 SELECT p.pronamespace::regnamespace AS schema, p.oid::regprocedure AS function, p.prorettype::regtype AS returns,
        p.provolatile AS volatility, p.proparallel AS parallel, p.proisstrict AS strict
 FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.deptype = 'e'

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use clip_core::preprocess::{decode, DecodeLimits};
+use clip_core::runtime::Provider;
 use clip_core::{ClipModel, ModelSettings, Weights};
 
 pub fn repo() -> PathBuf {
@@ -23,7 +24,13 @@ pub fn onnxruntime_library() -> PathBuf {
 
 /// One inference thread, weights in this process's memory.
 pub fn settings(model_dir: PathBuf) -> ModelSettings {
-    ModelSettings { model_dir, onnxruntime_library: onnxruntime_library(), intra_threads: 1, weights: Weights::Heap }
+    ModelSettings {
+        model_dir,
+        onnxruntime_library: onnxruntime_library(),
+        intra_threads: 1,
+        weights: Weights::Heap,
+        provider: Provider::Cpu,
+    }
 }
 
 /// open_clip's embeddings of the fixture texts and images by the fp32 tiny model (tests/fixtures/tiny-model).
