@@ -15,7 +15,7 @@ prepare_demo demo random >/dev/null   # release build, the model (CLIP_MODEL_DIR
 scripts/setup.sh --gpu
 install_onnxruntime_gpu
 [[ $(id -u) -ne 0 ]] || chmod o+rx "$DEPS" "$DEMO_PHOTOS"
-threads=$(nproc)
+threads=$(( $(nproc) > 64 ? 64 : $(nproc) ))  # clip.max_intra_op_threads' ceiling
 
 db=clip_gpu
 cluster_env gpu
@@ -46,7 +46,8 @@ backfill() {
     -c "SELECT cardinality(clip_search_internal.embed_images_bulk(array_agg(image), NULL)) FROM photos WHERE id < 64" \
     -c "SELECT extract(epoch FROM clock_timestamp())" \
     -c "CALL clip_backfill('photos', 'image', '$column', batch_size => 64)" \
-    -c "SELECT extract(epoch FROM clock_timestamp())" 2>"$DEPS/bench/gpu-$provider.log")
+    -c "SELECT extract(epoch FROM clock_timestamp())" 2>"$DEPS/bench/gpu-$provider.log") ||
+    { cat "$DEPS/bench/gpu-$provider.log" >&2; die "gpu: clip_backfill on $provider failed"; }
   awk 'NF { t[++n] = $1 } END { print t[n] - t[n - 1] }' <<<"$times"
 }
 log "gpu: clip_backfill of $count photos on the CPU, $threads threads"

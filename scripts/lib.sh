@@ -60,8 +60,8 @@ install_onnxruntime() {
 ORT_GPU_DIR="$DEPS/onnxruntime-gpu"
 ort_gpu_installed_library() { echo "$(pg_pkglibdir)/clip_search/gpu/libonnxruntime.so.$ORT_VERSION"; }
 install_onnxruntime_gpu() {
-  [[ -e $ORT_GPU_DIR/complete && -f $ORT_GPU_DIR/libonnxruntime.so.$ORT_VERSION ]] ||
-    die "no GPU build of ONNX Runtime $ORT_VERSION in $ORT_GPU_DIR: run scripts/setup.sh --gpu"
+  [[ "$(cat "$ORT_GPU_DIR/complete" 2>/dev/null)" == "onnxruntime-gpu==$ORT_VERSION $CUDA_WHEELS" ]] ||
+    die "$ORT_GPU_DIR does not hold versions.env's GPU build and CUDA wheels: run scripts/setup.sh --gpu"
   local file target
   target=$(dirname "$(ort_gpu_installed_library)")
   for file in "$ORT_GPU_DIR"/*; do

@@ -407,8 +407,11 @@ impl Tower {
     where
         V: ValueTypeMarker + ?Sized,
     {
-        if std::mem::take(&mut self.first_run_on_cuda) {
-            return runtime::with_signals_blocked(|| runtime::run(&mut self.session, input, read));
+        if self.first_run_on_cuda {
+            let result = runtime::with_signals_blocked(|| runtime::run(&mut self.session, input, read));
+            // A run that failed may not have made the handles: the next one is then the first.
+            self.first_run_on_cuda = result.is_err();
+            return result;
         }
         runtime::run(&mut self.session, input, read)
     }

@@ -169,7 +169,7 @@ pub fn create_session(
             // for it, or too little memory fail the session. The CPU's error, if it fails too, is the model's.
             Err(e) if provider != Provider::Cpu => {
                 let (session, _) = commit(Provider::Cpu)?;
-                Created { session, on_cuda: false, cuda_unavailable: Some(e.to_string()) }
+                Created { session, on_cuda: false, cuda_unavailable: Some(with_not_loaded(e.to_string(), &rt.library)) }
             }
             Err(e) => return Err(e),
         })
@@ -278,7 +278,7 @@ fn with_provider(rt: &Runtime, builder: SessionBuilder, provider: Provider) -> R
     let (builder, cuda_unavailable) = match provider {
         Provider::Cpu => (builder, None),
         Provider::Cuda { device } => {
-            let not_loaded = load_cuda_libraries(&rt.library);
+            load_cuda_libraries(&rt.library);
             let cuda = CUDA::default()
                 .with_device_id(device as i32)
                 // The arena grows by what a run asks for rather than doubling: a backend's GPU memory follows its
@@ -289,17 +289,21 @@ fn with_provider(rt: &Runtime, builder: SessionBuilder, provider: Provider) -> R
             match builder.with_execution_providers([cuda, cpu()]) {
                 Ok(builder) => return Ok((builder, None)),
                 Err(e) => {
-                    let reason = if not_loaded.is_empty() {
-                        e.to_string()
-                    } else {
-                        format!("{e} (beside the ONNX Runtime library, these failed to load: {not_loaded})")
-                    };
+                    let reason = with_not_loaded(e.to_string(), &rt.library);
                     (e.recover(), Some(reason))
                 }
             }
         }
     };
     Ok((builder.with_execution_providers([cpu()]).map_err(without_builder)?, cuda_unavailable))
+}
+
+/// ONNX Runtime's `reason` for not using CUDA, with the [`CUDA_LIBRARIES`] beside `library` that failed to load.
+fn with_not_loaded(reason: String, library: &Path) -> String {
+    match load_cuda_libraries(library) {
+        "" => reason,
+        not_loaded => format!("{reason} (beside the ONNX Runtime library, these failed to load: {not_loaded})"),
+    }
 }
 
 /// Loads the [`CUDA_LIBRARIES`] found beside `library`, once per process, and says which of them failed to load,
