@@ -80,8 +80,8 @@ if ((want_gpu)) && [[ "$(cat "$ORT_GPU_DIR/complete" 2>/dev/null)" != "$gpu_whee
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.11 --platform manylinux_2_28_x86_64 \
     --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_12_x86_64 \
     --platform manylinux_2_5_x86_64 -d "$tmp" $gpu_wheels || die "cannot download the GPU wheels"
-  [[ "$(sha256sum "$tmp"/*.whl | awk '{ print $1 }' | sort | xargs)" == "$(xargs -n1 <<<"$GPU_WHEELS_SHA256" | sort | xargs)" ]] ||
-    die "the GPU wheels' checksums differ from versions.env's"
+  got=$(sha256sum "$tmp"/*.whl | awk '{ print $1 }' | sort | xargs)
+  [[ $got == "$(xargs -n1 <<<"$GPU_WHEELS_SHA256" | sort | xargs)" ]] || die "the GPU wheels' checksums differ from versions.env's"
   rm -rf "$ORT_GPU_DIR" && mkdir -p "$ORT_GPU_DIR"
   for wheel in "$tmp"/*.whl; do
     name=$(basename "$wheel" | cut -d- -f1)

@@ -106,7 +106,8 @@ pub fn clip_embed_texts_by(inputs: Array<'_, &str>, model: ModelName) -> Vec<Opt
 /// batches of the workers and clip_backfill, run on clip.execution_provider; `model` NULL is the default model.
 #[pg_extern(sql = false)]
 fn embed_texts_bulk(inputs: Option<Array<'_, &str>>, model: Option<ModelName>) -> Option<Vec<Option<Vector>>> {
-    Some(embed_texts_array(&choose_bulk(TEXTS, model.as_ref()), inputs?))
+    let inputs = inputs?;
+    Some(embed_texts_array(&choose_bulk(TEXTS, model.as_ref()), inputs))
 }
 
 fn embed_texts_array(choice: &ModelChoice, inputs: Array<'_, &str>) -> Vec<Option<Vector>> {
@@ -142,7 +143,8 @@ pub fn clip_embed_images_by(inputs: Array<'_, &[u8]>, model: ModelName) -> Vec<O
 /// the batches of the workers and clip_backfill, run on clip.execution_provider; `model` NULL is the default model.
 #[pg_extern(sql = false)]
 fn embed_images_bulk(inputs: Option<Array<'_, &[u8]>>, model: Option<ModelName>) -> Option<Vec<Option<Vector>>> {
-    Some(embed_images_array(&choose_bulk(IMAGES, model.as_ref()), inputs?))
+    let inputs = inputs?;
+    Some(embed_images_array(&choose_bulk(IMAGES, model.as_ref()), inputs))
 }
 
 fn embed_images_array(choice: &ModelChoice, inputs: Array<'_, &[u8]>) -> Vec<Option<Vector>> {

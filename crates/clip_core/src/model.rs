@@ -292,9 +292,7 @@ fn open_session(s: &ModelSettings, files: &TowerFiles, tower: TowerKind) -> Resu
         runtime::create_session(&s.onnxruntime_library, source, s.intra_threads, s.provider).map(|created| (created, None))
     };
     match &s.weights {
-        Weights::Shared { .. } if s.provider != Provider::Cpu => open_from_memory(),
-        Weights::Heap => open_from_memory(),
-        Weights::Shared { cache } => {
+        Weights::Shared { cache } if s.provider == Provider::Cpu => {
             let request = TowerRequest {
                 cache,
                 tower: tower.name(),
@@ -317,6 +315,7 @@ fn open_session(s: &ModelSettings, files: &TowerFiles, tower: TowerKind) -> Resu
             runtime::create_session(&s.onnxruntime_library, source, s.intra_threads, s.provider)
                 .map(|created| (created, Some(prepared.in_use)))
         }
+        Weights::Heap | Weights::Shared { .. } => open_from_memory(),
     }
     .map_err(named)
 }
@@ -392,7 +391,8 @@ impl Tower {
             TowerKind::Text => &manifest.files.text,
             TowerKind::Image => &manifest.files.image,
         };
-        let (Created { session, on_cuda, cuda_unavailable }, in_use) = open_session(settings, files, kind)?;
+        let (Created { session, cuda_unavailable }, in_use) = open_session(settings, files, kind)?;
+        let on_cuda = settings.provider != Provider::Cpu && cuda_unavailable.is_none();
         let inputs: Vec<graph::Tensor> = session.inputs().iter().map(graph_tensor).collect();
         let input = graph::check_input(&inputs, manifest, kind)
             .map_err(|reason| invalid(&settings.model_dir, format!("{}: {reason}", files.graph.path)))?;

@@ -105,8 +105,6 @@ pub enum Provider {
 /// A new session, and why it runs on the CPU when CUDA was asked for.
 pub struct Created {
     pub session: Session,
-    /// Whether the session runs on CUDA.
-    pub on_cuda: bool,
     /// Set when CUDA was asked for and could not be used (a build of ONNX Runtime without it, missing CUDA
     /// libraries, no GPU or driver, a GPU without the memory): ONNX Runtime's reason. The session runs on the CPU.
     pub cuda_unavailable: Option<String>,
@@ -162,14 +160,12 @@ pub fn create_session(
     };
     let created = with_signals_blocked(|| -> Result<Created> {
         Ok(match commit(provider) {
-            Ok((session, cuda_unavailable)) => {
-                Created { session, on_cuda: provider != Provider::Cpu && cuda_unavailable.is_none(), cuda_unavailable }
-            }
+            Ok((session, cuda_unavailable)) => Created { session, cuda_unavailable },
             // The CUDA provider registers without touching the GPU, which it first does here: no device, no driver
             // for it, or too little memory fail the session. The CPU's error, if it fails too, is the model's.
             Err(e) if provider != Provider::Cpu => {
                 let (session, _) = commit(Provider::Cpu)?;
-                Created { session, on_cuda: false, cuda_unavailable: Some(with_not_loaded(e.to_string(), &rt.library)) }
+                Created { session, cuda_unavailable: Some(with_not_loaded(e.to_string(), &rt.library)) }
             }
             Err(e) => return Err(e),
         })
