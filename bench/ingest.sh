@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Ingest of phone-size photos by the background workers, against open_clip's own pipeline on the same photos: the
 # photos (4032x3024 JPEGs made from the demo's real photos by bench/ingest.py make) are loaded into a table, then a
-# watch embeds them with 1, then 2 workers for the database (clip.workers_per_database, one inference thread each,
-# batches of 16), exactly and then with clip.jpeg_draft; the reference is a torch DataLoader whose worker processes
-# decode while the model embeds batches of 16 (bench/ingest.py reference), with 1 thread and 1 loader process, then
-# 2 and 2. The demo's model (ViT-B-32, random weights), a release build, a cluster of its own ('ingest'). Prints
-# Markdown tables: images/s and the scaling from 1 to 2 workers; the cosines of the exact embeddings against
-# open_clip's and of the draft's against the exact ones; the time to decode and resize one photo, exact, with the
-# draft and with Pillow (crates/clip_core/examples/decode_timing.rs, bench/ingest.py decode).
+# watch embeds them with 1, then 2 workers for the database (clip.workers_per_database, one thread each, batches of
+# 16), then with 1 worker of 2 threads (clip.intra_op_threads: it decodes a batch's photos 2 at a time, then embeds
+# them with 2 inference threads), all exactly, then with 1 and 2 workers and clip.jpeg_draft. The reference is a
+# torch DataLoader whose worker processes decode while the model embeds batches of 16 (bench/ingest.py reference),
+# with 1 thread and 1 loader process, then 2 and 2. The demo's model (ViT-B-32, random weights), a release build, a
+# cluster of its own ('ingest'). Prints Markdown tables: images/s and the scaling from 1 to 2 cores; the cosines of
+# the exact embeddings against open_clip's and of the draft's against the exact ones; the time to decode and resize
+# one photo, exact, with the draft and with Pillow (crates/clip_core/examples/decode_timing.rs, bench/ingest.py
+# decode).
 #   bench/ingest.sh [PHOTOS]     (default 2000; the photos are kept in .deps/bench/phone-photos, about 1 MB each)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,24 +40,26 @@ SELECT vector_dims(clip_embed_text('warm up the model files'));
 SQL
 
 rows=()
-for run in "1 off" "2 off" "1 on" "2 on"; do
-  read -r workers draft <<<"$run"
-  echo "clip.workers_per_database = $workers" >>"$PGDATA/postgresql.conf"
-  echo "clip.jpeg_draft = $draft" >>"$PGDATA/postgresql.conf"
+for run in "1 1 off" "2 1 off" "1 2 off" "1 1 on" "2 1 on"; do
+  read -r workers threads draft <<<"$run"
+  printf '%s\n' "clip.workers_per_database = $workers" "clip.intra_op_threads = $threads" \
+    "clip.jpeg_draft = $draft" >>"$PGDATA/postgresql.conf"
   scripts/cluster.sh stop ingest
   scripts/cluster.sh start ingest
   wait_for_sql "$db" "SELECT count(*) = $workers FROM pg_stat_activity WHERE backend_type = 'clip_search worker'" 60
-  log "ingest: $workers worker(s), clip.jpeg_draft = $draft"
+  log "ingest: $workers worker(s), $threads thread(s) each, clip.jpeg_draft = $draft"
   q -c "UPDATE phones SET embedding = NULL" -c "VACUUM phones"
   started=$(date +%s.%N)
   q -c "SELECT clip_watch('phones', 'image', 'embedding')" >/dev/null
   wait_for_sql "$db" "SELECT count(embedding) = $count FROM phones" 36000
   seconds=$(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { print b - a }')
   q -c "SELECT clip_unwatch('phones')" >/dev/null
-  [[ $workers == 1 ]] && q -c "COPY (SELECT embedding FROM phones ORDER BY id) TO STDOUT" >"$DEPS/bench/ingest-clip-$draft.txt"
+  if [[ $workers$threads == 11 ]]; then
+    q -c "COPY (SELECT embedding FROM phones ORDER BY id) TO STDOUT" >"$DEPS/bench/ingest-clip-$draft.txt"
+  fi
   pipeline="clip_search, the watch"
   [[ $draft == on ]] && pipeline="clip_search, the watch, clip.jpeg_draft"
-  rows+=("$pipeline	$workers worker(s), 1 thread each	$seconds")
+  rows+=("$pipeline	$workers worker(s), $threads thread(s) each	$seconds")
 done
 scripts/cluster.sh stop ingest
 

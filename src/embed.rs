@@ -154,13 +154,13 @@ fn embed_images_array(choice: &ModelChoice, inputs: Array<'_, &[u8]>) -> Vec<Opt
     let (limits, jpeg_draft) = (decode_limits(), guc::jpeg_draft());
     let mut embedded = Vec::with_capacity(present.len());
     for chunk in present.chunks(guc::batch_size()) {
-        // Each image is decoded, preprocessed into the batch's tensor and freed before the next one is decoded:
-        // memory holds one decoded image at a time, however large the batch.
-        let mut batch = with_model(IMAGES, choice, |m| Ok(m.image_batch(chunk.len())));
-        for &(index, bytes) in chunk {
-            check_for_interrupts!();
-            let pushed = batch.push_encoded(bytes, &limits, jpeg_draft);
-            pushed.unwrap_or_else(|e| raise_element(IMAGES, index, e.into()));
+        // Each image is decoded, preprocessed into the batch's tensor and freed at once: memory holds as many
+        // decoded images as there are threads decoding them, clip.intra_op_threads, however large the batch.
+        let (mut batch, threads) =
+            with_model(IMAGES, choice, |m| Ok((m.image_batch(chunk.len()), m.settings().intra_threads)));
+        let images: Vec<&[u8]> = chunk.iter().map(|&(_, bytes)| bytes).collect();
+        if let Err((position, e)) = batch.push_encoded(&images, &limits, jpeg_draft, threads) {
+            raise_element(IMAGES, chunk[position].0, e.into());
         }
         check_for_interrupts!();
         embedded.extend(with_model(IMAGES, choice, |m| m.embed_image_batch(batch)));

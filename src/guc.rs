@@ -77,8 +77,8 @@ pub fn register() {
     unsafe {
         GucRegistry::define_int_guc_with_hooks(
             c"clip.intra_op_threads",
-            c"Threads one backend uses for one inference.",
-            c"1 runs inference on the backend's own thread. Each backend has its own threads, so keep \
+            c"Threads one backend uses for one inference, and to decode the images of an array.",
+            c"1 runs inference and decoding on the backend's own thread. Each backend has its own threads, so keep \
               backends x threads within the cores you want CLIP to use. At most clip.max_intra_op_threads.",
             &INTRA_OP_THREADS,
             1,

@@ -23,8 +23,9 @@
 //! ask its pending test.
 use std::any::Any;
 use std::cell::Cell;
-use std::panic::{catch_unwind, resume_unwind, UnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe, UnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 /// How often a watcher asks the pending test while an inference runs.
@@ -104,6 +105,134 @@ impl Drop for Finish<'_> {
     }
 }
 
+/// Runs `job` on each of `items`, on up to `threads` threads of its own started with every signal blocked, each
+/// taking the next item in order, while the calling thread waits. Returns the lowest-indexed item's error, if any.
+///
+/// The calling thread runs its check whenever its pending test says yes (asked every [`POLL`]); when the check
+/// unwinds, the threads stop too: their own check unwinds, and their pending test says yes, once the calling
+/// thread is leaving. An error keeps the threads from taking further items, and the items taken before it are
+/// finished, so that the error returned is the one a run in order would have met first. With `threads` < 2, one
+/// item, or no thread to be had, the items run in order on the calling thread, its check run before each.
+pub fn on_threads<T: Send, E: Send>(
+    items: Vec<T>,
+    threads: usize,
+    job: impl Fn(T) -> Result<(), E> + Sync,
+) -> Result<(), (usize, E)> {
+    let threads = threads.min(items.len());
+    let queue = Queue { items: Mutex::new(items.into_iter().enumerate()), failed: Mutex::new(None) };
+    let run = |check_first: bool| {
+        while let Some((index, item)) = queue.next() {
+            if check_first {
+                check();
+            }
+            if let Err(e) = job(item) {
+                queue.fail(index, e);
+            }
+        }
+    };
+    if threads < 2 {
+        run(true);
+        return queue.failed.into_inner().unwrap_or_else(PoisonError::into_inner).map_or(Ok(()), Err);
+    }
+    let (leaving, running) = (Arc::new(AtomicBool::new(false)), AtomicUsize::new(0));
+    let panicked = Mutex::new(None::<Box<dyn Any + Send>>);
+    let caller = std::thread::current();
+    std::thread::scope(|scope| {
+        let _leave = Leave(&leaving);
+        for _ in 0..threads {
+            let (leaving, caller) = (Arc::clone(&leaving), caller.clone());
+            let (running, panicked, queue, run) = (&running, &panicked, &queue, &run);
+            let worker = move || {
+                LEAVING.set(Some(leaving));
+                set_check(|| {
+                    if leaving_now() {
+                        resume_unwind(Box::new(Left));
+                    }
+                });
+                set_pending(leaving_now);
+                if let Err(payload) = catch_unwind(AssertUnwindSafe(|| run(false))) {
+                    if !payload.is::<Left>() {
+                        // A bug of the job's: the calling thread raises it once the other threads are done.
+                        queue.drain();
+                        *panicked.lock().unwrap_or_else(PoisonError::into_inner) = Some(payload);
+                    }
+                }
+                running.fetch_sub(1, Ordering::AcqRel);
+                caller.unpark();
+            };
+            running.fetch_add(1, Ordering::AcqRel);
+            let spawn = || std::thread::Builder::new().spawn_scoped(scope, worker);
+            let spawned = crate::runtime::with_signals_blocked(spawn);
+            if spawned.is_err() {
+                running.fetch_sub(1, Ordering::AcqRel);
+                break;
+            }
+        }
+        if running.load(Ordering::Acquire) == 0 {
+            run(true); // no thread could be started
+        }
+        while running.load(Ordering::Acquire) > 0 {
+            std::thread::park_timeout(POLL);
+            if pending() == Some(true) {
+                check();
+            }
+        }
+    });
+    if let Some(payload) = panicked.into_inner().unwrap_or_else(PoisonError::into_inner) {
+        resume_unwind(payload);
+    }
+    queue.failed.into_inner().unwrap_or_else(PoisonError::into_inner).map_or(Ok(()), Err)
+}
+
+/// The items of [`on_threads`] not yet taken, and the lowest-indexed error so far.
+struct Queue<T, E> {
+    items: Mutex<std::iter::Enumerate<std::vec::IntoIter<T>>>,
+    failed: Mutex<Option<(usize, E)>>,
+}
+
+impl<T, E> Queue<T, E> {
+    fn next(&self) -> Option<(usize, T)> {
+        self.items.lock().unwrap_or_else(PoisonError::into_inner).next()
+    }
+
+    /// Records item `index`'s error, and empties the queue: what is left in it comes after that item.
+    fn fail(&self, index: usize, error: E) {
+        let mut failed = self.failed.lock().unwrap_or_else(PoisonError::into_inner);
+        if failed.as_ref().is_none_or(|(first, _)| index < *first) {
+            *failed = Some((index, error));
+        }
+        self.drain();
+    }
+
+    fn drain(&self) {
+        self.items.lock().unwrap_or_else(PoisonError::into_inner).by_ref().for_each(drop);
+    }
+}
+
+thread_local! {
+    /// On a thread of [`on_threads`]: set once the thread that started it is leaving.
+    static LEAVING: Cell<Option<Arc<AtomicBool>>> = const { Cell::new(None) };
+}
+
+fn leaving_now() -> bool {
+    let flag = LEAVING.take();
+    let leaving = flag.as_ref().is_some_and(|flag| flag.load(Ordering::Acquire));
+    LEAVING.set(flag);
+    leaving
+}
+
+/// The unwind that ends a thread of [`on_threads`].
+struct Left;
+
+/// Tells the threads of [`on_threads`] to stop, however the calling thread leaves the scope.
+struct Leave<'a>(&'a AtomicBool);
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
 /// Runs this thread's check: returns, or unwinds when the host stops the work.
 pub fn check() {
     IN_CHECK.set(true);
@@ -165,5 +294,70 @@ mod tests {
         // Work that panics ends its watcher too.
         UP.store(false, Ordering::SeqCst);
         assert!(catch_unwind(|| watched(&|| {}, || panic!("work"))).is_err());
+    }
+
+    fn all_signals_blocked() -> bool {
+        // SAFETY: plain libc calls on a sigset_t owned by this frame; pthread_sigmask fills it.
+        unsafe {
+            let mut mask: libc::sigset_t = std::mem::zeroed();
+            libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut mask);
+            [libc::SIGINT, libc::SIGTERM, libc::SIGUSR1, libc::SIGALRM].iter().all(|&s| libc::sigismember(&mask, s) == 1)
+        }
+    }
+
+    #[test]
+    fn items_on_threads_run_once_each_and_the_first_error_is_the_one_reported() {
+        for threads in [1, 2, 4] {
+            let seen = Mutex::new(Vec::new());
+            let result = on_threads((0..40).collect(), threads, |item: usize| {
+                seen.lock().unwrap().push(item);
+                if threads > 1 {
+                    assert!(all_signals_blocked(), "a thread of its own, with every signal blocked");
+                }
+                if item == 9 || item == 30 {
+                    return Err(item);
+                }
+                std::thread::sleep(Duration::from_millis(1));
+                Ok(())
+            });
+            assert_eq!(result, Err((9, 9)), "{threads} thread(s)");
+            let mut seen = seen.into_inner().unwrap();
+            seen.sort();
+            assert!(seen.starts_with(&(0..10).collect::<Vec<_>>()), "every item before the error ran: {seen:?}");
+            seen.dedup();
+            assert!(seen.len() < 40, "the items after an error are left: {seen:?}");
+            let all = AtomicUsize::new(0);
+            let add = |n: usize| -> Result<(), ()> {
+                all.fetch_add(n, Ordering::SeqCst);
+                Ok(())
+            };
+            assert_eq!(on_threads(vec![1; 25], threads, add), Ok(()));
+            assert_eq!(all.into_inner(), 25);
+        }
+    }
+
+    #[test]
+    fn a_check_that_stops_the_calling_thread_stops_the_threads_and_a_panic_on_them_reaches_it() {
+        let started = std::time::Instant::now();
+        set_pending(|| true);
+        set_check(stop);
+        // Each item runs its thread's check in a loop, as a long decoding does between rows, until it unwinds.
+        let spin = |_: u8| -> Result<(), ()> {
+            loop {
+                check();
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+        let stopped = catch_unwind(AssertUnwindSafe(|| on_threads(vec![0; 8], 2, spin)));
+        let payload = stopped.expect_err("the calling thread's check stopped the work");
+        assert_eq!(payload.downcast_ref::<&str>(), Some(&"stopped"));
+        assert!(started.elapsed() < Duration::from_secs(1), "stopped in {:?}", started.elapsed());
+        set_pending(|| false);
+        set_check(|| {});
+        let panicked = catch_unwind(AssertUnwindSafe(|| on_threads(vec![0, 1, 2], 2, |i: u8| -> Result<(), ()> {
+            assert!(i != 1, "a bug");
+            Ok(())
+        })));
+        assert!(panicked.is_err(), "a thread's panic reaches the caller");
     }
 }

@@ -355,13 +355,33 @@ impl ImageBatch {
         self.len += 1;
     }
 
-    /// Decodes encoded image bytes, preprocesses them into the batch's tensor and frees the decoded pixels. With
-    /// `jpeg_draft`, a large JPEG is decoded at a reduced scale that still covers the model's input size
-    /// ([`decode_reduced`]).
-    pub fn push_encoded(&mut self, bytes: &[u8], limits: &DecodeLimits, jpeg_draft: bool) -> Result<(), ImageError> {
-        let image = if jpeg_draft { decode_reduced(bytes, limits, self.cfg.image_size)? } else { decode(bytes, limits)? };
-        self.push(&image);
-        Ok(())
+    /// Decodes encoded images and preprocesses them into the batch's tensor, freeing each one's decoded pixels at
+    /// once. They are decoded on up to `threads` threads ([`interrupt::on_threads`]), so memory holds up to
+    /// `threads` decoded images. With `jpeg_draft`, a large JPEG is decoded at a reduced scale that still covers the
+    /// model's input size ([`decode_reduced`]). An error names the (0-based) position of the first image that
+    /// failed, and leaves the batch as it was.
+    pub fn push_encoded(
+        &mut self,
+        images: &[&[u8]],
+        limits: &DecodeLimits,
+        jpeg_draft: bool,
+        threads: usize,
+    ) -> Result<(), (usize, ImageError)> {
+        let (start, tensor_len, cfg) = (self.pixels.len(), self.cfg.tensor_len(), self.cfg);
+        self.pixels.resize(start + images.len() * tensor_len, 0.0);
+        let outs = self.pixels[start..].chunks_mut(tensor_len);
+        let jobs: Vec<(&[u8], &mut [f32])> = images.iter().copied().zip(outs).collect();
+        let decoded = interrupt::on_threads(jobs, threads, |(bytes, out)| {
+            let image =
+                if jpeg_draft { decode_reduced(bytes, limits, cfg.image_size)? } else { decode(bytes, limits)? };
+            preprocess_into(&image, &cfg, out);
+            Ok(())
+        });
+        match decoded {
+            Ok(()) => self.len += images.len(),
+            Err(_) => self.pixels.truncate(start),
+        }
+        decoded
     }
 
     pub fn len(&self) -> usize {

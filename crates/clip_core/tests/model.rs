@@ -57,27 +57,33 @@ fn a_batch_of_encoded_images_equals_the_decoded_ones_and_keeps_only_its_tensor()
         names.iter().map(|n| std::fs::read(repo().join("tests/fixtures/images").join(n)).unwrap()).collect();
     let limits = DecodeLimits { max_pixels: 50_000_000 };
     let mut model = tiny_model();
-    let mut batch = model.image_batch(files.len());
-    for bytes in &files {
-        batch.push_encoded(bytes, &limits, false).unwrap();
-    }
-    assert_eq!(batch.len(), files.len());
-    let streamed = model.embed_image_batch(batch).unwrap();
     let decoded: Vec<_> = files.iter().map(|b| decode(b, &limits).unwrap()).collect();
-    assert_eq!(streamed, model.embed_images(&decoded).unwrap());
+    let one_by_one = model.embed_images(&decoded).unwrap();
+    let encoded: Vec<&[u8]> = files.iter().map(Vec::as_slice).collect();
+    for threads in [1, 2, 3] {
+        let mut batch = model.image_batch(files.len());
+        batch.push_encoded(&encoded, &limits, false, threads).unwrap();
+        assert_eq!(batch.len(), files.len());
+        assert_eq!(model.embed_image_batch(batch).unwrap(), one_by_one, "decoded on {threads} thread(s)");
+    }
 
     // With the draft, a JPEG of at least twice the input size is pushed decoded at a reduced scale.
     let big = std::fs::read(repo().join("tests/fixtures/images/rocket_rgb_1280x854.jpg")).unwrap();
     let mut batch = model.image_batch(1);
-    batch.push_encoded(&big, &limits, true).unwrap();
+    batch.push_encoded(&[&big], &limits, true, 1).unwrap();
     let reduced = decode_reduced(&big, &limits, model.preprocess_config().image_size).unwrap();
     assert_eq!((reduced.width(), reduced.height()), (640, 427));
     assert_eq!(model.embed_image_batch(batch).unwrap(), model.embed_images(&[reduced]).unwrap());
 
-    let mut batch = model.image_batch(1);
-    let err = batch.push_encoded(b"not an image", &limits, false).unwrap_err();
-    assert!(err.to_string().contains("not an image"), "{err}");
-    assert!(batch.is_empty(), "a failed image adds nothing");
+    // The first bad image is the one reported, however many threads decode.
+    let bad: Vec<&[u8]> = vec![encoded[0], b"not an image", encoded[1], b"nor this", encoded[2]];
+    for threads in [1, 2, 4] {
+        let mut batch = model.image_batch(bad.len());
+        let (index, err) = batch.push_encoded(&bad, &limits, false, threads).unwrap_err();
+        assert_eq!(index, 1, "decoded on {threads} thread(s)");
+        assert!(err.to_string().contains("not an image"), "{err}");
+        assert!(batch.is_empty(), "a failed push adds nothing");
+    }
 }
 
 #[test]

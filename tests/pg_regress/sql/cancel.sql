@@ -1,7 +1,7 @@
 -- Cancellation: statement_timeout and pg_cancel_backend stop a long batch embedding promptly (interrupts are
 -- checked between the inputs of an array and inside the tokenizing, PNG decoding and resizing of each, and an
--- inference is terminated between two operations), and the session stays usable. Embedding all 3000 images takes far longer than the
--- bounds below.
+-- inference is terminated between two operations), and the session stays usable. Embedding all 3000 images takes
+-- far longer than the bounds below.
 \set abs_srcdir `printf %s "$PG_ABS_SRCDIR"`
 \set setup :abs_srcdir '/include/setup.psql'
 \i :setup
@@ -19,6 +19,19 @@ SELECT clock_timestamp() AS started \gset
 RESET statement_timeout;
 SELECT clock_timestamp() - :'started'::timestamptz < interval '5 seconds' AS stopped_promptly;
 SELECT vector_dims(clip_embed_text('the session is still usable')) AS dims;
+
+-- Images decoded on several threads: the backend's thread, waiting for them, sees the timeout and stops them
+-- within a row of their work. Decoding a 6000x6000 PNG takes about a second, so 64 of them on 2 threads would take
+-- half a minute.
+\set huge :hostile 'png_huge_legal_6000x6000.png'
+SET clip.batch_size = 64;
+SET clip.intra_op_threads = 2;
+SET statement_timeout = '500ms';
+SELECT clock_timestamp() AS started \gset
+SELECT array_length(clip_embed_images(array_fill(pg_read_binary_file(:'huge'), ARRAY[64])), 1);
+RESET statement_timeout;
+SELECT clock_timestamp() - :'started'::timestamptz < interval '2 seconds' AS decoding_stopped_promptly;
+RESET clip.intra_op_threads;
 
 -- pg_cancel_backend from another session
 SELECT dblink_connect('worker', format('host=%s port=%s dbname=%s user=postgres',

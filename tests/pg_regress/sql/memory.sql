@@ -1,8 +1,9 @@
--- Memory an ordinary role controls: the array functions decode, preprocess and free one image at a time, so a
--- backend holds one decoded image however many large images a call embeds, and an ordinary role may ask for no
--- larger batch than clip.max_batch_size. Here: 24 legal 6000x6000 PNGs (108 MB of pixels each, 2.6 GB together)
--- in one call, in a fresh backend (its peak RSS counts only this statement), in one batch of the largest size the
--- role may set.
+-- Memory an ordinary role controls: the array functions decode, preprocess and free each image at once, on
+-- clip.intra_op_threads threads, so a backend holds one decoded image per thread however many large images a call
+-- embeds, and an ordinary role may ask for no larger batch than clip.max_batch_size and no more threads than
+-- clip.max_intra_op_threads. Here: 24 legal 6000x6000 PNGs (108 MB of pixels each, 2.6 GB together) in one call,
+-- in a fresh backend (its peak RSS counts only this statement), in one batch of the largest size the role may
+-- set, decoded on the most threads it may set.
 \set abs_srcdir `printf %s "$PG_ABS_SRCDIR"`
 \set setup :abs_srcdir '/include/setup.psql'
 \i :setup
@@ -16,6 +17,7 @@ GRANT EXECUTE ON FUNCTION pg_read_file(text) TO clip_memory_user;
 GRANT SELECT ON huge_image, huge_rgba16_image TO clip_memory_user;
 \c - clip_memory_user
 SET clip.batch_size = 64;
+SET clip.intra_op_threads = 4;
 SELECT rolsuper FROM pg_roles WHERE rolname = current_user;
 SELECT count(e) AS embedded, bool_and(vector_dims(e) = 32) AS all_32_dims
 FROM unnest((SELECT clip_embed_images(array_fill(image, ARRAY[24])) FROM huge_image)) AS e;
