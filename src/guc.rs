@@ -92,7 +92,8 @@ pub fn register() {
     };
     GucRegistry::define_int_guc(
         c"clip.max_intra_op_threads",
-        c"Most threads one backend may use for one inference, whatever clip.intra_op_threads says.",
+        c"Most threads one backend may use for one inference or to decode images, whatever clip.intra_op_threads \
+          says.",
         c"Superuser only: the ceiling an ordinary role cannot lift.",
         &MAX_INTRA_OP_THREADS,
         1,

@@ -32,21 +32,24 @@ pub extern "C-unwind" fn _PG_init() {
     worker::register();
     // The model core runs this between the inputs of a batch and inside long tokenizing, PNG decoding and
     // resizing, so that statement_timeout and pg_cancel_backend stop it there: PostgreSQL's error unwinds out of
-    // the core. Set for the backend's own thread only, the one thread that may raise it.
+    // the core. Set for the backend's own thread only, the one thread that may raise it (threads that decode an
+    // array's images have a check of the core's, which stops them once this one has unwound).
     clip_core::interrupt::set_check(|| {
         check_for_interrupts!();
     });
     // While ONNX Runtime runs, a watcher thread asks this every 20 ms and terminates the run when it says yes;
-    // libjpeg-turbo asks it as it decodes a JPEG and gives up. The check above then runs on this thread.
+    // libjpeg-turbo asks it as it decodes a JPEG on this thread and gives up; this thread asks it every 20 ms while
+    // it waits for the threads that decode an array's images. The check above then runs on this thread.
     clip_core::interrupt::set_pending(interrupt_pending);
 }
 
 /// Whether PostgreSQL has an interrupt to process (`InterruptPending`: a query cancel, statement_timeout, a
 /// termination, and some that stop nothing, such as pg_log_backend_memory_contexts; the core's check sorts them
-/// out). Read from the core's JPEG decoder, and from its watcher thread while the backend's thread is inside ONNX
-/// Runtime: the flag is a `volatile sig_atomic_t` that signal handlers set and that nothing but the backend's
-/// thread writes, and this is one aligned word read of it, never a write, so the worst it can see is a value a
-/// poll late, which the next poll (or the check itself, on the backend's thread) corrects.
+/// out). Read from the core's JPEG decoder and while the backend's thread waits for decoding threads, and from
+/// the core's watcher thread while the backend's thread is inside ONNX Runtime: the flag is a `volatile
+/// sig_atomic_t` that signal handlers set and that nothing but the backend's thread writes, and this is one aligned
+/// word read of it, never a write, so the worst it can see is a value a poll late, which the next poll (or the
+/// check itself, on the backend's thread) corrects.
 fn interrupt_pending() -> bool {
     // SAFETY: reads a global of PostgreSQL's that lives as long as the process; a volatile read, as C's
     // `volatile` access to it is.

@@ -15,20 +15,23 @@
 //! returned, the check runs on the host's thread as anywhere else; a check that returns (the pending flag was for
 //! something that does not stop the work) has the inference run again, so that it still gives its result.
 //!
-//! A JPEG being decoded is stopped the same way: libjpeg-turbo asks the pending test as it works (on the host's
-//! thread, from C, where the check may not unwind), gives up when it says yes, and the check then runs.
+//! A JPEG being decoded is stopped the same way: libjpeg-turbo asks the pending test as it works (from C, where the
+//! check may not unwind), gives up when it says yes, and the check then runs.
 //!
-//! The check and the pending test are per thread: threads the core starts (one reads a tokenizer while a session
-//! loads) never run the check, and only the watcher of a thread's inference and the JPEG decoder on that thread
-//! ask its pending test.
+//! The check and the pending test are per thread. Only the host's thread runs the host's check, and only it, the
+//! watcher of its inference and the JPEG decoder on it ask the host's pending test. Of the threads the core starts,
+//! the one that reads a tokenizer while a session loads runs no check; the threads that decode a batch's images
+//! ([`on_threads`]) have a check and a pending test of their own, which stop them once the host's thread, asking
+//! the host's pending test while it waits for them, has run its check and is leaving.
 use std::any::Any;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe, UnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-/// How often a watcher asks the pending test while an inference runs.
+/// How often a watcher asks the pending test while an inference runs, and the host's thread while it waits for
+/// the threads of [`on_threads`].
 pub const POLL: Duration = Duration::from_millis(20);
 
 thread_local! {
@@ -108,11 +111,14 @@ impl Drop for Finish<'_> {
 /// Runs `job` on each of `items`, on up to `threads` threads of its own started with every signal blocked, each
 /// taking the next item in order, while the calling thread waits. Returns the lowest-indexed item's error, if any.
 ///
-/// The calling thread runs its check whenever its pending test says yes (asked every [`POLL`]); when the check
-/// unwinds, the threads stop too: their own check unwinds, and their pending test says yes, once the calling
-/// thread is leaving. An error keeps the threads from taking further items, and the items taken before it are
-/// finished, so that the error returned is the one a run in order would have met first. With `threads` < 2, one
-/// item, or no thread to be had, the items run in order on the calling thread, its check run before each.
+/// The calling thread runs its check whenever its pending test says yes, or has none (asked every [`POLL`]). When
+/// the check unwinds, the threads stop too: their own check, which runs before each item and inside its long loops
+/// as anywhere, unwinds, and their pending test says yes, once the calling thread is leaving. Decoding that runs no
+/// check (a WebP, GIF, BMP or TIFF) finishes its image first.
+///
+/// An error keeps the threads from taking further items, and the items taken before it are finished, so that the
+/// error returned is the one a run in order would have met first. With `threads` < 2, one item, or no thread to be
+/// had, the items run in order on the calling thread, its check run before each.
 pub fn on_threads<T: Send, E: Send>(
     items: Vec<T>,
     threads: usize,
@@ -120,18 +126,16 @@ pub fn on_threads<T: Send, E: Send>(
 ) -> Result<(), (usize, E)> {
     let threads = threads.min(items.len());
     let queue = Queue { items: Mutex::new(items.into_iter().enumerate()), failed: Mutex::new(None) };
-    let run = |check_first: bool| {
+    let run = || {
         while let Some((index, item)) = queue.next() {
-            if check_first {
-                check();
-            }
+            check();
             if let Err(e) = job(item) {
                 queue.fail(index, e);
             }
         }
     };
     if threads < 2 {
-        run(true);
+        run();
         return queue.failed.into_inner().unwrap_or_else(PoisonError::into_inner).map_or(Ok(()), Err);
     }
     let (leaving, running) = (Arc::new(AtomicBool::new(false)), AtomicUsize::new(0));
@@ -139,6 +143,7 @@ pub fn on_threads<T: Send, E: Send>(
     let caller = std::thread::current();
     std::thread::scope(|scope| {
         let _leave = Leave(&leaving);
+        let mut started = 0;
         for _ in 0..threads {
             let (leaving, caller) = (Arc::clone(&leaving), caller.clone());
             let (running, panicked, queue, run) = (&running, &panicked, &queue, &run);
@@ -150,30 +155,30 @@ pub fn on_threads<T: Send, E: Send>(
                     }
                 });
                 set_pending(leaving_now);
-                if let Err(payload) = catch_unwind(AssertUnwindSafe(|| run(false))) {
+                if let Err(payload) = catch_unwind(AssertUnwindSafe(run)) {
                     if !payload.is::<Left>() {
-                        // A bug of the job's: the calling thread raises it once the other threads are done.
+                        // A bug of the job's: the calling thread raises the first once the other threads are done.
                         queue.drain();
-                        *panicked.lock().unwrap_or_else(PoisonError::into_inner) = Some(payload);
+                        panicked.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(payload);
                     }
                 }
                 running.fetch_sub(1, Ordering::AcqRel);
                 caller.unpark();
             };
             running.fetch_add(1, Ordering::AcqRel);
-            let spawn = || std::thread::Builder::new().spawn_scoped(scope, worker);
-            let spawned = crate::runtime::with_signals_blocked(spawn);
-            if spawned.is_err() {
+            let spawn = || std::thread::Builder::new().name("clip decode".into()).spawn_scoped(scope, worker);
+            if crate::runtime::with_signals_blocked(spawn).is_err() {
                 running.fetch_sub(1, Ordering::AcqRel);
                 break;
             }
+            started += 1;
         }
-        if running.load(Ordering::Acquire) == 0 {
-            run(true); // no thread could be started
+        if started == 0 {
+            run();
         }
         while running.load(Ordering::Acquire) > 0 {
             std::thread::park_timeout(POLL);
-            if pending() == Some(true) {
+            if pending() != Some(false) {
                 check();
             }
         }
@@ -211,14 +216,11 @@ impl<T, E> Queue<T, E> {
 
 thread_local! {
     /// On a thread of [`on_threads`]: set once the thread that started it is leaving.
-    static LEAVING: Cell<Option<Arc<AtomicBool>>> = const { Cell::new(None) };
+    static LEAVING: RefCell<Option<Arc<AtomicBool>>> = const { RefCell::new(None) };
 }
 
 fn leaving_now() -> bool {
-    let flag = LEAVING.take();
-    let leaving = flag.as_ref().is_some_and(|flag| flag.load(Ordering::Acquire));
-    LEAVING.set(flag);
-    leaving
+    LEAVING.with_borrow(|flag| flag.as_ref().is_some_and(|flag| flag.load(Ordering::Acquire)))
 }
 
 /// The unwind that ends a thread of [`on_threads`].
@@ -296,12 +298,13 @@ mod tests {
         assert!(catch_unwind(|| watched(&|| {}, || panic!("work"))).is_err());
     }
 
-    fn all_signals_blocked() -> bool {
+    fn handled_signals_blocked() -> bool {
         // SAFETY: plain libc calls on a sigset_t owned by this frame; pthread_sigmask fills it.
         unsafe {
             let mut mask: libc::sigset_t = std::mem::zeroed();
             libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut mask);
-            [libc::SIGINT, libc::SIGTERM, libc::SIGUSR1, libc::SIGALRM].iter().all(|&s| libc::sigismember(&mask, s) == 1)
+            let handled = [libc::SIGINT, libc::SIGTERM, libc::SIGUSR1, libc::SIGALRM];
+            handled.iter().all(|&signal| libc::sigismember(&mask, signal) == 1)
         }
     }
 
@@ -312,7 +315,7 @@ mod tests {
             let result = on_threads((0..40).collect(), threads, |item: usize| {
                 seen.lock().unwrap().push(item);
                 if threads > 1 {
-                    assert!(all_signals_blocked(), "a thread of its own, with every signal blocked");
+                    assert!(handled_signals_blocked(), "a thread of its own, with its signals blocked");
                 }
                 if item == 9 || item == 30 {
                     return Err(item);
@@ -337,27 +340,59 @@ mod tests {
     }
 
     #[test]
-    fn a_check_that_stops_the_calling_thread_stops_the_threads_and_a_panic_on_them_reaches_it() {
-        let started = std::time::Instant::now();
-        set_pending(|| true);
-        set_check(stop);
-        // Each item runs its thread's check in a loop, as a long decoding does between rows, until it unwinds.
-        let spin = |_: u8| -> Result<(), ()> {
-            loop {
-                check();
-                std::thread::sleep(Duration::from_millis(1));
+    fn items_on_threads_run_at_the_same_time_and_a_later_error_gives_way_to_an_earlier_one() {
+        for threads in [2, 4] {
+            let inside = AtomicUsize::new(0);
+            let together = |()| -> Result<(), ()> {
+                inside.fetch_add(1, Ordering::SeqCst);
+                let waiting = std::time::Instant::now();
+                while inside.load(Ordering::SeqCst) < threads && waiting.elapsed() < Duration::from_secs(2) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                if inside.load(Ordering::SeqCst) == threads { Ok(()) } else { Err(()) }
+            };
+            assert_eq!(on_threads(vec![(); threads], threads, together), Ok(()), "{threads} items at once");
+        }
+        // Item 1 fails first; item 0, taken before it, fails later and is the one reported.
+        let first_fails_last = |item: u8| -> Result<(), u8> {
+            if item == 0 {
+                std::thread::sleep(Duration::from_millis(50));
             }
+            Err(item)
         };
-        let stopped = catch_unwind(AssertUnwindSafe(|| on_threads(vec![0; 8], 2, spin)));
-        let payload = stopped.expect_err("the calling thread's check stopped the work");
-        assert_eq!(payload.downcast_ref::<&str>(), Some(&"stopped"));
-        assert!(started.elapsed() < Duration::from_secs(1), "stopped in {:?}", started.elapsed());
-        set_pending(|| false);
-        set_check(|| {});
-        let panicked = catch_unwind(AssertUnwindSafe(|| on_threads(vec![0, 1, 2], 2, |i: u8| -> Result<(), ()> {
-            assert!(i != 1, "a bug");
-            Ok(())
-        })));
-        assert!(panicked.is_err(), "a thread's panic reaches the caller");
+        assert_eq!(on_threads(vec![0, 1], 2, first_fails_last), Err((0, 0)));
+    }
+
+    #[test]
+    fn a_check_that_stops_the_calling_thread_stops_the_threads_and_a_panic_on_them_reaches_it() {
+        // On a thread of its own, so that threads that did not stop fail the test rather than hang it.
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            set_pending(|| true);
+            set_check(stop);
+            // Each item runs its thread's check in a loop, as a long decoding does between rows, until it unwinds.
+            let spin = |_: u8| -> Result<(), ()> {
+                loop {
+                    check();
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            };
+            let stopped = catch_unwind(AssertUnwindSafe(|| on_threads(vec![0; 8], 2, spin)));
+            let payload = stopped.map(drop).map_err(|payload| payload.downcast_ref::<&str>().copied());
+            sender.send((payload, started.elapsed())).unwrap();
+        });
+        let (payload, elapsed) = receiver.recv_timeout(Duration::from_secs(5)).expect("the threads stopped");
+        assert_eq!(payload, Err(Some("stopped")), "the calling thread's check stopped the work");
+        assert!(elapsed < Duration::from_secs(1), "stopped in {elapsed:?}");
+
+        let panicked = catch_unwind(AssertUnwindSafe(|| {
+            on_threads(vec![0, 1, 2], 2, |i: u8| -> Result<(), ()> {
+                assert!(i != 1, "a bug");
+                Ok(())
+            })
+        }));
+        let payload = panicked.expect_err("a thread's panic reaches the caller");
+        assert_eq!(payload.downcast_ref::<&str>(), Some(&"a bug"));
     }
 }

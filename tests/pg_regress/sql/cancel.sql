@@ -32,6 +32,7 @@ SELECT array_length(clip_embed_images(array_fill(pg_read_binary_file(:'huge'), A
 RESET statement_timeout;
 SELECT clock_timestamp() - :'started'::timestamptz < interval '2 seconds' AS decoding_stopped_promptly;
 RESET clip.intra_op_threads;
+RESET clip.batch_size;
 
 -- pg_cancel_backend from another session
 SELECT dblink_connect('worker', format('host=%s port=%s dbname=%s user=postgres',
