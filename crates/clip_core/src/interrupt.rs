@@ -21,8 +21,8 @@
 //! The check and the pending test are per thread. Only the host's thread runs the host's check, and only it, the
 //! watcher of its inference and the JPEG decoder on it ask the host's pending test. Of the threads the core starts,
 //! the one that reads a tokenizer while a session loads runs no check; the threads that decode a batch's images
-//! ([`on_threads`]) have a check and a pending test of their own, which stop them once the host's thread, asking
-//! the host's pending test while it waits for them, has run its check and is leaving.
+//! ([`on_threads`]) have a check and a pending test of their own, which stop them when the host's pending test,
+//! asked while the host's thread waits for them, says yes. The host's check runs once they are joined.
 use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe, UnwindSafe};
@@ -108,128 +108,170 @@ impl Drop for Finish<'_> {
     }
 }
 
-/// Runs `job` on each of `items`, on up to `threads` threads of its own started with every signal blocked, each
-/// taking the next item in order, while the calling thread waits. Returns the lowest-indexed item's error, if any.
+/// Runs `job` on each index of `0..count`, on up to `threads` threads of its own started with every signal
+/// blocked, each taking the next index in order, while the calling thread waits. Returns the lowest index's error,
+/// if any.
 ///
-/// The calling thread runs its check whenever its pending test says yes, or has none (asked every [`POLL`]). When
-/// the check unwinds, the threads stop too: their own check, which runs before each item and inside its long loops
-/// as anywhere, unwinds, and their pending test says yes, once the calling thread is leaving. Decoding that runs no
-/// check (a WebP, GIF, BMP or TIFF) finishes its image first.
+/// While it waits, the calling thread asks its pending test every [`POLL`]. When the test says yes (or there is
+/// none), the threads are stopped: their own check, which runs before each index and inside the job's long loops
+/// as anywhere, unwinds, and their pending test says yes. Decoding that runs no check (a WebP, GIF, BMP or TIFF)
+/// finishes its image first. Once they are all joined, the calling thread runs its check, with no thread of this
+/// call left to outlive what the check may end (PostgreSQL's FATAL exits the process without unwinding, freeing
+/// what the job reads on its way); a check that returns has the indices not yet done run again on new threads.
 ///
-/// An error keeps the threads from taking further items, and the items taken before it are finished, so that the
-/// error returned is the one a run in order would have met first. With `threads` < 2, one item, or no thread to be
-/// had, the items run in order on the calling thread, its check run before each.
-pub fn on_threads<T: Send, E: Send>(
-    items: Vec<T>,
+/// An error keeps the threads from taking further indices, and those taken before it are finished, so that the
+/// error returned is the one a run in order would have met first. With `threads` < 2, one index, or no thread to
+/// be had, the indices run in order on the calling thread, its check run before each.
+pub fn on_threads<E: Send>(
+    count: usize,
     threads: usize,
-    job: impl Fn(T) -> Result<(), E> + Sync,
+    job: impl Fn(usize) -> Result<(), E> + Sync,
 ) -> Result<(), (usize, E)> {
-    let threads = threads.min(items.len());
-    let queue = Queue { items: Mutex::new(items.into_iter().enumerate()), failed: Mutex::new(None) };
-    let run = || {
-        while let Some((index, item)) = queue.next() {
-            check();
-            if let Err(e) = job(item) {
-                queue.fail(index, e);
-            }
+    let done: Vec<AtomicBool> = (0..count).map(|_| AtomicBool::new(false)).collect();
+    let failed = Mutex::new(None::<(usize, E)>);
+    let threads = threads.min(count);
+    loop {
+        let left: Vec<usize> = (0..count).filter(|&index| !done[index].load(Ordering::Acquire)).collect();
+        if left.is_empty() || failed.lock().unwrap_or_else(PoisonError::into_inner).is_some() {
+            break;
         }
-    };
-    if threads < 2 {
-        run();
-        return queue.failed.into_inner().unwrap_or_else(PoisonError::into_inner).map_or(Ok(()), Err);
+        let round = Round { left: Mutex::new(left.into_iter()), done: &done, failed: &failed };
+        match if threads < 2 { Ended::NotStarted } else { round.run(threads, &job) } {
+            Ended::Interrupted => check(),
+            Ended::Finished => {}
+            Ended::NotStarted => round.in_order(&job),
+        }
     }
-    let (leaving, running) = (Arc::new(AtomicBool::new(false)), AtomicUsize::new(0));
-    let panicked = Mutex::new(None::<Box<dyn Any + Send>>);
-    let caller = std::thread::current();
-    std::thread::scope(|scope| {
-        let _leave = Leave(&leaving);
-        let mut started = 0;
-        for _ in 0..threads {
-            let (leaving, caller) = (Arc::clone(&leaving), caller.clone());
-            let (running, panicked, queue, run) = (&running, &panicked, &queue, &run);
-            let worker = move || {
-                LEAVING.set(Some(leaving));
-                set_check(|| {
-                    if leaving_now() {
-                        resume_unwind(Box::new(Left));
-                    }
-                });
-                set_pending(leaving_now);
-                if let Err(payload) = catch_unwind(AssertUnwindSafe(run)) {
-                    if !payload.is::<Left>() {
-                        // A bug of the job's: the calling thread raises the first once the other threads are done.
-                        queue.drain();
-                        panicked.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(payload);
-                    }
-                }
-                running.fetch_sub(1, Ordering::AcqRel);
-                caller.unpark();
-            };
-            running.fetch_add(1, Ordering::AcqRel);
-            let spawn = || std::thread::Builder::new().name("clip decode".into()).spawn_scoped(scope, worker);
-            if crate::runtime::with_signals_blocked(spawn).is_err() {
-                running.fetch_sub(1, Ordering::AcqRel);
-                break;
-            }
-            started += 1;
-        }
-        if started == 0 {
-            run();
-        }
-        while running.load(Ordering::Acquire) > 0 {
-            std::thread::park_timeout(POLL);
-            if pending() != Some(false) {
-                check();
-            }
-        }
-    });
-    if let Some(payload) = panicked.into_inner().unwrap_or_else(PoisonError::into_inner) {
-        resume_unwind(payload);
-    }
-    queue.failed.into_inner().unwrap_or_else(PoisonError::into_inner).map_or(Ok(()), Err)
+    failed.into_inner().unwrap_or_else(PoisonError::into_inner).map_or(Ok(()), Err)
 }
 
-/// The items of [`on_threads`] not yet taken, and the lowest-indexed error so far.
-struct Queue<T, E> {
-    items: Mutex<std::iter::Enumerate<std::vec::IntoIter<T>>>,
-    failed: Mutex<Option<(usize, E)>>,
+/// The indices of [`on_threads`] that one set of threads works through.
+struct Round<'a, E> {
+    left: Mutex<std::vec::IntoIter<usize>>,
+    done: &'a [AtomicBool],
+    failed: &'a Mutex<Option<(usize, E)>>,
 }
 
-impl<T, E> Queue<T, E> {
-    fn next(&self) -> Option<(usize, T)> {
-        self.items.lock().unwrap_or_else(PoisonError::into_inner).next()
-    }
+/// How a [`Round`]'s threads ended.
+enum Ended {
+    /// Every index was taken, or one failed.
+    Finished,
+    /// The calling thread's pending test said yes and the threads were stopped.
+    Interrupted,
+    /// No thread was started: none was asked for, or none could be had.
+    NotStarted,
+}
 
-    /// Records item `index`'s error, and empties the queue: what is left in it comes after that item.
-    fn fail(&self, index: usize, error: E) {
-        let mut failed = self.failed.lock().unwrap_or_else(PoisonError::into_inner);
-        if failed.as_ref().is_none_or(|(first, _)| index < *first) {
-            *failed = Some((index, error));
-        }
-        self.drain();
+impl<E: Send> Round<'_, E> {
+    fn next(&self) -> Option<usize> {
+        self.left.lock().unwrap_or_else(PoisonError::into_inner).next()
     }
 
     fn drain(&self) {
-        self.items.lock().unwrap_or_else(PoisonError::into_inner).by_ref().for_each(drop);
+        self.left.lock().unwrap_or_else(PoisonError::into_inner).by_ref().for_each(drop);
+    }
+
+    /// Runs index `index` and records it done; an error is kept if no lower index failed, and empties the queue,
+    /// whose indices all come after it.
+    fn work(&self, index: usize, job: &impl Fn(usize) -> Result<(), E>) {
+        let result = job(index);
+        self.done[index].store(true, Ordering::Release);
+        if let Err(error) = result {
+            let mut failed = self.failed.lock().unwrap_or_else(PoisonError::into_inner);
+            if failed.as_ref().is_none_or(|(first, _)| index < *first) {
+                *failed = Some((index, error));
+            }
+            self.drain();
+        }
+    }
+
+    /// On the calling thread, with its check run before each index.
+    fn in_order(&self, job: &impl Fn(usize) -> Result<(), E>) {
+        while let Some(index) = self.next() {
+            check();
+            self.work(index, job);
+        }
+    }
+
+    /// On up to `threads` threads of its own, until the queue is empty or the calling thread's pending test says
+    /// yes. Runs no check on the calling thread.
+    fn run(&self, threads: usize, job: &(impl Fn(usize) -> Result<(), E> + Sync)) -> Ended {
+        let (stop, running) = (Arc::new(AtomicBool::new(false)), AtomicUsize::new(0));
+        let panicked = Mutex::new(None::<Box<dyn Any + Send>>);
+        let caller = std::thread::current();
+        let mut ended = Ended::Finished;
+        std::thread::scope(|scope| {
+            let _stop = StopOnDrop(&stop);
+            let mut started = 0;
+            for _ in 0..threads {
+                let (stop, caller) = (Arc::clone(&stop), caller.clone());
+                let (running, panicked) = (&running, &panicked);
+                let worker = move || {
+                    STOP.set(Some(stop));
+                    set_check(|| {
+                        if stopping() {
+                            resume_unwind(Box::new(Stopped));
+                        }
+                    });
+                    set_pending(stopping);
+                    let work = || {
+                        while let Some(index) = self.next() {
+                            check();
+                            self.work(index, job);
+                        }
+                    };
+                    if let Err(payload) = catch_unwind(AssertUnwindSafe(work)) {
+                        if !payload.is::<Stopped>() {
+                            // A bug of the job's: the calling thread raises the first once the other threads are done.
+                            self.drain();
+                            panicked.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(payload);
+                        }
+                    }
+                    running.fetch_sub(1, Ordering::AcqRel);
+                    caller.unpark();
+                };
+                running.fetch_add(1, Ordering::AcqRel);
+                let spawn = || std::thread::Builder::new().name("clip decode".into()).spawn_scoped(scope, worker);
+                if crate::runtime::with_signals_blocked(spawn).is_err() {
+                    running.fetch_sub(1, Ordering::AcqRel);
+                    break;
+                }
+                started += 1;
+            }
+            if started == 0 {
+                ended = Ended::NotStarted;
+            }
+            while running.load(Ordering::Acquire) > 0 {
+                std::thread::park_timeout(POLL);
+                if matches!(ended, Ended::Finished) && pending() != Some(false) {
+                    ended = Ended::Interrupted;
+                    stop.store(true, Ordering::Release);
+                }
+            }
+        });
+        if let Some(payload) = panicked.into_inner().unwrap_or_else(PoisonError::into_inner) {
+            resume_unwind(payload);
+        }
+        ended
     }
 }
 
 thread_local! {
-    /// On a thread of [`on_threads`]: set once the thread that started it is leaving.
-    static LEAVING: RefCell<Option<Arc<AtomicBool>>> = const { RefCell::new(None) };
+    /// On a thread of [`on_threads`]: set once the calling thread stops it.
+    static STOP: RefCell<Option<Arc<AtomicBool>>> = const { RefCell::new(None) };
 }
 
-fn leaving_now() -> bool {
-    LEAVING.with_borrow(|flag| flag.as_ref().is_some_and(|flag| flag.load(Ordering::Acquire)))
+fn stopping() -> bool {
+    STOP.with_borrow(|flag| flag.as_ref().is_some_and(|flag| flag.load(Ordering::Acquire)))
 }
 
 /// The unwind that ends a thread of [`on_threads`].
-struct Left;
+struct Stopped;
 
-/// Tells the threads of [`on_threads`] to stop, however the calling thread leaves the scope.
-struct Leave<'a>(&'a AtomicBool);
+/// Stops the threads of a [`Round`] however the calling thread leaves its scope.
+struct StopOnDrop<'a>(&'a AtomicBool);
 
-impl Drop for Leave<'_> {
+impl Drop for StopOnDrop<'_> {
     fn drop(&mut self) {
         self.0.store(true, Ordering::Release);
     }
@@ -312,7 +354,7 @@ mod tests {
     fn items_on_threads_run_once_each_and_the_first_error_is_the_one_reported() {
         for threads in [1, 2, 4] {
             let seen = Mutex::new(Vec::new());
-            let result = on_threads((0..40).collect(), threads, |item: usize| {
+            let result = on_threads(40, threads, |item| {
                 seen.lock().unwrap().push(item);
                 if threads > 1 {
                     assert!(handled_signals_blocked(), "a thread of its own, with its signals blocked");
@@ -334,8 +376,8 @@ mod tests {
                 all.fetch_add(n, Ordering::SeqCst);
                 Ok(())
             };
-            assert_eq!(on_threads(vec![1; 25], threads, add), Ok(()));
-            assert_eq!(all.into_inner(), 25);
+            assert_eq!(on_threads(25, threads, add), Ok(()));
+            assert_eq!(all.into_inner(), (0..25).sum::<usize>());
         }
     }
 
@@ -343,7 +385,7 @@ mod tests {
     fn items_on_threads_run_at_the_same_time_and_a_later_error_gives_way_to_an_earlier_one() {
         for threads in [2, 4] {
             let inside = AtomicUsize::new(0);
-            let together = |()| -> Result<(), ()> {
+            let together = |_| -> Result<(), ()> {
                 inside.fetch_add(1, Ordering::SeqCst);
                 let waiting = std::time::Instant::now();
                 while inside.load(Ordering::SeqCst) < threads && waiting.elapsed() < Duration::from_secs(2) {
@@ -351,34 +393,55 @@ mod tests {
                 }
                 if inside.load(Ordering::SeqCst) == threads { Ok(()) } else { Err(()) }
             };
-            assert_eq!(on_threads(vec![(); threads], threads, together), Ok(()), "{threads} items at once");
+            assert_eq!(on_threads(threads, threads, together), Ok(()), "{threads} items at once");
         }
         // Item 1 fails first; item 0, taken before it, fails later and is the one reported.
-        let first_fails_last = |item: u8| -> Result<(), u8> {
+        let first_fails_last = |item| -> Result<(), usize> {
             if item == 0 {
                 std::thread::sleep(Duration::from_millis(50));
             }
             Err(item)
         };
-        assert_eq!(on_threads(vec![0, 1], 2, first_fails_last), Err((0, 0)));
+        assert_eq!(on_threads(2, 2, first_fails_last), Err((0, 0)));
+    }
+
+    /// Counts the jobs under way, however they end.
+    struct Running<'a>(&'a AtomicUsize);
+
+    impl<'a> Running<'a> {
+        fn new(count: &'a AtomicUsize) -> Running<'a> {
+            count.fetch_add(1, Ordering::SeqCst);
+            Running(count)
+        }
+    }
+
+    impl Drop for Running<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 
     #[test]
-    fn a_check_that_stops_the_calling_thread_stops_the_threads_and_a_panic_on_them_reaches_it() {
+    fn a_check_that_stops_the_calling_thread_runs_once_the_threads_are_stopped_and_a_panic_on_them_reaches_it() {
+        static RUNNING: AtomicUsize = AtomicUsize::new(0);
         // On a thread of its own, so that threads that did not stop fail the test rather than hang it.
         let (sender, receiver) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let started = std::time::Instant::now();
             set_pending(|| true);
-            set_check(stop);
+            set_check(|| {
+                assert_eq!(RUNNING.load(Ordering::SeqCst), 0, "the check ran while a job was running");
+                stop();
+            });
             // Each item runs its thread's check in a loop, as a long decoding does between rows, until it unwinds.
-            let spin = |_: u8| -> Result<(), ()> {
+            let spin = |_| -> Result<(), ()> {
+                let _running = Running::new(&RUNNING);
                 loop {
                     check();
                     std::thread::sleep(Duration::from_millis(1));
                 }
             };
-            let stopped = catch_unwind(AssertUnwindSafe(|| on_threads(vec![0; 8], 2, spin)));
+            let stopped = catch_unwind(AssertUnwindSafe(|| on_threads(8, 2, spin)));
             let payload = stopped.map(drop).map_err(|payload| payload.downcast_ref::<&str>().copied());
             sender.send((payload, started.elapsed())).unwrap();
         });
@@ -387,12 +450,37 @@ mod tests {
         assert!(elapsed < Duration::from_secs(1), "stopped in {elapsed:?}");
 
         let panicked = catch_unwind(AssertUnwindSafe(|| {
-            on_threads(vec![0, 1, 2], 2, |i: u8| -> Result<(), ()> {
+            on_threads(3, 2, |i| -> Result<(), ()> {
                 assert!(i != 1, "a bug");
                 Ok(())
             })
         }));
         let payload = panicked.expect_err("a thread's panic reaches the caller");
         assert_eq!(payload.downcast_ref::<&str>(), Some(&"a bug"));
+    }
+
+    #[test]
+    fn a_check_that_lets_the_work_go_on_has_the_items_not_yet_done_run_again() {
+        static CHECKS: AtomicUsize = AtomicUsize::new(0);
+        set_pending(|| true);
+        set_check(|| {
+            CHECKS.fetch_add(1, Ordering::SeqCst);
+        });
+        let completed: Vec<AtomicUsize> = (0..10).map(|_| AtomicUsize::new(0)).collect();
+        // Each item takes about 10 ms, checking as it goes: each round, stopped at its first poll, finishes a few.
+        let item = |index: usize| -> Result<(), ()> {
+            for _ in 0..5 {
+                check();
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            completed[index].fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        };
+        assert_eq!(on_threads(10, 2, item), Ok(()));
+        set_pending(|| false);
+        set_check(|| {});
+        let once = completed.iter().all(|c| c.load(Ordering::SeqCst) == 1);
+        assert!(once, "each item ran to its end once: {completed:?}");
+        assert!(CHECKS.load(Ordering::SeqCst) > 0, "the calling thread's check ran between rounds");
     }
 }

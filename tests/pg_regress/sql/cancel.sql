@@ -48,6 +48,22 @@ SELECT clock_timestamp() - :'cancelled_at'::timestamptz < interval '5 seconds' A
 SELECT * FROM dblink('worker', 'SELECT vector_dims(clip_embed_text(''still usable''))') AS r(dims int);
 SELECT dblink_disconnect('worker');
 
+-- pg_terminate_backend while images are decoded on 2 threads: the backend stops and joins its decoding threads
+-- before it exits, and exits alone (a crash would restart the server, ending this session too).
+SELECT pg_postmaster_start_time() AS postmaster_started \gset
+SELECT dblink_connect('decoder', format('host=%s port=%s dbname=%s user=postgres',
+    current_setting('unix_socket_directories'), current_setting('port'), current_database()));
+SELECT dblink_send_query('decoder', format('SET clip.intra_op_threads = 2; SET clip.batch_size = 64; '
+    'SELECT array_length(clip_embed_images(array_fill(pg_read_binary_file(%L), ARRAY[64])), 1)', :'huge'));
+SELECT pg_sleep(0.5);
+SELECT count(pg_terminate_backend(pid)) AS terminated FROM pg_stat_activity
+WHERE query LIKE '%ARRAY[64]%' AND pid <> pg_backend_pid();
+SELECT pg_sleep(1);
+SELECT pg_postmaster_start_time() = :'postmaster_started'::timestamptz AS server_not_restarted,
+       count(*) = 0 AS decoder_gone
+FROM pg_stat_activity WHERE query LIKE '%ARRAY[64]%' AND pid <> pg_backend_pid();
+SELECT dblink_disconnect('decoder');
+
 -- Texts, whatever the batch size: each text here is one word of 1 MiB, the most the tokenizer reads, whose BPE
 -- takes about a quarter of a second, so tokenizing a batch of 64 takes about 16 s. The 5-second bounds hold only
 -- if the check runs inside a batch (here the cancel takes effect within milliseconds of the timeout).
