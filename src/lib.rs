@@ -33,7 +33,7 @@ pub extern "C-unwind" fn _PG_init() {
     // The model core runs this between the inputs of a batch and inside long tokenizing, PNG decoding and
     // resizing, so that statement_timeout and pg_cancel_backend stop it there: PostgreSQL's error unwinds out of
     // the core. Set for the backend's own thread only, the one thread that may raise it (threads that decode an
-    // array's images have a check of the core's, and are stopped and joined before this one runs).
+    // array's images have a check of the core's, and wait in it while this one runs).
     clip_core::interrupt::set_check(|| {
         check_for_interrupts!();
     });

@@ -21,13 +21,14 @@
 //! The check and the pending test are per thread. Only the host's thread runs the host's check, and only it, the
 //! watcher of its inference and the JPEG decoder on it ask the host's pending test. Of the threads the core starts,
 //! the one that reads a tokenizer while a session loads runs no check; the threads that decode a batch's images
-//! ([`on_threads`]) have a check and a pending test of their own, which stop them when the host's pending test,
-//! asked while the host's thread waits for them, says yes. The host's check runs once they are joined.
+//! ([`on_threads`]) have a check and a pending test of their own: when the host's pending test, asked while the
+//! host's thread waits for them, says yes, they wait in their check while the host's check runs, and stop if it
+//! unwinds.
 use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe, UnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
 /// How often a watcher asks the pending test while an inference runs, and the host's thread while it waits for
@@ -108,172 +109,211 @@ impl Drop for Finish<'_> {
     }
 }
 
-/// Runs `job` on each index of `0..count`, on up to `threads` threads of its own started with every signal
-/// blocked, each taking the next index in order, while the calling thread waits. Returns the lowest index's error,
-/// if any.
+/// Runs `job` on each of `items`, on up to `threads` threads of its own started with every signal blocked, each
+/// taking the next item in order, while the calling thread waits. Returns the lowest-indexed item's error, if any.
 ///
-/// While it waits, the calling thread asks its pending test every [`POLL`]. When the test says yes (or there is
-/// none), the threads are stopped: their own check, which runs before each index and inside the job's long loops
-/// as anywhere, unwinds, and their pending test says yes. Decoding that runs no check (a WebP, GIF, BMP or TIFF)
-/// finishes its image first. Once they are all joined, the calling thread runs its check, with no thread of this
-/// call left to outlive what the check may end (PostgreSQL's FATAL exits the process without unwinding, freeing
-/// what the job reads on its way); a check that returns has the indices not yet done run again on new threads.
+/// While it waits, the calling thread asks its pending test every [`POLL`]. When the test says yes, the threads
+/// are paused at their next check (which runs before each item and inside the job's long loops, as anywhere;
+/// decoding that runs none, a WebP, GIF, BMP or TIFF, finishes its image first), and only once they all wait there
+/// does the calling thread run its check: no thread of this call runs while the check may end the process
+/// (PostgreSQL's FATAL exits without unwinding, freeing what the job reads on its way). A check that returns lets
+/// the threads go on; one that unwinds stops them (their check unwinds, their pending test says yes) and joins them
+/// before the unwind goes on. As for an inference, a pending test that still says yes after a check that returned
+/// is not asked again during this call. Without a pending test, the threads run unwatched.
 ///
-/// An error keeps the threads from taking further indices, and those taken before it are finished, so that the
-/// error returned is the one a run in order would have met first. With `threads` < 2, one index, or no thread to
-/// be had, the indices run in order on the calling thread, its check run before each.
-pub fn on_threads<E: Send>(
-    count: usize,
+/// An error keeps the threads from taking further items, and the items taken before it are finished, so that the
+/// error returned is the one a run in order would have met first. With `threads` < 2, one item, or no thread to be
+/// had, the items run in order on the calling thread, its check run before each.
+pub fn on_threads<T: Send, E: Send>(
+    items: Vec<T>,
     threads: usize,
-    job: impl Fn(usize) -> Result<(), E> + Sync,
+    job: impl Fn(T) -> Result<(), E> + Sync,
 ) -> Result<(), (usize, E)> {
-    let done: Vec<AtomicBool> = (0..count).map(|_| AtomicBool::new(false)).collect();
-    let failed = Mutex::new(None::<(usize, E)>);
-    let threads = threads.min(count);
-    loop {
-        let left: Vec<usize> = (0..count).filter(|&index| !done[index].load(Ordering::Acquire)).collect();
-        if left.is_empty() || failed.lock().unwrap_or_else(PoisonError::into_inner).is_some() {
-            break;
-        }
-        let round = Round { left: Mutex::new(left.into_iter()), done: &done, failed: &failed };
-        match if threads < 2 { Ended::NotStarted } else { round.run(threads, &job) } {
-            Ended::Interrupted => check(),
-            Ended::Finished => {}
-            Ended::NotStarted => round.in_order(&job),
-        }
+    let threads = threads.min(items.len());
+    let queue = Queue { items: Mutex::new(items.into_iter().enumerate()), failed: Mutex::new(None) };
+    if threads < 2 {
+        queue.run(&job);
+        return queue.into_result();
     }
-    failed.into_inner().unwrap_or_else(PoisonError::into_inner).map_or(Ok(()), Err)
+    let control = Arc::new(Control::new(std::thread::current()));
+    let panicked = Mutex::new(None::<Box<dyn Any + Send>>);
+    std::thread::scope(|scope| {
+        let _stop = StopOnDrop(&control);
+        let mut started = 0;
+        for _ in 0..threads {
+            let (mine, queue, job, panicked) = (Arc::clone(&control), &queue, &job, &panicked);
+            let worker = move || {
+                CONTROL.set(Some(Arc::clone(&mine)));
+                set_check(|| with_control(Control::at_check));
+                set_pending(|| with_control(Control::stopping));
+                if let Err(payload) = catch_unwind(AssertUnwindSafe(|| queue.run(job))) {
+                    if !payload.is::<Stopped>() {
+                        // A bug of the job's: the calling thread raises the first once the other threads are done.
+                        queue.drain();
+                        panicked.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(payload);
+                    }
+                }
+                mine.leave();
+            };
+            control.running.fetch_add(1, Ordering::AcqRel);
+            let spawn = || std::thread::Builder::new().name("clip decode".into()).spawn_scoped(scope, worker);
+            if crate::runtime::with_signals_blocked(spawn).is_err() {
+                control.running.fetch_sub(1, Ordering::AcqRel);
+                break;
+            }
+            started += 1;
+        }
+        if started == 0 {
+            queue.run(&job);
+        }
+        let mut watch = true;
+        while control.running.load(Ordering::Acquire) > 0 {
+            std::thread::park_timeout(POLL);
+            if watch && pending() == Some(true) {
+                control.pause_all();
+                check();
+                watch = pending() == Some(false);
+                control.go_on();
+            }
+        }
+    });
+    if let Some(payload) = panicked.into_inner().unwrap_or_else(PoisonError::into_inner) {
+        resume_unwind(payload);
+    }
+    queue.into_result()
 }
 
-/// The indices of [`on_threads`] that one set of threads works through.
-struct Round<'a, E> {
-    left: Mutex<std::vec::IntoIter<usize>>,
-    done: &'a [AtomicBool],
-    failed: &'a Mutex<Option<(usize, E)>>,
+/// The items of [`on_threads`] not yet taken, and the lowest-indexed error so far.
+struct Queue<T, E> {
+    items: Mutex<std::iter::Enumerate<std::vec::IntoIter<T>>>,
+    failed: Mutex<Option<(usize, E)>>,
 }
 
-/// How a [`Round`]'s threads ended.
-enum Ended {
-    /// Every index was taken, or one failed.
-    Finished,
-    /// The calling thread's pending test said yes and the threads were stopped.
-    Interrupted,
-    /// No thread was started: none was asked for, or none could be had.
-    NotStarted,
-}
-
-impl<E: Send> Round<'_, E> {
-    fn next(&self) -> Option<usize> {
-        self.left.lock().unwrap_or_else(PoisonError::into_inner).next()
+impl<T, E> Queue<T, E> {
+    /// Takes the items one by one, running this thread's check before each, until none is left.
+    fn run(&self, job: &impl Fn(T) -> Result<(), E>) {
+        loop {
+            // Taken apart from the loop's condition, so that the lock is not held while the job runs.
+            let next = self.items.lock().unwrap_or_else(PoisonError::into_inner).next();
+            let Some((index, item)) = next else { break };
+            check();
+            if let Err(error) = job(item) {
+                let mut failed = self.failed.lock().unwrap_or_else(PoisonError::into_inner);
+                if failed.as_ref().is_none_or(|(first, _)| index < *first) {
+                    *failed = Some((index, error));
+                }
+                // What is left in the queue comes after this item.
+                self.drain();
+            }
+        }
     }
 
     fn drain(&self) {
-        self.left.lock().unwrap_or_else(PoisonError::into_inner).by_ref().for_each(drop);
+        self.items.lock().unwrap_or_else(PoisonError::into_inner).by_ref().for_each(drop);
     }
 
-    /// Runs index `index` and records it done; an error is kept if no lower index failed, and empties the queue,
-    /// whose indices all come after it.
-    fn work(&self, index: usize, job: &impl Fn(usize) -> Result<(), E>) {
-        let result = job(index);
-        self.done[index].store(true, Ordering::Release);
-        if let Err(error) = result {
-            let mut failed = self.failed.lock().unwrap_or_else(PoisonError::into_inner);
-            if failed.as_ref().is_none_or(|(first, _)| index < *first) {
-                *failed = Some((index, error));
+    fn into_result(self) -> Result<(), (usize, E)> {
+        self.failed.into_inner().unwrap_or_else(PoisonError::into_inner).map_or(Ok(()), Err)
+    }
+}
+
+/// How the calling thread of [`on_threads`] steers its threads.
+struct Control {
+    phase: Mutex<Phase>,
+    changed: Condvar,
+    /// The threads not yet done.
+    running: AtomicUsize,
+    /// Woken when a thread pauses or is done.
+    caller: std::thread::Thread,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Phase {
+    Run,
+    /// Requested by the calling thread; `usize` threads wait in their check.
+    Pause(usize),
+    Stop,
+}
+
+impl Control {
+    fn new(caller: std::thread::Thread) -> Control {
+        Control { phase: Mutex::new(Phase::Run), changed: Condvar::new(), running: AtomicUsize::new(0), caller }
+    }
+
+    fn phase(&self) -> std::sync::MutexGuard<'_, Phase> {
+        self.phase.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A thread's check: waits while a pause lasts, unwinds once the threads are stopped.
+    fn at_check(&self) {
+        let mut phase = self.phase();
+        if let Phase::Pause(waiting) = *phase {
+            *phase = Phase::Pause(waiting + 1);
+            self.caller.unpark();
+            while matches!(*phase, Phase::Pause(_)) {
+                phase = self.changed.wait(phase).unwrap_or_else(PoisonError::into_inner);
             }
-            self.drain();
+        }
+        if *phase == Phase::Stop {
+            drop(phase);
+            resume_unwind(Box::new(Stopped));
         }
     }
 
-    /// On the calling thread, with its check run before each index.
-    fn in_order(&self, job: &impl Fn(usize) -> Result<(), E>) {
-        while let Some(index) = self.next() {
-            check();
-            self.work(index, job);
-        }
+    /// A thread's pending test.
+    fn stopping(&self) -> bool {
+        *self.phase() == Phase::Stop
     }
 
-    /// On up to `threads` threads of its own, until the queue is empty or the calling thread's pending test says
-    /// yes. Runs no check on the calling thread.
-    fn run(&self, threads: usize, job: &(impl Fn(usize) -> Result<(), E> + Sync)) -> Ended {
-        let (stop, running) = (Arc::new(AtomicBool::new(false)), AtomicUsize::new(0));
-        let panicked = Mutex::new(None::<Box<dyn Any + Send>>);
-        let caller = std::thread::current();
-        let mut ended = Ended::Finished;
-        std::thread::scope(|scope| {
-            let _stop = StopOnDrop(&stop);
-            let mut started = 0;
-            for _ in 0..threads {
-                let (stop, caller) = (Arc::clone(&stop), caller.clone());
-                let (running, panicked) = (&running, &panicked);
-                let worker = move || {
-                    STOP.set(Some(stop));
-                    set_check(|| {
-                        if stopping() {
-                            resume_unwind(Box::new(Stopped));
-                        }
-                    });
-                    set_pending(stopping);
-                    let work = || {
-                        while let Some(index) = self.next() {
-                            check();
-                            self.work(index, job);
-                        }
-                    };
-                    if let Err(payload) = catch_unwind(AssertUnwindSafe(work)) {
-                        if !payload.is::<Stopped>() {
-                            // A bug of the job's: the calling thread raises the first once the other threads are done.
-                            self.drain();
-                            panicked.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(payload);
-                        }
-                    }
-                    running.fetch_sub(1, Ordering::AcqRel);
-                    caller.unpark();
-                };
-                running.fetch_add(1, Ordering::AcqRel);
-                let spawn = || std::thread::Builder::new().name("clip decode".into()).spawn_scoped(scope, worker);
-                if crate::runtime::with_signals_blocked(spawn).is_err() {
-                    running.fetch_sub(1, Ordering::AcqRel);
-                    break;
-                }
-                started += 1;
-            }
-            if started == 0 {
-                ended = Ended::NotStarted;
-            }
-            while running.load(Ordering::Acquire) > 0 {
-                std::thread::park_timeout(POLL);
-                if matches!(ended, Ended::Finished) && pending() != Some(false) {
-                    ended = Ended::Interrupted;
-                    stop.store(true, Ordering::Release);
+    /// Asks the threads to pause, and returns once each of those still running waits in its check.
+    fn pause_all(&self) {
+        *self.phase() = Phase::Pause(0);
+        loop {
+            if let Phase::Pause(waiting) = *self.phase() {
+                if waiting >= self.running.load(Ordering::Acquire) {
+                    return;
                 }
             }
-        });
-        if let Some(payload) = panicked.into_inner().unwrap_or_else(PoisonError::into_inner) {
-            resume_unwind(payload);
+            std::thread::park_timeout(POLL);
         }
-        ended
+    }
+
+    fn go_on(&self) {
+        *self.phase() = Phase::Run;
+        self.changed.notify_all();
+    }
+
+    fn stop(&self) {
+        *self.phase() = Phase::Stop;
+        self.changed.notify_all();
+    }
+
+    /// A thread is done.
+    fn leave(&self) {
+        self.running.fetch_sub(1, Ordering::AcqRel);
+        self.caller.unpark();
     }
 }
 
 thread_local! {
-    /// On a thread of [`on_threads`]: set once the calling thread stops it.
-    static STOP: RefCell<Option<Arc<AtomicBool>>> = const { RefCell::new(None) };
+    /// On a thread of [`on_threads`]: how its calling thread steers it.
+    static CONTROL: RefCell<Option<Arc<Control>>> = const { RefCell::new(None) };
 }
 
-fn stopping() -> bool {
-    STOP.with_borrow(|flag| flag.as_ref().is_some_and(|flag| flag.load(Ordering::Acquire)))
+fn with_control<T: Default>(f: impl FnOnce(&Control) -> T) -> T {
+    let control = CONTROL.with_borrow(Option::clone);
+    control.as_deref().map(f).unwrap_or_default()
 }
 
 /// The unwind that ends a thread of [`on_threads`].
 struct Stopped;
 
-/// Stops the threads of a [`Round`] however the calling thread leaves its scope.
-struct StopOnDrop<'a>(&'a AtomicBool);
+/// Stops the threads of [`on_threads`] however the calling thread leaves its scope.
+struct StopOnDrop<'a>(&'a Control);
 
 impl Drop for StopOnDrop<'_> {
     fn drop(&mut self) {
-        self.0.store(true, Ordering::Release);
+        self.0.stop();
     }
 }
 
@@ -354,7 +394,7 @@ mod tests {
     fn items_on_threads_run_once_each_and_the_first_error_is_the_one_reported() {
         for threads in [1, 2, 4] {
             let seen = Mutex::new(Vec::new());
-            let result = on_threads(40, threads, |item| {
+            let result = on_threads((0..40).collect(), threads, |item: usize| {
                 seen.lock().unwrap().push(item);
                 if threads > 1 {
                     assert!(handled_signals_blocked(), "a thread of its own, with its signals blocked");
@@ -376,8 +416,8 @@ mod tests {
                 all.fetch_add(n, Ordering::SeqCst);
                 Ok(())
             };
-            assert_eq!(on_threads(25, threads, add), Ok(()));
-            assert_eq!(all.into_inner(), (0..25).sum::<usize>());
+            assert_eq!(on_threads(vec![1; 25], threads, add), Ok(()));
+            assert_eq!(all.into_inner(), 25);
         }
     }
 
@@ -385,7 +425,7 @@ mod tests {
     fn items_on_threads_run_at_the_same_time_and_a_later_error_gives_way_to_an_earlier_one() {
         for threads in [2, 4] {
             let inside = AtomicUsize::new(0);
-            let together = |_| -> Result<(), ()> {
+            let together = |()| -> Result<(), ()> {
                 inside.fetch_add(1, Ordering::SeqCst);
                 let waiting = std::time::Instant::now();
                 while inside.load(Ordering::SeqCst) < threads && waiting.elapsed() < Duration::from_secs(2) {
@@ -393,94 +433,120 @@ mod tests {
                 }
                 if inside.load(Ordering::SeqCst) == threads { Ok(()) } else { Err(()) }
             };
-            assert_eq!(on_threads(threads, threads, together), Ok(()), "{threads} items at once");
+            assert_eq!(on_threads(vec![(); threads], threads, together), Ok(()), "{threads} items at once");
         }
         // Item 1 fails first; item 0, taken before it, fails later and is the one reported.
-        let first_fails_last = |item| -> Result<(), usize> {
+        let first_fails_last = |item: u8| -> Result<(), u8> {
             if item == 0 {
                 std::thread::sleep(Duration::from_millis(50));
             }
             Err(item)
         };
-        assert_eq!(on_threads(2, 2, first_fails_last), Err((0, 0)));
+        assert_eq!(on_threads(vec![0, 1], 2, first_fails_last), Err((0, 0)));
     }
 
-    /// Counts the jobs under way, however they end.
-    struct Running<'a>(&'a AtomicUsize);
-
-    impl<'a> Running<'a> {
-        fn new(count: &'a AtomicUsize) -> Running<'a> {
-            count.fetch_add(1, Ordering::SeqCst);
-            Running(count)
-        }
+    /// Runs `f` on a thread of its own (with no check or pending test set), failing rather than hanging if it
+    /// takes more than 10 s.
+    fn within_10_s<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || sender.send(f()).unwrap());
+        receiver.recv_timeout(Duration::from_secs(10)).expect("done within 10 s")
     }
 
-    impl Drop for Running<'_> {
-        fn drop(&mut self) {
-            self.0.fetch_sub(1, Ordering::SeqCst);
+    /// How many jobs run code other than their check.
+    static RUNNING: AtomicUsize = AtomicUsize::new(0);
+
+    /// A job of about `ms` ms that runs its thread's check every millisecond, as a decoding does between rows, and
+    /// is counted in [`RUNNING`] except while in its check.
+    fn checking_job(ms: u64) -> Result<(), ()> {
+        RUNNING.fetch_add(1, Ordering::SeqCst);
+        for _ in 0..ms {
+            RUNNING.fetch_sub(1, Ordering::SeqCst);
+            let checked = catch_unwind(check);
+            RUNNING.fetch_add(1, Ordering::SeqCst);
+            if let Err(payload) = checked {
+                RUNNING.fetch_sub(1, Ordering::SeqCst);
+                resume_unwind(payload);
+            }
+            std::thread::sleep(Duration::from_millis(1));
         }
+        RUNNING.fetch_sub(1, Ordering::SeqCst);
+        Ok(())
     }
 
     #[test]
-    fn a_check_that_stops_the_calling_thread_runs_once_the_threads_are_stopped_and_a_panic_on_them_reaches_it() {
-        static RUNNING: AtomicUsize = AtomicUsize::new(0);
-        // On a thread of its own, so that threads that did not stop fail the test rather than hang it.
-        let (sender, receiver) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
+    fn the_calling_threads_check_runs_while_no_job_runs_and_a_check_that_stops_it_stops_the_threads() {
+        static UP: AtomicBool = AtomicBool::new(false);
+        let (stopped, elapsed, checks) = within_10_s(|| {
+            static CHECKS: AtomicUsize = AtomicUsize::new(0);
             let started = std::time::Instant::now();
-            set_pending(|| true);
+            // An interrupt every 50 ms; the first two let the work go on, as one that stops nothing; the third stops.
+            let raise = std::thread::spawn(|| {
+                while !UP.swap(true, Ordering::SeqCst) || CHECKS.load(Ordering::SeqCst) < 3 {
+                    std::thread::sleep(Duration::from_millis(50));
+                    UP.store(true, Ordering::SeqCst);
+                }
+            });
+            set_pending(|| UP.load(Ordering::SeqCst));
             set_check(|| {
                 assert_eq!(RUNNING.load(Ordering::SeqCst), 0, "the check ran while a job was running");
-                stop();
-            });
-            // Each item runs its thread's check in a loop, as a long decoding does between rows, until it unwinds.
-            let spin = |_| -> Result<(), ()> {
-                let _running = Running::new(&RUNNING);
-                loop {
-                    check();
-                    std::thread::sleep(Duration::from_millis(1));
+                UP.store(false, Ordering::SeqCst);
+                if CHECKS.fetch_add(1, Ordering::SeqCst) == 2 {
+                    stop();
                 }
-            };
-            let stopped = catch_unwind(AssertUnwindSafe(|| on_threads(8, 2, spin)));
-            let payload = stopped.map(drop).map_err(|payload| payload.downcast_ref::<&str>().copied());
-            sender.send((payload, started.elapsed())).unwrap();
+            });
+            let stopped = catch_unwind(AssertUnwindSafe(|| on_threads(vec![(); 8], 2, |()| checking_job(1000))));
+            let elapsed = started.elapsed();
+            raise.join().unwrap();
+            let stopped = stopped.map(drop).map_err(|payload| payload.downcast_ref::<&str>().copied());
+            (stopped, elapsed, CHECKS.load(Ordering::SeqCst))
         });
-        let (payload, elapsed) = receiver.recv_timeout(Duration::from_secs(5)).expect("the threads stopped");
-        assert_eq!(payload, Err(Some("stopped")), "the calling thread's check stopped the work");
+        assert_eq!(stopped, Err(Some("stopped")), "the calling thread's check stopped the work");
+        assert_eq!(checks, 3);
         assert!(elapsed < Duration::from_secs(1), "stopped in {elapsed:?}");
+    }
 
+    #[test]
+    fn a_check_that_lets_the_work_go_on_loses_nothing_and_a_pending_test_that_stays_yes_is_not_asked_again() {
+        let (result, completed, checks) = within_10_s(|| {
+            static CHECKS: AtomicUsize = AtomicUsize::new(0);
+            set_pending(|| true);
+            set_check(|| {
+                CHECKS.fetch_add(1, Ordering::SeqCst);
+            });
+            let completed = AtomicUsize::new(0);
+            let result = on_threads(vec![(); 6], 2, |()| {
+                checking_job(50)?;
+                completed.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, ()>(())
+            });
+            (result, completed.into_inner(), CHECKS.load(Ordering::SeqCst))
+        });
+        assert_eq!((result, completed), (Ok(()), 6));
+        assert_eq!(checks, 1, "asked once: it still said yes after the check");
+    }
+
+    #[test]
+    fn without_a_pending_test_the_threads_run_unwatched() {
+        let result = within_10_s(|| {
+            set_check(|| panic!("no check without a pending test"));
+            on_threads(vec![(); 4], 2, |()| {
+                std::thread::sleep(Duration::from_millis(100));
+                Ok::<_, ()>(())
+            })
+        });
+        assert_eq!(result, Ok(()));
+    }
+
+    #[test]
+    fn a_panic_on_a_thread_reaches_the_caller() {
         let panicked = catch_unwind(AssertUnwindSafe(|| {
-            on_threads(3, 2, |i| -> Result<(), ()> {
+            on_threads(vec![0, 1, 2], 2, |i: u8| -> Result<(), ()> {
                 assert!(i != 1, "a bug");
                 Ok(())
             })
         }));
         let payload = panicked.expect_err("a thread's panic reaches the caller");
         assert_eq!(payload.downcast_ref::<&str>(), Some(&"a bug"));
-    }
-
-    #[test]
-    fn a_check_that_lets_the_work_go_on_has_the_items_not_yet_done_run_again() {
-        static CHECKS: AtomicUsize = AtomicUsize::new(0);
-        set_pending(|| true);
-        set_check(|| {
-            CHECKS.fetch_add(1, Ordering::SeqCst);
-        });
-        let completed: Vec<AtomicUsize> = (0..10).map(|_| AtomicUsize::new(0)).collect();
-        // Each item takes about 10 ms, checking as it goes: each round, stopped at its first poll, finishes a few.
-        let item = |index: usize| -> Result<(), ()> {
-            for _ in 0..5 {
-                check();
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            completed[index].fetch_add(1, Ordering::SeqCst);
-            Ok(())
-        };
-        assert_eq!(on_threads(10, 2, item), Ok(()));
-        set_pending(|| false);
-        set_check(|| {});
-        let once = completed.iter().all(|c| c.load(Ordering::SeqCst) == 1);
-        assert!(once, "each item ran to its end once: {completed:?}");
-        assert!(CHECKS.load(Ordering::SeqCst) > 0, "the calling thread's check ran between rounds");
     }
 }

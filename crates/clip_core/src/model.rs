@@ -1,7 +1,6 @@
 //! A CLIP model loaded from a model directory: tokenizer, text tower and image tower, each loaded on first use
 //! so that a backend that only searches by text never loads the image tower.
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
 
 use ort::session::Session;
 use ort::session::SessionOutputs;
@@ -370,13 +369,12 @@ impl ImageBatch {
     ) -> Result<(), (usize, ImageError)> {
         let (start, tensor_len, cfg) = (self.pixels.len(), self.cfg.tensor_len(), self.cfg);
         self.pixels.resize(start + images.len() * tensor_len, 0.0);
-        // Each image's own part of the tensor, locked by the one thread that fills it.
-        let outs: Vec<Mutex<&mut [f32]>> = self.pixels[start..].chunks_mut(tensor_len).map(Mutex::new).collect();
-        let decoded = interrupt::on_threads(images.len(), threads, |index| {
-            let bytes = images[index];
+        let outs = self.pixels[start..].chunks_mut(tensor_len);
+        let jobs: Vec<(&[u8], &mut [f32])> = images.iter().copied().zip(outs).collect();
+        let decoded = interrupt::on_threads(jobs, threads, |(bytes, out)| {
             let image =
                 if jpeg_draft { decode_reduced(bytes, limits, cfg.image_size)? } else { decode(bytes, limits)? };
-            preprocess_into(&image, &cfg, &mut outs[index].lock().unwrap_or_else(PoisonError::into_inner));
+            preprocess_into(&image, &cfg, out);
             Ok(())
         });
         match decoded {

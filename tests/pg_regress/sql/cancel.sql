@@ -48,8 +48,8 @@ SELECT clock_timestamp() - :'cancelled_at'::timestamptz < interval '5 seconds' A
 SELECT * FROM dblink('worker', 'SELECT vector_dims(clip_embed_text(''still usable''))') AS r(dims int);
 SELECT dblink_disconnect('worker');
 
--- pg_terminate_backend while images are decoded on 2 threads: the backend stops and joins its decoding threads
--- before it exits, and exits alone (a crash would restart the server, ending this session too).
+-- pg_terminate_backend while images are decoded on 2 threads: the backend pauses its decoding threads before it
+-- runs the check that exits, and exits alone (a crash would restart the server, ending this session too).
 SELECT pg_postmaster_start_time() AS postmaster_started \gset
 SELECT dblink_connect('decoder', format('host=%s port=%s dbname=%s user=postgres',
     current_setting('unix_socket_directories'), current_setting('port'), current_database()));
