@@ -453,36 +453,34 @@ mod tests {
         receiver.recv_timeout(Duration::from_secs(10)).expect("done within 10 s")
     }
 
-    /// How many jobs run code other than their check.
-    static RUNNING: AtomicUsize = AtomicUsize::new(0);
-
     /// A job of about `ms` ms that runs its thread's check every millisecond, as a decoding does between rows, and
-    /// is counted in [`RUNNING`] except while in its check.
-    fn checking_job(ms: u64) -> Result<(), ()> {
-        RUNNING.fetch_add(1, Ordering::SeqCst);
+    /// is counted in `running` (the test's own, as tests run at the same time) except while in its check.
+    fn checking_job(ms: u64, running: &AtomicUsize) -> Result<(), ()> {
+        running.fetch_add(1, Ordering::SeqCst);
         for _ in 0..ms {
-            RUNNING.fetch_sub(1, Ordering::SeqCst);
+            running.fetch_sub(1, Ordering::SeqCst);
             let checked = catch_unwind(check);
-            RUNNING.fetch_add(1, Ordering::SeqCst);
+            running.fetch_add(1, Ordering::SeqCst);
             if let Err(payload) = checked {
-                RUNNING.fetch_sub(1, Ordering::SeqCst);
+                running.fetch_sub(1, Ordering::SeqCst);
                 resume_unwind(payload);
             }
             std::thread::sleep(Duration::from_millis(1));
         }
-        RUNNING.fetch_sub(1, Ordering::SeqCst);
+        running.fetch_sub(1, Ordering::SeqCst);
         Ok(())
     }
 
     #[test]
     fn the_calling_threads_check_runs_while_no_job_runs_and_a_check_that_stops_it_stops_the_threads() {
         static UP: AtomicBool = AtomicBool::new(false);
+        static RUNNING: AtomicUsize = AtomicUsize::new(0);
         let (stopped, elapsed, checks) = within_10_s(|| {
             static CHECKS: AtomicUsize = AtomicUsize::new(0);
             let started = std::time::Instant::now();
             // An interrupt every 50 ms; the first two let the work go on, as one that stops nothing; the third stops.
             let raise = std::thread::spawn(|| {
-                while !UP.swap(true, Ordering::SeqCst) || CHECKS.load(Ordering::SeqCst) < 3 {
+                while CHECKS.load(Ordering::SeqCst) < 3 {
                     std::thread::sleep(Duration::from_millis(50));
                     UP.store(true, Ordering::SeqCst);
                 }
@@ -495,7 +493,8 @@ mod tests {
                     stop();
                 }
             });
-            let stopped = catch_unwind(AssertUnwindSafe(|| on_threads(vec![(); 8], 2, |()| checking_job(1000))));
+            let work = || on_threads(vec![(); 8], 2, |()| checking_job(1000, &RUNNING));
+            let stopped = catch_unwind(AssertUnwindSafe(work));
             let elapsed = started.elapsed();
             raise.join().unwrap();
             let stopped = stopped.map(drop).map_err(|payload| payload.downcast_ref::<&str>().copied());
@@ -514,9 +513,9 @@ mod tests {
             set_check(|| {
                 CHECKS.fetch_add(1, Ordering::SeqCst);
             });
-            let completed = AtomicUsize::new(0);
+            let (running, completed) = (AtomicUsize::new(0), AtomicUsize::new(0));
             let result = on_threads(vec![(); 6], 2, |()| {
-                checking_job(50)?;
+                checking_job(50, &running)?;
                 completed.fetch_add(1, Ordering::SeqCst);
                 Ok::<_, ()>(())
             });
