@@ -27,6 +27,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 export CARGO_BUILD_JOBS=2
+# CI builds once from a fresh checkout: incremental caches would only take disk.
+[[ -z ${CI:-} ]] || export CARGO_INCREMENTAL=0
+
+# Megabytes free on the disk that holds the checkout, its builds and its clusters.
+free_mb() { df -Pm "$ROOT" | awk 'NR == 2 { print $4 }'; }
+log "disk: $(free_mb) MB free; a run from a fresh checkout writes about 6 GB there (builds, installations, clusters)"
 
 scripts/setup.sh
 # The server reads the fixture model and images from this checkout as the 'postgres' user.
@@ -64,6 +70,7 @@ suite() {
   else
     failed+=("$name")
     log "suite FAILED after $((SECONDS - started)) s: $name"
+    (($(free_mb) >= 1024)) || log "the disk is full or nearly ($(free_mb) MB free): the suite may have failed for that"
   fi
 }
 # A suite that cannot run on this major: NAME, then why.
@@ -153,6 +160,8 @@ suite "the main job (scripts/gallery.sh: the recommended model from a hub emulat
 suite "reinstalling under the worker and the gallery (tests/concurrent_install.sh)" tests/concurrent_install.sh
 suite "the system's PostgreSQL installation is unchanged" system_unchanged
 
+log "disk: builds $(du -sh target | cut -f1), installations and clusters $(du -sh "$DEPS" | cut -f1)," \
+  "$(free_mb) MB free"
 echo "test suites: $passed passed, ${#failed[@]} failed, ${#skipped[@]} skipped (PostgreSQL $PG_MAJOR, $SECONDS s)"
 ((${#failed[@]} == 0)) || printf 'failed: %s\n' "${failed[@]}"
 ((${#skipped[@]} == 0)) || printf 'skipped: %s\n' "${skipped[@]}"
