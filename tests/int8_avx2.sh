@@ -4,7 +4,7 @@
 # let it. This runs the core's int8 test (crates/clip_core/tests/int8.rs) under `qemu-x86_64 -cpu Haswell`, an
 # AVX2 CPU without AVX-512 or VNNI, so that ONNX Runtime takes those kernels whatever the host has:
 #   - tests/fixtures/tiny-model-int8 (the exporter's recipe) must pass;
-#   - tests/fixtures/tiny-model-int8-saturating (the recipe before the fix: int8 weights with one scale per tensor)
+#   - tests/fixtures/tiny-model-int8-saturating (a saturating recipe: int8 weights with one scale per tensor)
 #     must fail on the cosine, which shows that the emulated CPU really reaches the saturating kernels.
 # The saturating fixture was written by the exporter with that recipe, and shares the tiny model's tokenizer:
 #   .venv/bin/python -c 'import sys; sys.path.insert(0, "tools"); import export_model as e
@@ -27,7 +27,7 @@ emulated() { qemu-x86_64 -cpu Haswell "$test_binary" "$@" 2> >(grep -v "TCG does
 log "int8 recipe on emulated AVX2 (Haswell): tests/fixtures/tiny-model-int8"
 emulated
 
-log "negative control, the recipe before the fix: tests/fixtures/tiny-model-int8-saturating (must fail)"
+log "negative control, a saturating recipe: tests/fixtures/tiny-model-int8-saturating (must fail)"
 output=$(CLIP_INT8_MODEL_DIR="$ROOT/tests/fixtures/tiny-model-int8-saturating" emulated 2>&1) &&
   die "the saturating recipe passed on emulated AVX2: ONNX Runtime did not take its non-VNNI kernels here"
 failures=$(grep -c "^int8 \(text\|image\) tower: cosine against fp32 below" <<<"$output" || true)
@@ -36,4 +36,4 @@ if [[ $failures -ne 2 ]]; then
   die "expected both towers of the saturating recipe to fail on the cosine, $failures did"
 fi
 grep "^int8 .* tower: cosine" <<<"$output" >&2
-log "int8 on emulated AVX2: the recipe keeps its cosine, the recipe before the fix does not"
+log "int8 on emulated AVX2: the recipe keeps its cosine, a saturating one does not"

@@ -1,8 +1,8 @@
 //! The int8 fixture model (tests/fixtures/tiny-model-int8, written by `tools/export_model.py --precision int8`)
 //! against open_clip's fp32 embeddings of the fixture texts and images, one input per inference as
 //! clip_embed_text and clip_embed_image run them, on whatever CPU runs the test. tests/int8_avx2.sh runs this file
-//! again under an emulated AVX2 CPU without VNNI, where ONNX Runtime's u8s8 kernels saturate and the recipe before
-//! the fix fails it; CLIP_INT8_MODEL_DIR names another int8 model directory for that.
+//! again under an emulated AVX2 CPU without VNNI, where ONNX Runtime's u8s8 kernels saturate and a recipe of one
+//! weight scale per tensor fails it; CLIP_INT8_MODEL_DIR names another int8 model directory for that.
 mod common;
 
 use std::path::PathBuf;

@@ -43,10 +43,15 @@ fn decode_guarded(bytes: &[u8], limits: &DecodeLimits, min_side: Option<u32>) ->
     }
 }
 
-/// [`decode`] without its guard: a panic in a decoder unwinds to the caller. For the hostile-input
-/// tests and the fuzz target, which must see such a panic as the bug it is; callers use [`decode`].
-pub fn decode_unguarded(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage, ImageError> {
-    decode_any(bytes, limits, None)
+/// [`decode`] (or, with `min_side`, [`decode_reduced`]) without its guard: a panic in a decoder unwinds to the
+/// caller. For the hostile-input tests and the fuzz target, which must see such a panic as the bug it is; callers
+/// use the guarded two.
+pub fn decode_unguarded(
+    bytes: &[u8],
+    limits: &DecodeLimits,
+    min_side: Option<u32>,
+) -> Result<DecodedImage, ImageError> {
+    decode_any(bytes, limits, min_side)
 }
 
 fn decode_any(bytes: &[u8], limits: &DecodeLimits, min_side: Option<u32>) -> Result<DecodedImage, ImageError> {
