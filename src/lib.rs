@@ -43,17 +43,45 @@ pub extern "C-unwind" fn _PG_init() {
     clip_core::interrupt::set_pending(interrupt_pending);
 }
 
-/// Whether PostgreSQL has an interrupt to process (`InterruptPending`: a query cancel, statement_timeout, a
-/// termination, and some that stop nothing, such as pg_log_backend_memory_contexts; the core's check sorts them
-/// out). Read from the core's JPEG decoder and while the backend's thread waits for decoding threads, and from
-/// the core's watcher thread while the backend's thread is inside ONNX Runtime: the flag is a `volatile
-/// sig_atomic_t` that signal handlers set and that nothing but the backend's thread writes, and this is one aligned
-/// word read of it, never a write, so the worst it can see is a value a poll late, which the next poll (or the
-/// check itself, on the backend's thread) corrects.
+/// Whether PostgreSQL has an interrupt to process (`InterruptPending`) that may stop the statement. Each yes costs
+/// the inference or the JPEG under way, run again if the check stops nothing, so the interrupts known to stop
+/// nothing while the client is there say no, and wait for the check after the work: a memory-context log request,
+/// a barrier, and the probe of client_connection_check_interval, which recurs and would keep an inference or a
+/// JPEG longer than its interval from ever ending. Any other reason says yes, those that cannot be read included (a
+/// standby's recovery conflict on 17 and later, a parallel worker's error), unless it comes while one of those
+/// three is pending. A cancel (pg_cancel_backend, statement_timeout, lock_timeout), a termination
+/// (pg_terminate_backend, a shutdown), a client connection found lost and (17 and later) transaction_timeout say
+/// yes whatever else is pending. The probe's own finding of a dead client waits for the check after the work.
+///
+/// Read from the core's JPEG decoder and while the backend's thread waits for decoding threads, and from the core's
+/// watcher thread while the backend's thread is inside ONNX Runtime: the flags are `volatile sig_atomic_t`s that
+/// signal handlers set and that nothing but the backend's thread writes, and these are aligned word reads of them,
+/// never writes, so the worst they can see is a value a poll late, which the next poll (or the check itself, on the
+/// backend's thread) corrects.
 fn interrupt_pending() -> bool {
-    // SAFETY: reads a global of PostgreSQL's that lives as long as the process; a volatile read, as C's
-    // `volatile` access to it is.
-    unsafe { std::ptr::read_volatile(&raw const pg_sys::InterruptPending) != 0 }
+    // SAFETY: volatile reads (as C's `volatile` accesses are) of globals of PostgreSQL's that live as long as the
+    // process.
+    unsafe {
+        let set = |flag: *const pg_sys::sig_atomic_t| std::ptr::read_volatile(flag) != 0;
+        if !set(&raw const pg_sys::InterruptPending) {
+            return false;
+        }
+        #[cfg(any(feature = "pg17", feature = "pg18"))]
+        let transaction_timeout = set(&raw const pg_sys::TransactionTimeoutPending);
+        #[cfg(not(any(feature = "pg17", feature = "pg18")))]
+        let transaction_timeout = false;
+        let stops = set(&raw const pg_sys::QueryCancelPending)
+            || set(&raw const pg_sys::ProcDiePending)
+            || set(&raw const pg_sys::ClientConnectionLost)
+            || transaction_timeout;
+        #[cfg(not(feature = "pg13"))]
+        let probe_or_log =
+            set(&raw const pg_sys::CheckClientConnectionPending) || set(&raw const pg_sys::LogMemoryContextPending);
+        #[cfg(feature = "pg13")]
+        let probe_or_log = false;
+        let stops_nothing = probe_or_log || set(&raw const pg_sys::ProcSignalBarrierPending);
+        stops || !stops_nothing
+    }
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -133,6 +133,46 @@ mod tests {
         refused.unwrap();
     }
 
+    /// The backend's pending test, which the core asks while ONNX Runtime runs and while a JPEG is decoded, says
+    /// no to the interrupts known to stop nothing: client_connection_check_interval's probe recurs, and would
+    /// terminate every inference longer than it. It says yes to any other, and to a stopping one whatever else is
+    /// pending.
+    #[pg_test]
+    fn interrupts_known_to_stop_nothing_are_not_pending() {
+        // Raises `flags`, asks the test, and puts every flag back: nothing in between processes interrupts.
+        let pending_with = |flags: &[*mut pg_sys::sig_atomic_t]| {
+            // SAFETY: the backend's own flags, written on its thread as its signal handlers write them.
+            unsafe {
+                let saved: Vec<_> = flags.iter().map(|flag| flag.read_volatile()).collect();
+                flags.iter().for_each(|flag| flag.write_volatile(1));
+                let pending = crate::interrupt_pending();
+                flags.iter().zip(saved).for_each(|(flag, value)| flag.write_volatile(value));
+                pending
+            }
+        };
+        let interrupt = &raw mut pg_sys::InterruptPending;
+        let barrier = &raw mut pg_sys::ProcSignalBarrierPending;
+        assert!(!pending_with(&[]), "nothing pending");
+        assert!(!pending_with(&[&raw mut pg_sys::QueryCancelPending]), "a cancel not yet raised as an interrupt");
+        assert!(pending_with(&[interrupt]), "an interrupt whose reason cannot be read");
+        assert!(!pending_with(&[interrupt, barrier]), "a barrier");
+        #[cfg(not(feature = "pg13"))]
+        {
+            let probe = &raw mut pg_sys::CheckClientConnectionPending;
+            assert!(!pending_with(&[interrupt, probe]), "the client connection probe");
+            assert!(!pending_with(&[interrupt, &raw mut pg_sys::LogMemoryContextPending]), "a log request");
+            assert!(pending_with(&[interrupt, probe, &raw mut pg_sys::QueryCancelPending]), "a cancel and the probe");
+        }
+        assert!(pending_with(&[interrupt, barrier, &raw mut pg_sys::QueryCancelPending]), "a cancel");
+        assert!(pending_with(&[interrupt, barrier, &raw mut pg_sys::ProcDiePending]), "a termination");
+        assert!(pending_with(&[interrupt, barrier, &raw mut pg_sys::ClientConnectionLost]), "a lost client");
+        #[cfg(any(feature = "pg17", feature = "pg18"))]
+        assert!(
+            pending_with(&[interrupt, barrier, &raw mut pg_sys::TransactionTimeoutPending]),
+            "transaction_timeout"
+        );
+    }
+
     fn first_image() -> String {
         fixture_json("tiny-model/reference.json")["images"][0]["file"].as_str().unwrap().to_string()
     }

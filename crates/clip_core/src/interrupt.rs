@@ -9,11 +9,11 @@
 //! crate's regex engine (Oniguruma) calls back. The text a Hugging Face tokenizer is given is bounded instead (see
 //! [`crate::hf_tokenizer`]).
 //!
-//! An inference is stopped from outside: a host that also sets a pending test with [`set_pending`] (PostgreSQL:
-//! is `InterruptPending` set?) has it asked every [`POLL`] by a watcher thread while ONNX Runtime runs, and the
-//! run is told to terminate when it says yes (ONNX Runtime stops between two nodes of the graph). Once the run has
-//! returned, the check runs on the host's thread as anywhere else; a check that returns (the pending flag was for
-//! something that does not stop the work) has the inference run again, so that it still gives its result.
+//! An inference is stopped from outside: a host that also sets a pending test with [`set_pending`] (PostgreSQL: is
+//! an interrupt that may stop the statement pending?) has it asked every [`POLL`] by a watcher thread while ONNX
+//! Runtime runs, and the run is told to terminate when it says yes (ONNX Runtime stops between two nodes of the
+//! graph). Once the run has returned, the check runs on the host's thread as anywhere else; a check that returns
+//! (the interrupt did not stop the work after all) has the inference run again, so that it still gives its result.
 //!
 //! A JPEG being decoded is stopped the same way: libjpeg-turbo asks the pending test as it works (from C, where the
 //! check may not unwind), gives up when it says yes, and the check then runs.
@@ -52,7 +52,9 @@ pub fn set_check(check: fn()) {
 /// should run as soon as it can. It is called on another thread (the watcher of an inference) and from C (the JPEG
 /// decoder), so it must only read a flag: no side effect, no unwind, nothing that needs the host's thread. It may
 /// say yes when the check would not stop the work; the work then goes on, at the cost of restarting an inference
-/// or a JPEG's decoding. With none set (the default), inferences and JPEG decoding run unwatched.
+/// or a JPEG's decoding. So it should say no to the host's interrupts that recur without stopping anything: yeses
+/// that come more often than an inference takes would keep it from ever ending. With none set (the default),
+/// inferences and JPEG decoding run unwatched.
 pub fn set_pending(pending: fn() -> bool) {
     PENDING.set(Some(pending));
 }

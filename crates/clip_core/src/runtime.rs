@@ -371,8 +371,8 @@ pub(crate) fn release_free_heap() {
 /// [`crate::interrupt`]), a watcher terminates the run when a stop may be wanted; the host's check then runs on
 /// this thread, after ONNX Runtime has returned, and unwinds from here to stop the work. A check that returns was
 /// a false alarm: the inference runs again (the session is unchanged by a terminated run), so the caller gets the
-/// same result as from an uninterrupted run. If the pending flag is still up after such a check (the host holds
-/// its interrupts off), the new run is not watched: a watcher would only stop it again at once.
+/// same result as from an uninterrupted run. If the pending test still says yes after such a check (the host
+/// holds its interrupts off), the new run is not watched: a watcher would only stop it again at once.
 pub(crate) fn run<V, T>(
     session: &mut Session,
     input: &Value<V>,

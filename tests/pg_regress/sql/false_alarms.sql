@@ -9,10 +9,9 @@ RESET client_min_messages;
 SELECT current_setting('server_version_num')::int >= 140000 AS can_send_false_alarms \gset
 SELECT :'can_send_false_alarms' AS can_send_false_alarms;
 \if :can_send_false_alarms
--- An inference is terminated when an interrupt arrives, and run again when the interrupt stops nothing
--- (pg_log_backend_memory_contexts only asks for a log): the results are those of an undisturbed call. Here 4096
--- texts in batches of 1024, about half a second of inference each with this model, while the other session sends
--- such a request every 50 ms.
+-- An interrupt that only asks for something (pg_log_backend_memory_contexts asks for a log) is processed between
+-- inferences, and the results are those of an undisturbed call: here 4096 texts in batches of 1024, while the
+-- other session sends such a request every 50 ms.
 SET clip.max_batch_size = 1024;
 SET clip.batch_size = 1024;
 \set many_texts 'SELECT md5(clip_embed_texts(array_agg(format(''a photo of thing number %s, seen from far away'', i)))::text) FROM generate_series(1, 4096) i'

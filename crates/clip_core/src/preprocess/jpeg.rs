@@ -69,7 +69,7 @@ enum Failure {
     Image(ImageError),
 }
 
-/// Asked by libjpeg's progress monitor as it works: whether this thread's host has an interrupt pending.
+/// Asked by libjpeg's progress monitor as it works: this thread's host's pending test.
 extern "C" fn host_pending() -> c_int {
     // Called from C: a panic must not unwind from here. One is taken as a pending interrupt, which ends the
     // decoding and leaves the decision to the check, on the Rust side.
@@ -86,9 +86,9 @@ pub(super) struct Expected {
 
 /// Decodes `bytes` at 1/`scale_denom` of the size (1, 2, 4 or 8), with at most `max_memory` bytes for libjpeg's
 /// own buffers (the coefficients of a progressive file). The caller has checked the frame header's size against
-/// the pixel limit. An interrupt that the host has pending stops the decoding and runs the
+/// the pixel limit. An interrupt that the host's pending test reports stops the decoding and runs the
 /// [check](crate::interrupt::check); a check that lets the work go on has it decoded again, watched again if the
-/// host's flag was cleared (as after an inference, see `runtime::run`).
+/// pending test then says no (as after an inference, see `runtime::run`).
 pub(super) fn decompress(
     bytes: &[u8],
     scale_denom: u32,
